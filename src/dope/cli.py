@@ -1,0 +1,70 @@
+"""The ``dope`` command. Imports are lazy: ``dope --help`` must answer at once."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Callable, Sequence
+
+# command name -> (module, function, one-line help). Each module exposes
+# ``add_arguments(parser)`` and the named function taking the parsed namespace.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("dope.commands.demo", "Run DOPE's main job on the embedded default (no network, no account)"),
+    "collect": ("dope.commands.collect", "Run the collector: trades from a source -> bars -> bus + store"),
+    "ingest": ("dope.commands.ingest", "Import Binance public data files (trades, aggTrades, klines) into the store"),
+    "bars": ("dope.commands.bars", "Query or export stored bars (any multiple of the stored interval)"),
+    "synth": ("dope.commands.synth", "Generate synthetic bars (a year of 10 s bars in seconds) into the store"),
+    "config": ("dope.commands.config", "Print the effective configuration (file + environment), validated"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser, with one sub-parser per command (arguments loaded on use)."""
+    parser = argparse.ArgumentParser(prog="dope", description="DOPE - DataOps Prediction Engine")
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (_, help_text) in COMMANDS.items():
+        sub.add_parser(name, help=help_text, description=help_text, add_help=False)
+    return parser
+
+
+def _command_parser(name: str) -> tuple[argparse.ArgumentParser, Callable[[argparse.Namespace], int]]:
+    module_name, help_text = COMMANDS[name]
+    module = importlib.import_module(module_name)
+    parser = argparse.ArgumentParser(prog=f"dope {name}", description=help_text)
+    module.add_arguments(parser)
+    return parser, module.run
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``dope`` command."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in {"-h", "--help"} or args[0] not in COMMANDS:
+        parsed = build_parser().parse_args(args)
+        if parsed.version:
+            from dope import __version__
+
+            print(__version__)
+            return 0
+        build_parser().print_help()
+        return 0 if not args or args[0] in {"-h", "--help"} else 2
+    parser, run = _command_parser(args[0])
+    namespace = parser.parse_args(args[1:])
+    return _run_reporting_errors(run, namespace)
+
+
+def _run_reporting_errors(run: Callable[[argparse.Namespace], int], namespace: argparse.Namespace) -> int:
+    from dope.errors import UserError
+
+    try:
+        return run(namespace)
+    except UserError as exc:
+        print(f"dope: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,27 @@
+"""The interface every trade source implements."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from typing import Protocol
+
+from dope.errors import UserError
+from dope.messages import Trade
+
+
+class UnknownSymbolError(UserError, ValueError):
+    """A symbol the source does not know (not listed by the exchange, not in the files)."""
+
+
+class TradeSource(Protocol):
+    """Yields batches of trades of the configured symbols, oldest first per symbol.
+
+    ``resume`` maps a symbol to the first trade time (epoch ms) still needed:
+    trades before it are already in the store and must not be yielded again.
+    ``counters`` counts what the source rejected or repaired (malformed
+    messages, duplicates, reconnects, ...) so the service can report it.
+    """
+
+    counters: dict[str, int]
+
+    def trades(self, resume: Mapping[str, int]) -> AsyncIterator[list[Trade]]: ...

@@ -1,0 +1,145 @@
+"""Every message that travels on DOPE's bus, as frozen msgspec structs.
+
+Each message carries the symbol it is about, its event time (integer epoch
+milliseconds, UTC), the name of the publisher that sent it and that publisher's
+sequence number for the message's topic (set by the bus on publish, so a
+subscriber can detect gaps). The schema version ``v`` lets a receiver refuse a
+message written by an incompatible producer.
+
+>>> msg = Trade(symbol="BTCUSDT", event_time=1, trade_id=7, price=1.0, qty=2.0, is_buyer_maker=False)
+>>> decode(encode(msg)) == msg
+True
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import msgspec
+
+SCHEMA_VERSION: Final = 1
+
+
+class SchemaVersionError(ValueError):
+    """A message was written with a schema version this code does not speak."""
+
+
+class Message(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind"):
+    """Fields shared by every message."""
+
+    symbol: str
+    event_time: int
+    seq: int = 0
+    source: str = ""
+    v: int = SCHEMA_VERSION
+
+
+class Trade(Message, tag="trade"):
+    """One trade (or one Binance aggregate trade) as DOPE sees it.
+
+    ``trade_id`` is the id used for de-duplication (the aggregate id for
+    aggTrades); ``first_trade_id``..``last_trade_id`` is the range of raw trade
+    ids it covers (equal to ``trade_id`` for a raw trade), so a bar's ``count``
+    is the number of raw trades, as in Binance's klines. ``event_time`` is the
+    trade time. ``is_buyer_maker`` true means the aggressor sold.
+    """
+
+    trade_id: int
+    price: float
+    qty: float
+    is_buyer_maker: bool
+    first_trade_id: int = -1
+    last_trade_id: int = -1
+
+    @property
+    def raw_count(self) -> int:
+        """Number of raw exchange trades this message stands for."""
+        if self.first_trade_id < 0:
+            return 1
+        return self.last_trade_id - self.first_trade_id + 1
+
+    @property
+    def raw_first_id(self) -> int:
+        """First raw trade id covered (the trade id itself for a raw trade)."""
+        return self.trade_id if self.first_trade_id < 0 else self.first_trade_id
+
+    @property
+    def raw_last_id(self) -> int:
+        """Last raw trade id covered (the trade id itself for a raw trade)."""
+        return self.trade_id if self.last_trade_id < 0 else self.last_trade_id
+
+
+class Bar(Message, tag="bar"):
+    """One OHLCV bar, with Binance's kline columns plus what DOPE needs.
+
+    ``event_time`` is the bar's ``close_time`` (``open_time + interval - 1``).
+    An interval without trades is still a bar: ``empty`` is true, prices carry
+    the previous close, volumes are zero and the trade-id range is ``-1``.
+    """
+
+    interval_ms: int
+    open_time: int
+    close_time: int
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+    quote_volume: float
+    count: int
+    taker_buy_volume: float
+    taker_buy_quote_volume: float
+    vwap: float
+    empty: bool
+    first_trade_id: int
+    last_trade_id: int
+
+
+class Heartbeat(Message, tag="heartbeat"):
+    """A sign of life from a service, with its counters.
+
+    ``symbol`` is ``"*"`` when the heartbeat is about the whole service.
+    """
+
+    service: str
+    interval_ms: int
+    counters: dict[str, int] = {}
+
+
+class LateTrades(Message, tag="late_trades"):
+    """Trades that arrived after their bar was closed: counted, never silently dropped."""
+
+    interval_ms: int
+    bar_open_time: int
+    count: int
+    volume: float
+
+
+AnyMessage = Trade | Bar | Heartbeat | LateTrades
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(AnyMessage)
+
+
+def encode(msg: AnyMessage) -> bytes:
+    """Serialize a message to msgpack bytes."""
+    return _encoder.encode(msg)
+
+
+def decode(data: bytes) -> AnyMessage:
+    """Parse msgpack bytes into a message, refusing unknown kinds and versions.
+
+    Raises ``msgspec.DecodeError`` / ``msgspec.ValidationError`` for garbage or
+    a wrong shape and ``SchemaVersionError`` for another schema version.
+    """
+    msg = _decoder.decode(data)
+    if msg.v != SCHEMA_VERSION:
+        raise SchemaVersionError(
+            f"{type(msg).__name__} has schema version {msg.v}, this build speaks {SCHEMA_VERSION}"
+        )
+    return msg
+
+
+def topic_of(msg: AnyMessage) -> str:
+    """The bus topic of a message: ``<kind>.<symbol>`` (for example ``bar.BTCUSDT``)."""
+    return f"{type(msg).__struct_config__.tag}.{msg.symbol}"
