@@ -40,7 +40,7 @@ class _Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=T
     """Base of every config struct: frozen, and unknown fields are an error."""
 
 
-class BarsConfig(_Config):
+class BarsConfig(_Config, frozen=True):
     """Bar policy. ``close_on="event_time"``: a bar closes when a trade past its end + grace arrives;
     ``"clock"``: also when the clock passes it (live mode, so quiet markets still get bars)."""
 
@@ -59,13 +59,13 @@ class BarsConfig(_Config):
         return parse_interval(self.interval)
 
 
-class StoreConfig(_Config):
+class StoreConfig(_Config, frozen=True):
     """Where the Parquet dataset lives."""
 
     path: str = "var/store"
 
 
-class BusConfig(_Config):
+class BusConfig(_Config, frozen=True):
     """ZeroMQ endpoints (tcp://host:port or ipc://path) and flow-control settings."""
 
     publish: str = "tcp://127.0.0.1:5555"
@@ -76,7 +76,7 @@ class BusConfig(_Config):
     snapshot_bars: int = 360
 
 
-class BinanceConfig(_Config):
+class BinanceConfig(_Config, frozen=True):
     """Binance endpoints (production, testnet or a fake) and client behaviour."""
 
     rest_url: str = "https://api.binance.com"
@@ -88,7 +88,7 @@ class BinanceConfig(_Config):
     request_timeout_ms: int = 10_000
 
 
-class ReplayConfig(_Config):
+class ReplayConfig(_Config, frozen=True):
     """Replay of Binance public data files or of DOPE's store. ``speed`` 0 = as fast as possible."""
 
     files: list[str] = []
@@ -96,7 +96,7 @@ class ReplayConfig(_Config):
     from_store: bool = False
 
 
-class SyntheticConfig(_Config):
+class SyntheticConfig(_Config, frozen=True):
     """The seeded synthetic market. ``speed`` 0 = as fast as possible, 1 = real time."""
 
     seed: int = 7
@@ -105,7 +105,7 @@ class SyntheticConfig(_Config):
     speed: float = 0.0
 
 
-class CollectorConfig(_Config):
+class CollectorConfig(_Config, frozen=True):
     """What the collector listens to and how often it writes to the store."""
 
     source: Literal["synthetic", "replay", "binance"] = "replay"
@@ -114,7 +114,7 @@ class CollectorConfig(_Config):
     service_name: str = "collector"
 
 
-class DopeConfig(_Config):
+class DopeConfig(_Config, frozen=True):
     """The whole configuration."""
 
     collector: CollectorConfig = CollectorConfig()

@@ -34,7 +34,7 @@ class Message(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind"):
     v: int = SCHEMA_VERSION
 
 
-class Trade(Message, tag="trade"):
+class Trade(Message, frozen=True, tag="trade"):
     """One trade (or one Binance aggregate trade) as DOPE sees it.
 
     ``trade_id`` is the id used for de-duplication (the aggregate id for
@@ -69,7 +69,7 @@ class Trade(Message, tag="trade"):
         return self.trade_id if self.last_trade_id < 0 else self.last_trade_id
 
 
-class Bar(Message, tag="bar"):
+class Bar(Message, frozen=True, tag="bar"):
     """One OHLCV bar, with Binance's kline columns plus what DOPE needs.
 
     ``event_time`` is the bar's ``close_time`` (``open_time + interval - 1``).
@@ -95,7 +95,7 @@ class Bar(Message, tag="bar"):
     last_trade_id: int
 
 
-class Heartbeat(Message, tag="heartbeat"):
+class Heartbeat(Message, frozen=True, tag="heartbeat"):
     """A sign of life from a service, with its counters.
 
     ``symbol`` is ``"*"`` when the heartbeat is about the whole service.
@@ -106,7 +106,7 @@ class Heartbeat(Message, tag="heartbeat"):
     counters: dict[str, int] = {}
 
 
-class LateTrades(Message, tag="late_trades"):
+class LateTrades(Message, frozen=True, tag="late_trades"):
     """Trades that arrived after their bar was closed: counted, never silently dropped."""
 
     interval_ms: int
