@@ -48,10 +48,9 @@ class TradeArrays:
 
     def sorted(self) -> TradeArrays:
         """The same trades ordered by ``(time, trade_id)`` (returns self if already so)."""
-        t, i = self.time, self.trade_id
-        if len(t) < 2 or bool(np.all((t[1:] > t[:-1]) | ((t[1:] == t[:-1]) & (i[1:] >= i[:-1])))):
+        if _is_time_id_sorted(self.time, self.trade_id):
             return self
-        order = np.lexsort((i, t))
+        order = np.lexsort((self.trade_id, self.time))
         return TradeArrays(*(np.ascontiguousarray(a[order]) for a in self._columns()))
 
     def _columns(self) -> tuple[npt.NDArray[np.generic], ...]:
@@ -60,33 +59,66 @@ class TradeArrays:
 
 
 @numba.njit(cache=True, nogil=True)  # type: ignore[misc]
+def _is_time_id_sorted(time: I64, trade_id: I64) -> bool:  # pragma: no cover - compiled
+    for k in range(1, len(time)):
+        if time[k] < time[k - 1] or (time[k] == time[k - 1] and trade_id[k] < trade_id[k - 1]):
+            return False
+    return True
+
+
+@numba.njit(cache=True, nogil=True)  # type: ignore[misc]
 def _aggregate(time: I64, price: F64, qty: F64, maker: BOOL, first_id: I64, last_id: I64,
                interval: int, start_open: int, floats: F64, ints: I64) -> None:  # pragma: no cover - compiled
     """Fill ``floats`` (open, high, low, close, volume, quote, taker base, taker quote) and
-    ``ints`` (trades, count, first id, last id) per window, in trade order."""
-    for k in range(len(time)):
+    ``ints`` (trades, count, first id, last id) per window, summing in trade order.
+
+    Trades are sorted by time, so the window changes only at a boundary: the
+    running values live in locals and are written out once per window."""
+    n = len(time)
+    k = 0
+    while k < n:
         b = (time[k] - time[k] % interval - start_open) // interval
+        edge = start_open + (b + 1) * interval
         p = price[k]
-        q = qty[k]
-        quote = p * q
-        if ints[b, 0] == 0:
-            floats[b, 0] = p
-            floats[b, 1] = p
-            floats[b, 2] = p
-            ints[b, 2] = first_id[k]
-            ints[b, 3] = last_id[k]
-        floats[b, 1] = max(floats[b, 1], p)
-        floats[b, 2] = min(floats[b, 2], p)
+        o = p
+        h = p
+        lo = p
+        vol = 0.0
+        quote = 0.0
+        tvol = 0.0
+        tquote = 0.0
+        trades = 0
+        count = 0
+        fid = first_id[k]
+        lid = last_id[k]
+        while k < n and time[k] < edge:
+            p = price[k]
+            q = qty[k]
+            pq = p * q
+            h = max(h, p)
+            lo = min(lo, p)
+            vol += q
+            quote += pq
+            if not maker[k]:
+                tvol += q
+                tquote += pq
+            trades += 1
+            count += last_id[k] - first_id[k] + 1
+            fid = min(fid, first_id[k])
+            lid = max(lid, last_id[k])
+            k += 1
+        floats[b, 0] = o
+        floats[b, 1] = h
+        floats[b, 2] = lo
         floats[b, 3] = p
-        floats[b, 4] += q
-        floats[b, 5] += quote
-        if not maker[k]:
-            floats[b, 6] += q
-            floats[b, 7] += quote
-        ints[b, 0] += 1
-        ints[b, 1] += last_id[k] - first_id[k] + 1
-        ints[b, 2] = min(ints[b, 2], first_id[k])
-        ints[b, 3] = max(ints[b, 3], last_id[k])
+        floats[b, 4] = vol
+        floats[b, 5] = quote
+        floats[b, 6] = tvol
+        floats[b, 7] = tquote
+        ints[b, 0] = trades
+        ints[b, 1] = count
+        ints[b, 2] = fid
+        ints[b, 3] = lid
 
 
 def build_bars(
