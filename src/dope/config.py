@@ -91,7 +91,7 @@ class BinanceConfig(_Config, frozen=True):
 class ReplayConfig(_Config, frozen=True):
     """Replay of Binance public data files or of DOPE's store. ``speed`` 0 = as fast as possible."""
 
-    files: list[str] = []
+    files: tuple[str, ...] = ()
     speed: float = 0.0
     from_store: bool = False
 
@@ -109,7 +109,7 @@ class CollectorConfig(_Config, frozen=True):
     """What the collector listens to and how often it writes to the store."""
 
     source: Literal["synthetic", "replay", "binance"] = "replay"
-    symbols: list[str] = ["BTCUSDT", "ETHUSDT"]
+    symbols: tuple[str, ...] = ("BTCUSDT", "ETHUSDT")
     flush_every_bars: int = 50
     service_name: str = "collector"
 
