@@ -66,7 +66,12 @@ class StoreConfig(_Config, frozen=True):
 
 
 class BusConfig(_Config, frozen=True):
-    """ZeroMQ endpoints (tcp://host:port or ipc://path) and flow-control settings."""
+    """ZeroMQ endpoints (tcp://host:port or ipc://path) and flow-control settings.
+
+    ``snapshot = ""`` serves no snapshots (no late-joiner catch-up); ``snapshot_bars``
+    is how many recent bars per topic a publisher keeps for late joiners; a HWM
+    of 0 means unbounded; ``linger_ms`` is how long closing waits for queued messages.
+    """
 
     publish: str = "tcp://127.0.0.1:5555"
     snapshot: str = "tcp://127.0.0.1:5556"
@@ -74,6 +79,18 @@ class BusConfig(_Config, frozen=True):
     receive_hwm: int = 100_000
     heartbeat_ms: int = 1_000
     snapshot_bars: int = 360
+    linger_ms: int = 1_000
+
+    def __post_init__(self) -> None:
+        for name in ("publish", "snapshot"):
+            endpoint = getattr(self, name)
+            if (endpoint or name == "publish") and not endpoint.startswith(("tcp://", "ipc://", "inproc://")):
+                raise ValueError(f"bus.{name} must be a tcp://, ipc:// or inproc:// endpoint, got {endpoint!r}")
+        for name in ("send_hwm", "receive_hwm", "snapshot_bars", "linger_ms"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"bus.{name} must be >= 0, got {getattr(self, name)}")
+        if self.heartbeat_ms <= 0:
+            raise ValueError(f"bus.heartbeat_ms must be > 0, got {self.heartbeat_ms}")
 
 
 class BinanceConfig(_Config, frozen=True):
@@ -86,6 +103,10 @@ class BinanceConfig(_Config, frozen=True):
     reconnect_max_ms: int = 30_000
     backfill_limit: int = 1000
     request_timeout_ms: int = 10_000
+    stall_timeout_ms: int = 30_000
+    """No frame (not even a ping) for this long: the stream is stalled, reconnect."""
+    gap_timeout_ms: int = 2_000
+    """A hole in the trade ids that lasts this long is filled from REST."""
 
 
 class ReplayConfig(_Config, frozen=True):
@@ -94,6 +115,8 @@ class ReplayConfig(_Config, frozen=True):
     files: tuple[str, ...] = ()
     speed: float = 0.0
     from_store: bool = False
+    batch_size: int = 1000
+    skip_bad_rows: bool = False
 
 
 class SyntheticConfig(_Config, frozen=True):
@@ -103,6 +126,12 @@ class SyntheticConfig(_Config, frozen=True):
     start: str = "2024-01-01T00:00:00Z"
     duration: str = "1h"
     speed: float = 0.0
+    params: str = ""  # fitted parameter file; "" = the one packaged with DOPE
+    rate_scale: float = 1.0  # multiplies every symbol's trade rate (fewer trades for light tests)
+
+    def __post_init__(self) -> None:
+        if self.seed < 0 or self.rate_scale <= 0 or self.speed < 0:
+            raise ValueError("synthetic: seed and speed must be >= 0, rate_scale > 0")
 
 
 class CollectorConfig(_Config, frozen=True):
@@ -186,3 +215,8 @@ def _merge(base: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]
         else:
             merged[key] = value
     return merged
+
+
+def with_overrides(config: DopeConfig, overrides: Mapping[str, Any], origin: str = "command line") -> DopeConfig:
+    """``config`` with some fields replaced (nested mapping, e.g. ``{"bars": {"interval": "1m"}}``), validated."""
+    return config_from_dict(_merge(msgspec.to_builtins(config), overrides), origin)

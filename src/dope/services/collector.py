@@ -1,0 +1,196 @@
+"""The collector service: trades from a source -> bars -> the bus and the store.
+
+It is a thin loop around the shared pieces: a ``TradeSource``, one
+``BarBuilder`` per symbol, a ``Publisher`` and a ``BarStore``. On start it
+asks the store for the last bar of each symbol and resumes right after it, so
+a collector killed at any moment and restarted ends with exactly the bars of an
+uninterrupted run: the source replays (or backfills) what was missed and the
+store's upserts make re-written bars harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from dope.bars import BarBuilder, align, bars_to_frame
+from dope.clock import Clock
+from dope.config import BarsConfig, CollectorConfig
+from dope.logs import ProblemCounter
+from dope.market.base import TradeSource
+from dope.messages import AnyMessage, Bar, LateTrades, Trade
+from dope.store import BarStore
+
+log = logging.getLogger("dope.collector")
+
+BarSink = Callable[[Bar], None]
+
+
+class Publish(Protocol):
+    """What the collector needs of a bus publisher."""
+
+    def publish(self, msg: AnyMessage) -> bool: ...
+
+    def heartbeat(self, counters: dict[str, int]) -> None: ...
+
+
+@dataclass
+class CollectorCounters:
+    """What the collector did, for heartbeats and for tests."""
+
+    trades: int = 0
+    bars: int = 0
+    empty_bars: int = 0
+    late_trades: int = 0
+    flushes: int = 0
+    problems: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, int]:
+        return {"trades": self.trades, "bars": self.bars, "empty_bars": self.empty_bars,
+                "late_trades": self.late_trades, "flushes": self.flushes, **self.problems}
+
+
+class Collector:
+    """Runs one source into bars for the configured symbols."""
+
+    def __init__(self, collector: CollectorConfig, bars: BarsConfig, source: TradeSource, store: BarStore,
+                 publisher: Publish | None = None, *, clock: Clock | None = None,
+                 on_bar: BarSink | None = None, heartbeat_ms: int = 1_000) -> None:
+        self.config = collector
+        self.bar_policy = bars
+        self.interval_ms = bars.interval_ms
+        self.source = source
+        self.store = store
+        self.publisher = publisher
+        self.clock = clock
+        self.on_bar = on_bar
+        self.heartbeat_ms = heartbeat_ms
+        self.counters = CollectorCounters()
+        self.problems = ProblemCounter(log)
+        self.builders = {symbol: self._resumed_builder(symbol) for symbol in collector.symbols}
+        self._pending: list[Bar] = []
+
+    def resume_points(self) -> dict[str, int]:
+        """First trade time still needed per symbol: right after the last stored bar (0 if none)."""
+        return {symbol: builder.next_open_time or 0 for symbol, builder in self.builders.items()}
+
+    async def run(self, stop: asyncio.Event | None = None) -> CollectorCounters:
+        """Consume the source until it ends or ``stop`` is set; flush everything complete."""
+        stop = stop or asyncio.Event()
+        tickers = [asyncio.create_task(self._heartbeats(stop))]
+        if self.clock is not None and self.bar_policy.close_on == "clock":
+            tickers.append(asyncio.create_task(self._clock_closes(self.clock, stop)))
+        try:
+            finished = await self._consume(stop)
+        finally:
+            stop.set()
+            for task in tickers:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._close(finished)
+        return self.counters
+
+    async def _consume(self, stop: asyncio.Event) -> bool:
+        """Feed the source's batches in; True when the source ended (not stopped)."""
+        stream = self.source.trades(self.resume_points())
+        async for batch in stream:
+            self.ingest(batch)
+            if stop.is_set():
+                return False
+        return True
+
+    def ingest(self, trades: Iterable[Trade]) -> None:
+        """Fold a batch of trades into the bars; bars that close are published and queued for the store."""
+        for trade in trades:
+            builder = self.builders.get(trade.symbol)
+            problem = _trade_problem(trade) if builder is not None else "unknown_symbol"
+            if problem is not None:
+                self.problems.report(problem, f"rejected trade {trade.trade_id} of {trade.symbol!r}: {problem}")
+                continue
+            assert builder is not None
+            self.counters.trades += 1
+            self._emit(builder.add(trade))
+
+    def _emit(self, bars: list[Bar]) -> None:
+        for bar in bars:
+            self.counters.bars += 1
+            self.counters.empty_bars += bar.empty
+            if self.publisher is not None:
+                self.publisher.publish(bar)
+            if self.on_bar is not None:
+                self.on_bar(bar)
+            self._pending.append(bar)
+        if len(self._pending) >= self.config.flush_every_bars:
+            self.flush_to_store()
+
+    def flush_to_store(self) -> None:
+        """Write the bars not yet stored (idempotent upsert)."""
+        if not self._pending:
+            return
+        self.store.write_bars(bars_to_frame(self._pending), self.interval_ms)
+        self._pending.clear()
+        self.counters.flushes += 1
+
+    def _close(self, source_ended: bool) -> None:
+        """At the end of a finite source every open window is complete: emit it. On a stop, only store."""
+        if source_ended:
+            for builder in self.builders.values():
+                self._emit(builder.flush())
+        self.flush_to_store()
+        self.counters.problems = dict(self.problems.counts)
+        self.counters.late_trades = sum(b.late_trades for b in self.builders.values())
+        self._send_heartbeat()
+        log.info("collector done: %s", self.counters.as_dict())
+
+    def _resumed_builder(self, symbol: str) -> BarBuilder:
+        last = self.store.last_bar(symbol, self.interval_ms)
+        policy = self.bar_policy
+        builder = BarBuilder(symbol, self.interval_ms, grace_ms=policy.grace_ms, emit_empty=policy.emit_empty,
+                             on_late=self._on_late)
+        if last is not None:
+            builder.next_open_time = int(last["open_time"]) + self.interval_ms
+            builder.last_close = float(last["close"])
+            log.info("%s: resuming after the stored bar at %d", symbol, int(last["open_time"]))
+        return builder
+
+    def _on_late(self, trade: Trade, open_time: int) -> None:
+        self.problems.report("late_trade", f"{trade.symbol}: trade {trade.trade_id} at {trade.event_time} "
+                                           f"is late (bars before {open_time} are closed)")
+        if self.publisher is not None:
+            self.publisher.publish(LateTrades(
+                symbol=trade.symbol, event_time=trade.event_time, interval_ms=self.interval_ms,
+                bar_open_time=align(trade.event_time, self.interval_ms), count=1, volume=trade.qty))
+
+    async def _clock_closes(self, clock: Clock, stop: asyncio.Event) -> None:
+        """Close quiet bars on the clock (live mode): a bar is due at its end plus the grace period."""
+        tick = max(self.interval_ms // 10, 100)
+        while not stop.is_set():
+            await clock.sleep_until(clock.now_ms() + tick)
+            for builder in self.builders.values():
+                if builder.next_open_time is not None:
+                    self._emit(builder.advance(clock.now_ms()))
+
+    async def _heartbeats(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            self._send_heartbeat()
+            await asyncio.sleep(self.heartbeat_ms / 1000)
+
+    def _send_heartbeat(self) -> None:
+        if self.publisher is not None:
+            self.counters.problems = dict(self.problems.counts)
+            self.publisher.heartbeat(self.counters.as_dict())
+
+
+def _trade_problem(trade: Trade) -> str | None:
+    """Why a trade cannot be used, or None. NaN fails every comparison, so it is caught here too."""
+    if not 0 < trade.price < math.inf:
+        return "bad_price"
+    if not 0 < trade.qty < math.inf:
+        return "bad_qty"
+    return None

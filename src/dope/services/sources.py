@@ -1,0 +1,38 @@
+"""Open the trade source the configuration names (imports only the one needed)."""
+
+from __future__ import annotations
+
+from importlib.resources import files
+from pathlib import Path
+
+from dope.clock import Clock, LiveClock
+from dope.config import DopeConfig
+from dope.market.base import TradeSource
+
+
+def bundled_trade_files() -> list[Path]:
+    """The real Binance spot trade files shipped with DOPE (BTCUSDT and ETHUSDT, 11 minutes)."""
+    return sorted(Path(str(p)) for p in files("dope.data").iterdir() if "-trades-" in p.name)
+
+
+def open_source(config: DopeConfig) -> tuple[TradeSource, Clock | None]:
+    """The configured source, and the clock that closes quiet bars (None: event time only).
+
+    Replays and the synthetic market close bars on event time, so their runs
+    are deterministic; the live exchange also closes them on the wall clock.
+    """
+    symbols = list(config.collector.symbols)
+    if config.collector.source == "replay":
+        from dope.market.replay import ReplaySource
+
+        replay = config.replay
+        paths = [Path(f) for f in replay.files] or bundled_trade_files()
+        return ReplaySource(paths, symbols, speed=replay.speed, batch_size=replay.batch_size,
+                            on_bad="skip" if replay.skip_bad_rows else "raise"), None
+    if config.collector.source == "synthetic":
+        from dope.market.synthetic_source import SyntheticSource
+
+        return SyntheticSource.from_config(config.synthetic, symbols), None
+    from dope.market.binance import BinanceSource
+
+    return BinanceSource(config.binance, symbols), LiveClock()
