@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from dope.bars.interval import align, check_interval_ms
+from dope.bars.interval import check_interval_ms
 from dope.messages import Bar, Trade
 
 LateHandler = Callable[[Trade, int], None]
@@ -25,50 +25,57 @@ LateHandler = Callable[[Trade, int], None]
 
 @dataclass(slots=True)
 class _Window:
-    """Running sums of the trades of one window."""
+    """Running values of the trades of one window (sums in arrival order).
 
-    open_key: tuple[int, int]
-    close_key: tuple[int, int]
+    Open and close are tracked by ``(time, trade id)``, so arrival order does
+    not change them. Written flat, with no helper calls: this is the live hot path.
+    """
+
+    open_time: int
+    open_id: int
+    close_time: int
+    close_id: int
     open: float
     close: float
     high: float
     low: float
+    first_trade_id: int
+    last_trade_id: int
     volume: float = 0.0
     quote_volume: float = 0.0
     count: int = 0
     taker_buy_volume: float = 0.0
     taker_buy_quote_volume: float = 0.0
-    first_trade_id: int = 0
-    last_trade_id: int = 0
 
     @classmethod
     def start(cls, trade: Trade) -> _Window:
-        key = (trade.event_time, trade.trade_id)
-        price = trade.price
-        window = cls(key, key, price, price, price, price, first_trade_id=trade.raw_first_id,
-                     last_trade_id=trade.raw_last_id)
-        window._add_sums(trade, price, trade.qty)
+        t, tid, price = trade.event_time, trade.trade_id, trade.price
+        window = cls(t, tid, t, tid, price, price, price, price, trade.raw_first_id, trade.raw_last_id)
+        window.add(trade)
         return window
 
     def add(self, trade: Trade) -> None:
-        """Fold one trade into the window (sums in arrival order)."""
-        key = (trade.event_time, trade.trade_id)
-        price, qty = trade.price, trade.qty
-        if key < self.open_key:
-            self.open_key, self.open = key, price
-        if key > self.close_key:
-            self.close_key, self.close = key, price
-        self.high = max(self.high, price)
-        self.low = min(self.low, price)
-        self.first_trade_id = min(self.first_trade_id, trade.raw_first_id)
-        self.last_trade_id = max(self.last_trade_id, trade.raw_last_id)
-        self._add_sums(trade, price, qty)
-
-    def _add_sums(self, trade: Trade, price: float, qty: float) -> None:
+        """Fold one trade into the window."""
+        t, tid, price, qty = trade.event_time, trade.trade_id, trade.price, trade.qty
+        if t > self.close_time or (t == self.close_time and tid > self.close_id):
+            self.close_time, self.close_id, self.close = t, tid, price
+        elif t < self.open_time or (t == self.open_time and tid < self.open_id):
+            self.open_time, self.open_id, self.open = t, tid, price
+        if price > self.high:
+            self.high = price
+        elif price < self.low:
+            self.low = price
+        first, last = trade.first_trade_id, trade.last_trade_id
+        if first < 0:
+            first = last = tid
+        if first < self.first_trade_id:
+            self.first_trade_id = first
+        if last > self.last_trade_id:
+            self.last_trade_id = last
         quote = price * qty
         self.volume += qty
         self.quote_volume += quote
-        self.count += trade.raw_count
+        self.count += last - first + 1
         if not trade.is_buyer_maker:
             self.taker_buy_volume += qty
             self.taker_buy_quote_volume += quote
@@ -107,10 +114,11 @@ class BarBuilder:
 
     def add(self, trade: Trade) -> list[Bar]:
         """Fold a trade in; return the bars its time closes (oldest first)."""
-        open_time = align(trade.event_time, self.interval_ms)
+        t = trade.event_time
+        open_time = t - t % self.interval_ms
         if self.next_open_time is None:
             self.next_open_time = open_time
-        if open_time < self.next_open_time:
+        elif open_time < self.next_open_time:
             self._late(trade)
             return []
         window = self._windows.get(open_time)
@@ -118,7 +126,11 @@ class BarBuilder:
             self._windows[open_time] = _Window.start(trade)
         else:
             window.add(trade)
-        return self.advance(trade.event_time)
+        if t < self.next_open_time + self.interval_ms + self.grace_ms:
+            if t > self.watermark:
+                self.watermark = t
+            return []
+        return self.advance(t)
 
     def advance(self, now_ms: int) -> list[Bar]:
         """Move the watermark to ``now_ms``; return every bar whose window (plus grace) has passed."""

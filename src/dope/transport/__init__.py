@@ -1,0 +1,72 @@
+"""DOPE's message bus: ZeroMQ publish/subscribe between processes, and an in-memory twin for tests.
+
+Frames are ``[topic, body]``: the topic is ``<kind>.<symbol>`` (``bar.BTCUSDT``,
+``heartbeat.*``), the body the msgpack of the message, stamped with the
+publisher's name and a per-topic sequence number. See ``docs/bus.md``.
+
+>>> bus = InMemoryBus()
+>>> sub = bus.subscriber(["bar."])
+>>> pub = bus.publisher("collector")
+>>> pub.heartbeat({})            # not subscribed to heartbeats: not received
+>>> sub.receive(timeout_ms=0) is None
+True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from dope.clock import Clock
+from dope.config import BusConfig
+from dope.transport.base import (
+    BasePublisher,
+    BaseSubscriber,
+    BusError,
+    Publisher,
+    PublisherStats,
+    Snapshot,
+    Subscriber,
+    SubscriberStats,
+    TopicRing,
+)
+from dope.transport.memory import InMemoryBus, InMemoryPublisher, InMemorySubscriber
+from dope.transport.snapshot import SnapshotProtocolError
+from dope.transport.zmq_bus import ZmqPublisher, ZmqSubscriber, check_endpoint
+
+__all__ = [
+    "BasePublisher",
+    "BaseSubscriber",
+    "BusError",
+    "InMemoryBus",
+    "InMemoryPublisher",
+    "InMemorySubscriber",
+    "Publisher",
+    "PublisherStats",
+    "Snapshot",
+    "SnapshotProtocolError",
+    "Subscriber",
+    "SubscriberStats",
+    "TopicRing",
+    "ZmqPublisher",
+    "ZmqSubscriber",
+    "check_endpoint",
+    "open_publisher",
+    "open_subscriber",
+]
+
+
+def open_publisher(config: BusConfig, name: str, *, endpoint: str | None = None,
+                   snapshot_endpoint: str | None = None, clock: Clock | None = None) -> ZmqPublisher:
+    """A ZeroMQ publisher bound to ``config.publish`` (or ``endpoint``), serving snapshots on ``config.snapshot``."""
+    return ZmqPublisher(endpoint or config.publish, name, send_hwm=config.send_hwm,
+                        snapshot_endpoint=(snapshot_endpoint or config.snapshot) or None,
+                        snapshot_depth=config.snapshot_bars, clock=clock, heartbeat_ms=config.heartbeat_ms,
+                        linger_ms=config.linger_ms)
+
+
+def open_subscriber(config: BusConfig, topics: Iterable[str], *, endpoints: Sequence[str] | None = None,
+                    snapshot_endpoints: Sequence[str] | None = None) -> ZmqSubscriber:
+    """A ZeroMQ subscriber to ``topics`` connected to ``config.publish`` (or ``endpoints``) and its snapshot socket."""
+    snapshots = snapshot_endpoints if snapshot_endpoints is not None else [e for e in [config.snapshot] if e]
+    return ZmqSubscriber(endpoints or [config.publish], topics, receive_hwm=config.receive_hwm,
+                         snapshot_endpoint=snapshots)

@@ -1,0 +1,507 @@
+"""What every bus implementation shares: the protocols, and the sequence, gap, snapshot and heartbeat bookkeeping.
+
+A publisher stamps each message with its name (``source``) and a sequence
+number per topic (``seq``, from 1), sends ``[topic, body]`` frames and keeps
+the last messages of some kinds in a :class:`TopicRing` for late joiners. A
+subscriber checks every frame (:class:`Intake`): undecodable or mis-labelled
+frames and other schema versions are counted and logged, never raised; a jump
+in ``seq`` is counted as a gap; an old ``seq`` as a duplicate; heartbeats are
+remembered so a silent publisher is noticed.
+
+The ZeroMQ and in-memory buses subclass :class:`BasePublisher` and
+:class:`BaseSubscriber`, which hold all of this logic, and add only how frames
+move.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Final, Protocol, Self
+
+import msgspec
+
+from dope.clock import Clock, LiveClock
+from dope.errors import UserError
+from dope.logs import ProblemCounter
+from dope.messages import AnyMessage, Heartbeat, SchemaVersionError, decode, encode, topic_of
+
+log = logging.getLogger("dope.transport")
+
+Frames = Sequence[bytes]
+StreamKey = tuple[str, str]
+"""``(source, topic)``: one publisher's stream of one topic, numbered from 1."""
+
+HEARTBEAT_SYMBOL: Final = "*"
+DEFAULT_SNAPSHOT_KINDS: Final = ("bar",)
+
+
+class BusError(UserError, OSError):
+    """The bus could not be set up (an endpoint that cannot be bound or is malformed); the message says which."""
+
+
+@dataclass
+class PublisherStats:
+    """What a publisher sent and dropped, per topic."""
+
+    sent: dict[str, int] = field(default_factory=dict)
+    dropped: dict[str, int] = field(default_factory=dict)
+    subscriptions: int = 0
+
+    @property
+    def total_sent(self) -> int:
+        return sum(self.sent.values())
+
+    @property
+    def total_dropped(self) -> int:
+        return sum(self.dropped.values())
+
+    def as_counters(self) -> dict[str, int]:
+        """Totals, named for a heartbeat's counters."""
+        return {"bus.sent": self.total_sent, "bus.dropped": self.total_dropped}
+
+
+@dataclass
+class SubscriberStats:
+    """What a subscriber accepted, refused (by reason), missed (per stream) and skipped."""
+
+    received: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)
+    gaps: dict[StreamKey, int] = field(default_factory=dict)
+    duplicates: int = 0
+    restarts: int = 0
+    snapshot_messages: int = 0
+
+    @property
+    def total_rejected(self) -> int:
+        return sum(self.rejected.values())
+
+    @property
+    def total_gaps(self) -> int:
+        return sum(self.gaps.values())
+
+    def as_counters(self) -> dict[str, int]:
+        """Totals, named for a heartbeat's counters."""
+        return {"bus.received": self.received, "bus.rejected": self.total_rejected,
+                "bus.gaps": self.total_gaps, "bus.duplicates": self.duplicates}
+
+
+class Publisher(Protocol):
+    """Sends messages on the bus; never blocks (a full queue drops the message, counted)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def stats(self) -> PublisherStats: ...
+
+    def publish(self, msg: AnyMessage) -> bool: ...
+
+    def heartbeat(self, counters: Mapping[str, int] | None = None) -> None: ...
+
+    def wait_for_subscriptions(self, count: int = 1, timeout_ms: int = 5_000) -> bool: ...
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> Self: ...
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None: ...
+
+
+class Subscriber(Protocol):
+    """Receives messages of the subscribed topic prefixes, checked and sequence-tracked."""
+
+    @property
+    def stats(self) -> SubscriberStats: ...
+
+    def subscribe(self, prefix: str) -> None: ...
+
+    def unsubscribe(self, prefix: str) -> None: ...
+
+    def receive(self, timeout_ms: int) -> AnyMessage | None: ...
+
+    def catch_up(self, timeout_ms: int = 2_000) -> list[AnyMessage]: ...
+
+    def last_heartbeat(self, source: str) -> int | None: ...
+
+    def dead_publishers(self, now_ms: int, timeout_ms: int) -> list[str]: ...
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> Self: ...
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None: ...
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A publisher's recent messages matching a prefix, and its current seq of each such topic."""
+
+    source: str
+    entries: list[tuple[str, bytes]]
+    seqs: dict[str, int]
+
+
+class TopicRing:
+    """The last ``depth`` messages of each topic of the kept kinds; thread-safe (served by another thread).
+
+    >>> ring = TopicRing(depth=2)
+    >>> for seq in (1, 2, 3): ring.record("bar.X", seq, b"%d" % seq)
+    >>> ring.snapshot("bar", "pub").entries
+    [('bar.X', b'2'), ('bar.X', b'3')]
+    """
+
+    def __init__(self, depth: int, kinds: Iterable[str] = DEFAULT_SNAPSHOT_KINDS) -> None:
+        if depth < 0:
+            raise ValueError(f"snapshot depth must be >= 0, got {depth}")
+        self.depth = depth
+        self.kinds = frozenset(kinds)
+        self._rings: dict[str, deque[tuple[int, bytes]]] = {}
+        self._lock = threading.Lock()
+
+    def keeps(self, topic: str) -> bool:
+        """Whether messages of this topic are kept (its kind is one of ``kinds``)."""
+        return self.depth > 0 and topic.partition(".")[0] in self.kinds
+
+    def record(self, topic: str, seq: int, body: bytes) -> None:
+        """Remember one message (a no-op for topics not kept)."""
+        if not self.keeps(topic):
+            return
+        with self._lock:
+            ring = self._rings.get(topic)
+            if ring is None:
+                ring = self._rings[topic] = deque(maxlen=self.depth)
+            ring.append((seq, body))
+
+    def snapshot(self, prefix: str, source: str) -> Snapshot:
+        """The kept messages of topics starting with ``prefix``, oldest first per topic."""
+        with self._lock:
+            rings = {t: list(r) for t, r in self._rings.items() if t.startswith(prefix)}
+        entries = [(topic, body) for topic, ring in rings.items() for _, body in ring]
+        seqs = {topic: ring[-1][0] for topic, ring in rings.items()}
+        return Snapshot(source, entries, seqs)
+
+
+class SequenceTracker:
+    """Last seq seen per (source, topic); counts missing seqs (gaps), old ones (duplicates) and restarts.
+
+    A seq of 1 after a higher one means the publisher restarted: the stream starts over.
+    """
+
+    def __init__(self, stats: SubscriberStats) -> None:
+        self._last: dict[StreamKey, int] = {}
+        self._stats = stats
+
+    def last(self, key: StreamKey) -> int:
+        return self._last.get(key, 0)
+
+    def observe(self, key: StreamKey, seq: int) -> bool:
+        """Account for ``seq`` on stream ``key``; False if it is a duplicate to skip."""
+        last = self._last.get(key)
+        if last is not None and seq <= last:
+            if seq != 1:
+                self._stats.duplicates += 1
+                return False
+            self._stats.restarts += 1
+            log.warning("%s restarted its stream %s (seq 1 after %d)", key[0], key[1], last)
+        elif last is not None and seq > last + 1:
+            self._gap(key, seq - last - 1, last)
+        self._last[key] = seq
+        return True
+
+    def prime(self, key: StreamKey, seq: int) -> None:
+        """Treat everything up to ``seq`` as delivered (after a snapshot)."""
+        self._last[key] = max(self._last.get(key, 0), seq)
+
+    def _gap(self, key: StreamKey, missing: int, last: int) -> None:
+        self._stats.gaps[key] = self._stats.gaps.get(key, 0) + missing
+        log.warning("gap on %s from %s: %d message(s) missing after seq %d", key[1], key[0], missing, last)
+
+
+class HeartbeatTracker:
+    """Event time of the last heartbeat of each source; which sources have gone quiet."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, int] = {}
+
+    def observe(self, beat: Heartbeat) -> None:
+        self._last[beat.source] = max(self._last.get(beat.source, beat.event_time), beat.event_time)
+
+    def last(self, source: str) -> int | None:
+        return self._last.get(source)
+
+    def dead(self, now_ms: int, timeout_ms: int) -> list[str]:
+        """Sources whose last heartbeat is older than ``timeout_ms`` at ``now_ms``, sorted."""
+        return sorted(s for s, t in self._last.items() if now_ms - t > timeout_ms)
+
+
+class Intake:
+    """Checks received frames into messages: rejects (counted, logged), gaps, duplicates, heartbeats."""
+
+    def __init__(self) -> None:
+        self.stats = SubscriberStats()
+        self.sequences = SequenceTracker(self.stats)
+        self.heartbeats = HeartbeatTracker()
+        self._problems = ProblemCounter(log)
+
+    def accept(self, frames: Frames) -> AnyMessage | None:
+        """The message in ``[topic, body]`` if it is valid and new; None if it was rejected or a duplicate."""
+        msg = self._parse(frames)
+        if msg is None or not self.sequences.observe((msg.source, topic_of(msg)), msg.seq):
+            return None
+        self.stats.received += 1
+        if isinstance(msg, Heartbeat):
+            self.heartbeats.observe(msg)
+        return msg
+
+    def splice(self, snapshot: Snapshot) -> list[AnyMessage]:
+        """The snapshot's messages not seen yet; afterwards live messages it covers count as duplicates."""
+        fresh = [msg for msg in map(self._parse_entry, snapshot.entries) if msg is not None and self._take(msg)]
+        for topic, seq in snapshot.seqs.items():
+            self.sequences.prime((snapshot.source, topic), seq)
+        self.stats.snapshot_messages += len(fresh)
+        return fresh
+
+    def _take(self, msg: AnyMessage) -> bool:
+        key = (msg.source, topic_of(msg))
+        return msg.seq > self.sequences.last(key) and self.sequences.observe(key, msg.seq)
+
+    def _parse_entry(self, entry: tuple[str, bytes]) -> AnyMessage | None:
+        return self._parse([entry[0].encode(), entry[1]])
+
+    def _parse(self, frames: Frames) -> AnyMessage | None:
+        if len(frames) != 2:
+            return self._reject("frames", f"expected [topic, body], got {len(frames)} frame(s)")
+        topic, body = frames
+        try:
+            msg = decode(body)
+        except SchemaVersionError as exc:
+            return self._reject("schema_version", f"on {topic!r}: {exc}")
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            return self._reject("undecodable", f"on {topic!r}: {exc} ({len(body)} bytes)")
+        return self._check(topic, msg)
+
+    def _check(self, topic: bytes, msg: AnyMessage) -> AnyMessage | None:
+        if topic != topic_of(msg).encode():
+            return self._reject("topic", f"{type(msg).__name__} sent on topic {topic!r}, expected {topic_of(msg)!r}")
+        if msg.seq < 1 or not msg.source:
+            return self._reject("unsequenced", f"on {topic!r}: no source/seq (seq={msg.seq}, source={msg.source!r})")
+        return msg
+
+    def _reject(self, reason: str, detail: str) -> AnyMessage | None:
+        """Count and log a refused message; returns None (nothing to deliver)."""
+        self.stats.rejected[reason] = self.stats.rejected.get(reason, 0) + 1
+        self._problems.report(reason, f"rejected a message: {detail}")
+        return None
+
+
+class BasePublisher(ABC):
+    """Stamps, encodes, records and sends; subclasses move the frames (``_send``, never blocking)."""
+
+    def __init__(self, name: str, *, snapshot_depth: int = 0, snapshot_kinds: Iterable[str] = DEFAULT_SNAPSHOT_KINDS,
+                 clock: Clock | None = None, heartbeat_ms: int = 1_000) -> None:
+        if not name:
+            raise ValueError("a publisher needs a non-empty name")
+        self._name = name
+        self._stats = PublisherStats()
+        self._seqs: dict[str, int] = {}
+        self.ring = TopicRing(snapshot_depth, snapshot_kinds)
+        self.clock: Clock = clock or LiveClock()
+        self.heartbeat_ms = heartbeat_ms
+        self._problems = ProblemCounter(log)
+        self._closed = False
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def stats(self) -> PublisherStats:
+        return self._stats
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def publish(self, msg: AnyMessage) -> bool:
+        """Stamp ``msg`` with this publisher's name and next seq of its topic and send it.
+
+        Returns False when it was dropped (a subscriber's queue is full); the drop
+        is counted per topic and logged, and subscribers see the gap in seq.
+        """
+        self._check_open()
+        topic = topic_of(msg)
+        seq = self._seqs.get(topic, 0) + 1
+        self._seqs[topic] = seq
+        body = encode(msgspec.structs.replace(msg, seq=seq, source=self._name))
+        self.ring.record(topic, seq, body)
+        if self._send(topic.encode(), body):
+            self._stats.sent[topic] = self._stats.sent.get(topic, 0) + 1
+            return True
+        self._count_drop(topic, seq)
+        return False
+
+    def heartbeat(self, counters: Mapping[str, int] | None = None) -> None:
+        """Publish a :class:`Heartbeat` (topic ``heartbeat.*``) with ``counters`` and this bus's totals."""
+        self._check_open()
+        self._poll_subscriptions()
+        merged = {**self._stats.as_counters(), **(counters or {})}
+        self.publish(Heartbeat(symbol=HEARTBEAT_SYMBOL, event_time=self.clock.now_ms(), service=self._name,
+                               interval_ms=self.heartbeat_ms, counters=merged))
+
+    def wait_for_subscriptions(self, count: int = 1, timeout_ms: int = 5_000) -> bool:
+        """Wait until ``count`` subscriptions in all have reached this publisher (the slow-joiner cure)."""
+        self._check_open()
+        deadline = time.monotonic() + timeout_ms / 1000
+        while self._stats.subscriptions < count:
+            remaining = int((deadline - time.monotonic()) * 1000)
+            if remaining <= 0:
+                return False
+            self._await_subscription(min(remaining, 50))
+        return True
+
+    def close(self) -> None:
+        """Release the sockets and threads; idempotent."""
+        if not self._closed:
+            self._closed = True
+            self._close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError(f"publisher {self._name!r} is closed")
+
+    def _count_drop(self, topic: str, seq: int) -> None:
+        self._stats.dropped[topic] = self._stats.dropped.get(topic, 0) + 1
+        self._problems.report("dropped", f"{self._name} dropped {topic} seq {seq}: a subscriber's queue is full")
+
+    def _poll_subscriptions(self) -> None:
+        self._await_subscription(0)
+
+    @abstractmethod
+    def _send(self, topic: bytes, body: bytes) -> bool:
+        """Send ``[topic, body]`` without blocking; False if it could not be queued."""
+
+    @abstractmethod
+    def _await_subscription(self, timeout_ms: int) -> None:
+        """Count subscriptions that arrived (``stats.subscriptions``), waiting at most ``timeout_ms``."""
+
+    @abstractmethod
+    def _close(self) -> None: ...
+
+
+class BaseSubscriber(ABC):
+    """Receive loop, catch-up and liveness over an :class:`Intake`; subclasses fetch frames and snapshots."""
+
+    def __init__(self, topics: Iterable[str]) -> None:
+        self._intake = Intake()
+        self._prefixes: list[str] = []
+        self._closed = False
+        for topic in topics:
+            self.subscribe(topic)
+
+    @property
+    def stats(self) -> SubscriberStats:
+        return self._intake.stats
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def prefixes(self) -> list[str]:
+        """The topic prefixes subscribed to."""
+        return list(self._prefixes)
+
+    def subscribe(self, prefix: str) -> None:
+        """Receive topics starting with ``prefix`` (``"bar."``, ``"bar.BTCUSDT"``, ``""`` = all)."""
+        if prefix not in self._prefixes:
+            self._prefixes.append(prefix)
+            self._subscribe(prefix)
+
+    def unsubscribe(self, prefix: str) -> None:
+        if prefix in self._prefixes:
+            self._prefixes.remove(prefix)
+            self._unsubscribe(prefix)
+
+    def receive(self, timeout_ms: int) -> AnyMessage | None:
+        """The next valid, new message, or None after ``timeout_ms`` (rejects are counted, never raised)."""
+        self._check_open()
+        deadline = time.monotonic() + max(timeout_ms, 0) / 1000
+        while True:
+            remaining = max(0, int((deadline - time.monotonic()) * 1000))
+            frames = self._recv_frames(remaining)
+            if frames is None:
+                return None
+            msg = self._intake.accept(frames)
+            if msg is not None:
+                return msg
+            if remaining == 0:
+                return None
+
+    def catch_up(self, timeout_ms: int = 2_000) -> list[AnyMessage]:
+        """Recent messages of the subscribed prefixes from the publishers' snapshots, oldest first.
+
+        Live messages they cover are then skipped as duplicates and the next
+        live message follows without a gap. Call after subscribing.
+        """
+        self._check_open()
+        fresh: list[AnyMessage] = []
+        for snapshot in self._fetch_snapshots(self.prefixes, timeout_ms):
+            fresh.extend(self._intake.splice(snapshot))
+        fresh.sort(key=lambda m: (m.event_time, topic_of(m), m.source, m.seq))
+        return fresh
+
+    def last_heartbeat(self, source: str) -> int | None:
+        """Event time of ``source``'s last heartbeat, or None if none was received."""
+        return self._intake.heartbeats.last(source)
+
+    def dead_publishers(self, now_ms: int, timeout_ms: int) -> list[str]:
+        """Publishers heard from whose last heartbeat is more than ``timeout_ms`` before ``now_ms``."""
+        return self._intake.heartbeats.dead(now_ms, timeout_ms)
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError(f"subscriber to {self._prefixes} is closed")
+
+    @abstractmethod
+    def _subscribe(self, prefix: str) -> None: ...
+
+    @abstractmethod
+    def _unsubscribe(self, prefix: str) -> None: ...
+
+    @abstractmethod
+    def _recv_frames(self, timeout_ms: int) -> Frames | None:
+        """The next frames, waiting at most ``timeout_ms`` (0 = only what is there); None if none."""
+
+    @abstractmethod
+    def _fetch_snapshots(self, prefixes: Sequence[str], timeout_ms: int) -> list[Snapshot]: ...
+
+    @abstractmethod
+    def _close(self) -> None: ...

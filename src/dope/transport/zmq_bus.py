@@ -1,0 +1,229 @@
+"""The bus over ZeroMQ: an XPUB publisher that binds, SUB subscribers that connect.
+
+The publisher's XPUB socket has ``XPUB_NODROP`` set, so when a subscriber's
+queue (``send_hwm`` here, ``receive_hwm`` there, plus the kernel's buffers)
+is full the non-blocking send fails at once: the message is dropped *at the
+publisher*, counted and logged, and every subscriber sees the hole in ``seq``.
+(ZeroMQ sends to all matching subscribers or none, so one stalled subscriber
+makes the others see the gap too; give every subscriber a high-water mark that
+covers its worst stall.) ``publish`` never blocks, so an asyncio loop can call
+it. The snapshot socket is served by a background thread
+(:class:`~dope.transport.snapshot.SnapshotServer`).
+
+>>> with ZmqPublisher("tcp://127.0.0.1:*", "doc", snapshot_endpoint="tcp://127.0.0.1:*") as pub:
+...     pub.endpoint.startswith("tcp://127.0.0.1:")
+True
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from typing import Final
+
+import zmq
+
+from dope.clock import Clock
+from dope.logs import ProblemCounter
+from dope.transport.base import (
+    DEFAULT_SNAPSHOT_KINDS,
+    BasePublisher,
+    BaseSubscriber,
+    BusError,
+    Frames,
+    Snapshot,
+)
+from dope.transport.snapshot import SnapshotProtocolError, SnapshotServer, parse_reply, request_frames
+
+log = logging.getLogger("dope.transport.zmq")
+
+SCHEMES: Final = ("tcp://", "ipc://", "inproc://")
+_SUBSCRIBE: Final = 1
+
+Context = zmq.Context[zmq.Socket[bytes]]
+Socket = zmq.Socket[bytes]
+
+
+def check_endpoint(endpoint: str) -> str:
+    """``endpoint`` if it is a tcp, ipc or inproc address; ``tcp://host:0`` becomes ``tcp://host:*`` (any port)."""
+    if not endpoint.startswith(SCHEMES):
+        raise BusError(f"bus endpoint {endpoint!r} must start with one of {', '.join(SCHEMES)}")
+    if endpoint.startswith("tcp://") and endpoint.endswith(":0"):
+        return endpoint[:-1] + "*"
+    return endpoint
+
+
+def _bind(sock: Socket, endpoint: str) -> str:
+    try:
+        sock.bind(check_endpoint(endpoint))
+    except zmq.ZMQError as exc:
+        raise BusError(f"cannot bind bus endpoint {endpoint!r}: {exc}") from None
+    return sock.getsockopt_string(zmq.LAST_ENDPOINT)
+
+
+class ZmqPublisher(BasePublisher):
+    """Publishes on an XPUB socket bound to ``endpoint``; optionally serves snapshots on ``snapshot_endpoint``.
+
+    Not thread-safe: publish from one thread. ``linger_ms`` is how long
+    closing waits for queued messages to leave.
+    """
+
+    def __init__(self, endpoint: str, name: str, *, send_hwm: int = 100_000, snapshot_endpoint: str | None = None,
+                 snapshot_depth: int = 360, snapshot_kinds: Iterable[str] = DEFAULT_SNAPSHOT_KINDS,
+                 clock: Clock | None = None, heartbeat_ms: int = 1_000, linger_ms: int = 1_000,
+                 context: Context | None = None) -> None:
+        super().__init__(name, snapshot_depth=snapshot_depth if snapshot_endpoint else 0,
+                         snapshot_kinds=snapshot_kinds, clock=clock, heartbeat_ms=heartbeat_ms)
+        self._own_context = context is None
+        self._context: Context = context if context is not None else zmq.Context()
+        self._socket = self._xpub(send_hwm, linger_ms)
+        self._snapshot: SnapshotServer | None = None
+        try:
+            self._endpoint = _bind(self._socket, endpoint)
+            self._snapshot = self._start_snapshot_server(snapshot_endpoint)
+        except BaseException:
+            self._close()
+            raise
+
+    @property
+    def endpoint(self) -> str:
+        """The bound address (with the real port when ``*`` or 0 was asked for)."""
+        return self._endpoint
+
+    @property
+    def snapshot_endpoint(self) -> str | None:
+        """The snapshot socket's bound address, or None when there is none."""
+        return None if self._snapshot is None else self._snapshot.endpoint
+
+    def _xpub(self, send_hwm: int, linger_ms: int) -> Socket:
+        sock = self._context.socket(zmq.XPUB)
+        sock.linger = linger_ms
+        sock.sndhwm = send_hwm
+        sock.setsockopt(zmq.XPUB_NODROP, 1)
+        sock.setsockopt(zmq.XPUB_VERBOSE, 1)
+        return sock
+
+    def _start_snapshot_server(self, endpoint: str | None) -> SnapshotServer | None:
+        if endpoint is None:
+            return None
+        server = SnapshotServer(self._context, check_endpoint(endpoint), self.ring, self.name)
+        try:
+            server.start()
+        except zmq.ZMQError as exc:
+            raise BusError(f"cannot bind snapshot endpoint {endpoint!r}: {exc}") from None
+        return server
+
+    def _send(self, topic: bytes, body: bytes) -> bool:
+        try:
+            self._socket.send_multipart([topic, body], zmq.NOBLOCK)
+        except zmq.Again:
+            return False
+        return True
+
+    def _await_subscription(self, timeout_ms: int) -> None:
+        while self._socket.poll(timeout_ms, zmq.POLLIN):
+            event = self._socket.recv(zmq.NOBLOCK)
+            if event[:1] == bytes([_SUBSCRIBE]):
+                self._stats.subscriptions += 1
+            timeout_ms = 0
+
+    def _close(self) -> None:
+        if self._snapshot is not None:
+            self._snapshot.stop()
+        self._socket.close()
+        if self._own_context:
+            self._context.term()
+
+
+class ZmqSubscriber(BaseSubscriber):
+    """A SUB socket connected to one or more publishers, and DEALERs to their snapshot sockets.
+
+    Not thread-safe: use it from one thread.
+    """
+
+    def __init__(self, endpoints: Sequence[str], topics: Iterable[str] = (), *, receive_hwm: int = 100_000,
+                 snapshot_endpoint: str | Sequence[str] | None = None, context: Context | None = None) -> None:
+        self._own_context = context is None
+        self._context: Context = context if context is not None else zmq.Context()
+        self._socket = self._context.socket(zmq.SUB)
+        self._socket.linger = 0
+        self._socket.rcvhwm = receive_hwm
+        self._dealers: list[Socket] = []
+        self._request_id = 0
+        self._problems = ProblemCounter(log)
+        try:
+            self._connect(endpoints, _as_list(snapshot_endpoint))
+        except BaseException:
+            self._close()
+            raise
+        super().__init__(topics)
+
+    def _connect(self, endpoints: Sequence[str], snapshot_endpoints: list[str]) -> None:
+        if not endpoints:
+            raise BusError("a subscriber needs at least one endpoint to connect to")
+        for endpoint in endpoints:
+            self._socket.connect(check_endpoint(endpoint))
+        for endpoint in snapshot_endpoints:
+            dealer = self._context.socket(zmq.DEALER)
+            dealer.linger = 0
+            dealer.rcvhwm = 0
+            self._dealers.append(dealer)
+            dealer.connect(check_endpoint(endpoint))
+
+    def _subscribe(self, prefix: str) -> None:
+        self._socket.setsockopt(zmq.SUBSCRIBE, prefix.encode())
+
+    def _unsubscribe(self, prefix: str) -> None:
+        self._socket.setsockopt(zmq.UNSUBSCRIBE, prefix.encode())
+
+    def _recv_frames(self, timeout_ms: int) -> Frames | None:
+        try:  # the busy case first: no poll when a message is already waiting
+            return self._socket.recv_multipart(zmq.NOBLOCK)
+        except zmq.Again:
+            if timeout_ms <= 0 or not self._socket.poll(timeout_ms, zmq.POLLIN):
+                return None
+        return self._socket.recv_multipart(zmq.NOBLOCK)
+
+    def _fetch_snapshots(self, prefixes: Sequence[str], timeout_ms: int) -> list[Snapshot]:
+        deadline = time.monotonic() + timeout_ms / 1000
+        snapshots: list[Snapshot] = []
+        for dealer in self._dealers:
+            for prefix in prefixes:
+                snapshot = self._request(dealer, prefix, deadline)
+                if snapshot is not None:
+                    snapshots.append(snapshot)
+        return snapshots
+
+    def _request(self, dealer: Socket, prefix: str, deadline: float) -> Snapshot | None:
+        self._request_id += 1
+        dealer.send_multipart(request_frames(self._request_id, prefix), zmq.NOBLOCK)
+        while (remaining := int((deadline - time.monotonic()) * 1000)) > 0:
+            if dealer.poll(remaining, zmq.POLLIN):
+                snapshot = self._reply(dealer.recv_multipart())
+                if snapshot is not None:
+                    return snapshot
+        endpoint = dealer.getsockopt_string(zmq.LAST_ENDPOINT)
+        self._problems.report("snapshot_timeout", f"no snapshot of {prefix!r} from {endpoint} in time")
+        return None
+
+    def _reply(self, frames: list[bytes]) -> Snapshot | None:
+        try:
+            request_id, snapshot = parse_reply(frames)
+        except SnapshotProtocolError as exc:
+            self._problems.report("snapshot_reply", str(exc))
+            return None
+        return snapshot if request_id == self._request_id else None
+
+    def _close(self) -> None:
+        for dealer in self._dealers:
+            dealer.close()
+        self._socket.close()
+        if self._own_context:
+            self._context.term()
+
+
+def _as_list(endpoints: str | Sequence[str] | None) -> list[str]:
+    if endpoints is None:
+        return []
+    return [endpoints] if isinstance(endpoints, str) else list(endpoints)
