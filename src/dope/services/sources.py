@@ -8,6 +8,7 @@ from pathlib import Path
 from dope.clock import Clock, LiveClock
 from dope.config import DopeConfig
 from dope.market.base import TradeSource
+from dope.timeparse import parse_duration, parse_time
 
 
 def bundled_trade_files() -> list[Path]:
@@ -30,9 +31,14 @@ def open_source(config: DopeConfig) -> tuple[TradeSource, Clock | None]:
         return ReplaySource(paths, symbols, speed=replay.speed, batch_size=replay.batch_size,
                             on_bad="skip" if replay.skip_bad_rows else "raise"), None
     if config.collector.source == "synthetic":
-        from dope.market.synthetic_source import SyntheticSource
+        from dope.market.synthetic_params import load_params
+        from dope.market.synthetic_trades import SyntheticSource
 
-        return SyntheticSource.from_config(config.synthetic, symbols), None
+        synthetic = config.synthetic
+        return SyntheticSource(symbols, seed=synthetic.seed, start_ms=parse_time(synthetic.start),
+                               duration_ms=parse_duration(synthetic.duration) if synthetic.duration else None,
+                               speed=synthetic.speed, params=load_params(synthetic.params or None),
+                               rate_scale=synthetic.rate_scale), None
     from dope.market.binance import BinanceSource
 
     return BinanceSource(config.binance, symbols), LiveClock()

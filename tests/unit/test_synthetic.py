@@ -1,0 +1,194 @@
+"""The synthetic market: determinism, the two outputs agreeing, stylized facts, calibration and the command."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import msgspec
+import numpy as np
+import pandas as pd
+import pytest
+
+from dope.bars import TradeArrays, build_bars, resample_bars
+from dope.bars.schema import BAR_COLUMNS, BAR_DTYPES
+from dope.clock import SimulatedClock
+from dope.errors import UserError
+from dope.market.synthetic import SyntheticSource, generate_bars
+from dope.market.synthetic_params import ParamsError, load_params
+from dope.messages import Trade
+from tests.conftest import require_shared_data
+
+T0 = 1_704_067_200_000  # 2024-01-01 00:00 UTC
+HOUR = 3_600_000
+DAY = 86_400_000
+
+
+def _acf(x: np.ndarray, lag: int) -> float:
+    x = x - x.mean()
+    return float((x[lag:] * x[:-lag]).mean() / x.var())
+
+
+def _kurtosis(r: np.ndarray) -> float:
+    r = r - r.mean()
+    return float((r**4).mean() / r.var() ** 2 - 3.0)
+
+
+@pytest.fixture(scope="module")
+def month() -> dict[str, pd.DataFrame]:
+    return generate_bars(["BTCUSDT", "ETHUSDT"], T0, T0 + 30 * DAY, seed=11)
+
+
+def test_same_seed_same_bars_other_seed_other_bars() -> None:
+    a = generate_bars(["BTCUSDT"], T0, T0 + HOUR, seed=5)["BTCUSDT"]
+    b = generate_bars(["BTCUSDT"], T0, T0 + HOUR, seed=5)["BTCUSDT"]
+    c = generate_bars(["BTCUSDT"], T0, T0 + HOUR, seed=6)["BTCUSDT"]
+    pd.testing.assert_frame_equal(a, b)
+    assert not np.array_equal(a["close"].to_numpy(), c["close"].to_numpy())
+
+
+def test_frame_layout_and_grid() -> None:
+    frame = generate_bars(["ETHUSDT"], T0 + 1234, T0 + HOUR, seed=1)["ETHUSDT"]
+    assert list(frame.columns) == ["symbol", *BAR_COLUMNS]
+    assert {c: str(t) for c, t in frame.dtypes.items() if c != "symbol"} == BAR_DTYPES
+    assert frame["open_time"].iloc[0] == T0 and len(frame) == 360
+    assert np.all(np.diff(frame["open_time"].to_numpy()) == 10_000)
+    tick = load_params().for_symbol("ETHUSDT").tick_size
+    assert np.allclose(np.round(frame["close"] / tick) * tick, frame["close"], rtol=0, atol=1e-9)
+
+
+def test_coarser_bars_aggregate_the_same_path() -> None:
+    fine = generate_bars(["BTCUSDT"], T0, T0 + HOUR, seed=3)["BTCUSDT"]
+    coarse = generate_bars(["BTCUSDT"], T0, T0 + HOUR, 60_000, seed=3)["BTCUSDT"]
+    pd.testing.assert_frame_equal(coarse, resample_bars(fine, 10_000, 60_000))
+
+
+def test_unfitted_symbol_gets_derived_defaults_and_bad_requests_fail() -> None:
+    frame = generate_bars(["FOOUSDT"], T0, T0 + HOUR, seed=1)["FOOUSDT"]
+    assert 50 < frame["close"].iloc[-1] < 200 and frame["count"].sum() > 0
+    with pytest.raises(UserError, match="after start"):
+        generate_bars(["BTCUSDT"], T0, T0, seed=1)
+    with pytest.raises(UserError, match="duplicate"):
+        generate_bars(["BTCUSDT", "BTCUSDT"], T0, T0 + HOUR)
+
+
+def test_bad_params_file_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "p.json"
+    path.write_text('{"symbols": {"BTCUSDT": {"tick_size": -1}}}')
+    with pytest.raises(ParamsError, match="bad synthetic parameter file"):
+        load_params(path)
+    with pytest.raises(ParamsError, match="not found"):
+        load_params(tmp_path / "missing.json")
+
+
+async def _collect(resume: dict[str, int], duration_ms: int = 2 * HOUR) -> list[Trade]:
+    source = SyntheticSource(["BTCUSDT", "ETHUSDT"], seed=3, start_ms=T0, duration_ms=duration_ms,
+                             clock=SimulatedClock(T0), rate_scale=0.05)
+    out: list[Trade] = []
+    async for batch in source.trades(resume):
+        out.extend(batch)
+    assert source.counters["trades"] == len(out)
+    return out
+
+
+def test_trade_source_is_seeded_ordered_and_bounded() -> None:
+    trades = asyncio.run(_collect({}))
+    assert trades == asyncio.run(_collect({}))
+    assert all(T0 <= t.event_time < T0 + 2 * HOUR for t in trades)
+    for symbol in ("BTCUSDT", "ETHUSDT"):
+        ids = [t.trade_id for t in trades if t.symbol == symbol]
+        assert ids == list(range(1, len(ids) + 1))
+    times = [t.event_time for t in trades]
+    assert times == sorted(times)
+
+
+def test_resume_replays_exactly_the_uninterrupted_trades() -> None:
+    full = asyncio.run(_collect({}))
+    resume = {"BTCUSDT": T0 + HOUR + 123_457, "ETHUSDT": T0 + 5_001}
+    part = asyncio.run(_collect(resume))
+    expected = [t for t in full if t.event_time >= resume[t.symbol]]
+    assert part == expected and len(part) > 1000
+
+
+def test_bars_from_trades_match_generated_bars() -> None:
+    trades = [t for t in asyncio.run(_collect({})) if t.symbol == "BTCUSDT"]
+    arrays = TradeArrays.raw(*(np.array([getattr(t, n) for t in trades])
+                               for n in ("event_time", "trade_id", "price", "qty", "is_buyer_maker")))
+    generated = generate_bars(["BTCUSDT"], T0, T0 + 2 * HOUR, seed=3, rate_scale=0.05)["BTCUSDT"]
+    built = build_bars(arrays, "BTCUSDT", 10_000, start_open_time=T0,
+                       prev_close=float(generated["open"].iloc[0]))
+    generated = generated.iloc[: len(built)]
+    for column in ("open_time", "count", "close", "empty", "first_trade_id", "last_trade_id"):
+        np.testing.assert_array_equal(generated[column].to_numpy(), built[column].to_numpy())
+    assert 0.5 < built["volume"].sum() / generated["volume"].sum() < 2.0
+    assert (built["high"] - built["low"]).mean() <= (generated["high"] - generated["low"]).mean() * 1.05
+
+
+def test_fat_tails_at_10s_and_after_aggregation(month: dict[str, pd.DataFrame]) -> None:
+    bars = month["BTCUSDT"]
+    assert _kurtosis(np.diff(np.log(bars["close"].to_numpy()))) > 1.0
+    quarter = resample_bars(bars, 10_000, 900_000)
+    assert _kurtosis(np.diff(np.log(quarter["close"].to_numpy()))) > 1.0
+
+
+def test_volatility_clusters_while_returns_do_not_correlate(month: dict[str, pd.DataFrame]) -> None:
+    r = np.diff(np.log(month["BTCUSDT"]["close"].to_numpy()))
+    assert all(_acf(np.abs(r), lag) > 0.1 for lag in (1, 10, 60, 360, 1000))
+    assert all(abs(_acf(r, lag)) < 0.03 for lag in (1, 2, 5, 10, 60))
+
+
+def test_trade_counts_are_bursty(month: dict[str, pd.DataFrame]) -> None:
+    counts = month["ETHUSDT"]["count"].to_numpy()
+    assert counts.var() / counts.mean() > 1.5
+    assert _acf(counts.astype(float), 1) > 0.1
+
+
+def test_taker_buy_share_near_fitted_and_persistent(month: dict[str, pd.DataFrame]) -> None:
+    fitted = load_params().for_symbol("BTCUSDT").taker_buy_share
+    five = resample_bars(month["BTCUSDT"], 10_000, 300_000)
+    share = (five["taker_buy_volume"] / five["volume"]).to_numpy()
+    assert abs(five["taker_buy_volume"].sum() / five["volume"].sum() - fitted) < 0.03
+    assert _acf(share, 1) > 0.05
+
+
+def test_follower_moves_with_its_leader(month: dict[str, pd.DataFrame]) -> None:
+    btc, eth = (np.diff(np.log(month[s]["close"].to_numpy())) for s in ("BTCUSDT", "ETHUSDT"))
+    assert np.corrcoef(btc, eth)[0, 1] > 0.3
+
+
+@pytest.mark.shared_data
+def test_volatility_within_a_factor_of_the_real_data(month: dict[str, pd.DataFrame]) -> None:
+    path = require_shared_data("binance", "klines", "15m")
+    for symbol in ("BTCUSDT", "ETHUSDT"):
+        real = pd.read_csv(next(path.glob(f"{symbol}-15m-*.csv.gz")))
+        real_std = np.diff(np.log(real["close"].to_numpy())).std()
+        quarter = resample_bars(month[symbol], 10_000, 900_000)
+        ratio = np.diff(np.log(quarter["close"].to_numpy())).std() / real_std
+        assert 0.5 < ratio < 2.0, (symbol, ratio)
+        real_rate = real["count"].mean()
+        assert 0.5 < quarter["count"].mean() / real_rate < 2.0
+
+
+@pytest.mark.shared_data
+def test_calibrate_command_writes_a_loadable_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from dope.cli import main
+
+    data = require_shared_data("binance")
+    out = tmp_path / "params.json"
+    assert main(["synth", "--calibrate", "--data", str(data), "--params-out", str(out)]) == 0
+    fitted, committed = load_params(out), load_params()
+    assert set(fitted.symbols) == set(committed.symbols)
+    assert msgspec.json.encode(fitted) == msgspec.json.encode(committed)
+
+
+def test_synth_command_writes_the_store(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from dope.cli import main
+    from dope.store import BarStore
+
+    args = ["synth", "BTCUSDT", "SOLUSDT", "--start", "2024-01-01", "--duration", "2h", "--seed", "4",
+            "--interval", "1m", "--store", str(tmp_path)]
+    assert main(args) == 0
+    assert "wrote 240 bars" in capsys.readouterr().out
+    assert len(BarStore(tmp_path).day_files("BTCUSDT", 60_000)) == 1
+    assert main(["synth", "BTCUSDT", "--duration", "soon", "--store", str(tmp_path)]) == 2
+    assert main(["synth", "--store", str(tmp_path)]) == 2
