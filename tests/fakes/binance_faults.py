@@ -1,0 +1,104 @@
+"""Faults a fake Binance injects on demand: a small, deterministic (seeded) plan the test configures.
+
+Websocket faults are per connection: the n-th connection gets ``streams[n]`` (then ``default``).
+Message counts are counts of trade messages sent on that connection. REST faults answer the next
+matching REST calls, in order.
+
+>>> plan = FaultPlan(seed=1, streams=[StreamFaults(drop_after=100)])
+>>> plan.fail_next_rest(429, retry_after=1)
+>>> plan.for_connection(0).drop_after, plan.for_connection(1).drop_after
+(100, None)
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Literal
+
+MalformedKind = Literal["garbage", "bad_json", "wrong_types", "unknown_event"]
+
+MALFORMED_FRAMES: dict[str, str] = {
+    "garbage": "\x00\x01 this is not json at all",
+    "bad_json": '{"stream":"btcusdt@aggTrade","data":{"e":"aggTrade","E":1,',
+    "wrong_types": '{"stream":"btcusdt@aggTrade","data":{"e":"aggTrade","E":"soon","s":"BTCUSDT","a":"x",'
+                   '"p":"1.0","q":"1.0","f":1,"l":1,"T":1,"m":"maybe","M":true}}',
+    "unknown_event": '{"stream":"btcusdt@depth","data":{"e":"depthUpdate","E":1,"s":"BTCUSDT"}}',
+}
+"""Malformed frames by kind: text the client must count, log and skip."""
+
+
+@dataclass
+class StreamFaults:
+    """Faults of one websocket connection (None = never)."""
+
+    drop_after: int | None = None
+    """Abort the TCP connection (no close frame) after this many messages."""
+    close_after: int | None = None
+    """Close the connection cleanly (close frame) after this many messages."""
+    stall_after: int | None = None
+    """Stop sending anything (trades and pings) for ``stall_s`` after this many messages."""
+    stall_s: float = 0.0
+    shutdown_after: int | None = None
+    """Send ``serverShutdown`` then close after this many messages."""
+    malformed: dict[int, MalformedKind] = field(default_factory=dict)
+    """Send a malformed frame of the given kind after this many messages."""
+    lose: set[int] = field(default_factory=set)
+    """Silently skip the n-th message (1-based) without disconnecting: a hole only REST can fill."""
+    duplicate_rate: float = 0.0
+    """Probability that a message is sent twice."""
+    reorder_window: int = 0
+    """Shuffle messages within chunks of this many (0/1 = in order)."""
+    ignore_pongs: bool = False
+    """Behave as if no pong ever arrived (the connection is closed at the pong timeout)."""
+
+
+@dataclass(frozen=True)
+class RestFault:
+    """An error answer for the next REST call whose path starts with ``path`` ("" = any)."""
+
+    status: int
+    retry_after: int | None = None
+    path: str = ""
+    code: int = -1003
+    msg: str = ""
+
+
+@dataclass
+class FaultPlan:
+    """What goes wrong, and when. ``seed`` makes duplicates and reordering deterministic."""
+
+    seed: int = 0
+    streams: list[StreamFaults] = field(default_factory=list)
+    default: StreamFaults = field(default_factory=StreamFaults)
+    rest: deque[RestFault] = field(default_factory=deque)
+
+    def for_connection(self, index: int) -> StreamFaults:
+        """Faults of the ``index``-th websocket connection (0-based)."""
+        return self.streams[index] if index < len(self.streams) else self.default
+
+    def rng(self, index: int) -> random.Random:
+        """The random generator of one connection (seeded by plan seed and connection index)."""
+        return random.Random(self.seed * 1_000_003 + index)
+
+    def fail_next_rest(self, status: int, *, retry_after: int | None = None, path: str = "",
+                       code: int | None = None, msg: str = "") -> None:
+        """Answer the next REST call (matching ``path``) with HTTP ``status``."""
+        self.rest.append(RestFault(status, retry_after, path, _default_code(status) if code is None else code, msg))
+
+    def take_rest_fault(self, path: str) -> RestFault | None:
+        """Remove and return the first queued REST fault that matches ``path``."""
+        for fault in self.rest:
+            if path.startswith(fault.path):
+                self.rest.remove(fault)
+                return fault
+        return None
+
+
+def _default_code(status: int) -> int:
+    if status in (429, 418):
+        return -1003
+    if status >= 500:
+        return -1008
+    return -1000
