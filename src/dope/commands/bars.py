@@ -1,0 +1,87 @@
+"""``dope bars SYMBOL``: query stored bars, optionally re-aggregated, and export them as CSV or Parquet."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import TYPE_CHECKING
+
+from dope.errors import UserError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from dope.store import BarStore
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``dope bars``."""
+    parser.add_argument("symbol", metavar="SYMBOL", help="symbol, e.g. BTCUSDT")
+    parser.add_argument("--interval", help="stored interval to read (default: [bars] interval, 10s)")
+    parser.add_argument("--every", help="re-aggregate to this interval (a multiple of --interval), e.g. 1m")
+    parser.add_argument("--start", help="first open time: ISO 8601 (UTC unless it says otherwise) or epoch ms")
+    parser.add_argument("--end", help="end (exclusive) open time: ISO 8601 or epoch ms")
+    parser.add_argument("--format", choices=("csv", "parquet"), default="csv", help="output format (default csv)")
+    parser.add_argument("--output", "-o", help="output file (default: CSV on standard output)")
+    parser.add_argument("--store", help="store folder (default: [store] path)")
+    parser.add_argument("--config", help="TOML configuration file")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Read, re-aggregate and write the bars."""
+    from dope.config import load_config
+    from dope.store import BarStore
+
+    config = load_config(args.config)
+    interval_ms = _interval(args.interval or config.bars.interval, "--interval")
+    every_ms = _interval(args.every, "--every") if args.every else interval_ms
+    if every_ms % interval_ms:
+        raise UserError(f"--every {args.every} is not a multiple of the stored interval {interval_ms} ms")
+    store = BarStore(args.store or config.store.path)
+    frame = _query(store, args.symbol, interval_ms, every_ms, _time(args.start), _time(args.end))
+    _write(frame, args.format, args.output)
+    return 0
+
+
+def _query(store: BarStore, symbol: str, interval_ms: int, every_ms: int, start_ms: int | None,
+           end_ms: int | None) -> pd.DataFrame:
+    """Bars of whole ``every_ms`` windows covering ``[start_ms, end_ms)``, re-aggregated when asked."""
+    from dope.bars import align, resample_bars
+
+    if symbol not in store.symbols(interval_ms):
+        known = ", ".join(store.symbols(interval_ms)) or "none"
+        raise UserError(f"no {symbol} bars at interval {interval_ms} ms in {store.root} (symbols stored: {known})")
+    start = align(start_ms, every_ms) if start_ms is not None else None
+    end = align(end_ms + every_ms - 1, every_ms) if end_ms is not None else None
+    frame = store.read_bars(symbol, interval_ms, start, end)
+    return frame if every_ms == interval_ms else resample_bars(frame, interval_ms, every_ms)
+
+
+def _write(frame: pd.DataFrame, fmt: str, output: str | None) -> None:
+    if fmt == "parquet":
+        if output is None:
+            raise UserError("--format parquet needs --output FILE")
+        frame.to_parquet(output, index=False)
+    elif output is None:
+        try:
+            frame.to_csv(sys.stdout, index=False)
+        except BrokenPipeError:  # the reader (e.g. `head`) stopped early: that is fine
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    else:
+        frame.to_csv(output, index=False)
+
+
+def _interval(text: str, option: str) -> int:
+    from dope.bars import parse_interval
+
+    try:
+        return parse_interval(text)
+    except ValueError as exc:
+        raise UserError(f"{option}: {exc}") from None
+
+
+def _time(text: str | None) -> int | None:
+    from dope.timeparse import parse_time
+
+    return None if text is None else parse_time(text)
