@@ -73,6 +73,7 @@ def live_path(frames: list[bytes], publisher: ZmqPublisher, store: Path) -> Coll
 
 class _NoSource:
     counters: dict[str, int] = {}
+    is_live = False
 
 
 def main() -> None:

@@ -45,7 +45,7 @@ class BarsConfig(_Config, frozen=True):
     ``"clock"``: also when the clock passes it (live mode, so quiet markets still get bars)."""
 
     interval: str = "10s"
-    grace_ms: int = 0
+    grace_ms: int = 2_000
     emit_empty: bool = True
     close_on: Literal["event_time", "clock"] = "clock"
 

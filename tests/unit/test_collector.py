@@ -25,6 +25,7 @@ class ListSource:
     def __init__(self, batches: list[list[Trade]]) -> None:
         self.batches = batches
         self.counters: dict[str, int] = {}
+        self.is_live = False
 
     async def trades(self, resume: Mapping[str, int]) -> AsyncIterator[list[Trade]]:
         for batch in self.batches:
@@ -101,3 +102,47 @@ def test_restart_resumes_after_the_last_stored_bar(tmp_path: Path) -> None:
     assert got["open_time"].tolist() == expected["open_time"].tolist()
     same = got["open_time"] != cut
     pd.testing.assert_frame_equal(got[same].reset_index(drop=True), expected[same].reset_index(drop=True))
+
+
+def test_live_start_without_history_begins_at_the_current_window(tmp_path: Path) -> None:
+    from dope.clock import SimulatedClock
+
+    run = Collector(CollectorConfig(symbols=("BTCUSDT", "ETHUSDT")), BarsConfig(), ListSource([]),
+                    BarStore(tmp_path / "store"), clock=SimulatedClock(1_723_161_254_321))
+    assert run.resume_points() == {"BTCUSDT": 1_723_161_250_000, "ETHUSDT": 1_723_161_250_000}
+
+
+class QuietLiveSource:
+    """One trade, then silence; ``is_live`` as the test sets it."""
+
+    def __init__(self, trade: Trade, is_live: bool) -> None:
+        self.trade, self.is_live = trade, is_live
+        self.counters: dict[str, int] = {}
+
+    async def trades(self, resume: Mapping[str, int]) -> AsyncIterator[list[Trade]]:
+        yield [self.trade]
+        await asyncio.Event().wait()
+
+
+def run_quiet_live(tmp_path: Path, is_live: bool) -> int:
+    from dope.clock import SimulatedClock
+
+    trade = real_trades()[0]
+    clock = SimulatedClock(trade.event_time)
+
+    async def main() -> int:
+        run = Collector(CollectorConfig(symbols=("BTCUSDT",)), BarsConfig(grace_ms=1_000),
+                        QuietLiveSource(trade, is_live), BarStore(tmp_path / str(is_live)), clock=clock)
+        stop = asyncio.Event()
+        task = asyncio.create_task(run.run(stop))
+        while clock.now_ms() < trade.event_time + 60_000:
+            await asyncio.sleep(0.001)
+        stop.set()
+        return (await asyncio.wait_for(task, 5)).bars
+
+    return asyncio.run(main())
+
+
+def test_quiet_bars_close_on_the_clock_only_while_the_source_is_live(tmp_path: Path) -> None:
+    assert run_quiet_live(tmp_path, is_live=False) == 0
+    assert run_quiet_live(tmp_path, is_live=True) >= 5

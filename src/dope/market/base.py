@@ -23,5 +23,9 @@ class TradeSource(Protocol):
     """
 
     counters: dict[str, int]
+    is_live: bool
+    """True while the source delivers trades in real time with nothing missing, so bars may be
+    closed on the wall clock; False for replays, the synthetic market and a live feed that is
+    reconnecting or backfilling (bars then close on event time only, and nothing arrives late)."""
 
     def trades(self, resume: Mapping[str, int]) -> AsyncIterator[list[Trade]]: ...

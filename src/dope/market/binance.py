@@ -77,6 +77,8 @@ class BinanceSource:
         self._backoff = Backoff(config.reconnect_min_ms, config.reconnect_max_ms, random.Random(rng_seed))
         self._seqs: dict[str, Sequencer] = {}
         self._rest: BinanceRest | None = None
+        self.is_live = False
+        """True while streaming with the backfill done: nothing is missing up to now."""
 
     @property
     def stream_url(self) -> str:
@@ -145,9 +147,11 @@ class BinanceSource:
                 async for batch in self._backfill(symbol):
                     yield batch
             self._last_frame = _loop_time()
+            self.is_live = True
             async for batch in self._stream(queue):
                 yield batch
         finally:
+            self.is_live = False
             reader.cancel()
             await asyncio.gather(reader, return_exceptions=True)
             await ws.close()

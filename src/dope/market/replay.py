@@ -44,6 +44,9 @@ class ReplaySource:
     [3735683259, 3735683260, 3735683261]
     """
 
+    is_live = False
+    """Replayed history: bars close on event time, never on the wall clock."""
+
     def __init__(self, files: Sequence[str | Path] | None, symbols: Sequence[str] | None = None, *,
                  speed: float = 0.0, clock: Clock | None = None, store: BarStore | None = None,
                  batch_size: int = 1000, on_bad: BadRows = "raise", chunk_rows: int = REPLAY_CHUNK_ROWS) -> None:

@@ -141,6 +141,9 @@ class SyntheticSource:
     ``speed`` times real time; ``speed`` 0 and no clock: as fast as possible).
     """
 
+    is_live = False
+    """Replayed history: bars close on event time, never on the wall clock."""
+
     def __init__(self, symbols: Sequence[str], *, seed: int = 7, start_ms: int, duration_ms: int | None = None,
                  speed: float = 0.0, clock: Clock | None = None, params: SyntheticParams | None = None,
                  rate_scale: float = 1.0) -> None:

@@ -76,8 +76,19 @@ class Collector:
         self._pending: list[Bar] = []
 
     def resume_points(self) -> dict[str, int]:
-        """First trade time still needed per symbol: right after the last stored bar (0 if none)."""
-        return {symbol: builder.next_open_time or 0 for symbol, builder in self.builders.items()}
+        """First trade time still needed per symbol: right after its last stored bar.
+
+        A symbol with nothing stored starts, on a live source (one with a clock),
+        at the start of the current window, so that its first bar is whole (the
+        source backfills the trades already in it); on a replay it is left out
+        and starts where the recording starts."""
+        if self.clock is not None:
+            now_window = align(self.clock.now_ms(), self.interval_ms)
+            for builder in self.builders.values():
+                if builder.next_open_time is None:
+                    builder.next_open_time = now_window
+        return {symbol: builder.next_open_time for symbol, builder in self.builders.items()
+                if builder.next_open_time is not None}
 
     async def run(self, stop: asyncio.Event | None = None) -> CollectorCounters:
         """Consume the source until it ends or ``stop`` is set; flush everything complete."""
@@ -97,13 +108,28 @@ class Collector:
         return self.counters
 
     async def _consume(self, stop: asyncio.Event) -> bool:
-        """Feed the source's batches in; True when the source ended (not stopped)."""
+        """Feed the source's batches in until it ends (True) or ``stop`` is set (False).
+
+        Waiting for the next batch races the stop event, so a stop takes effect at
+        once even when the source is quiet (a live feed waiting on the network)."""
         stream = self.source.trades(self.resume_points())
-        async for batch in stream:
-            self.ingest(batch)
-            if stop.is_set():
-                return False
-        return True
+        stopping = asyncio.ensure_future(stop.wait())
+        try:
+            while True:
+                batch = asyncio.ensure_future(anext(stream))
+                await asyncio.wait({batch, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                if not batch.done():
+                    batch.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                        await batch
+                    return False
+                try:
+                    self.ingest(batch.result())
+                except StopAsyncIteration:
+                    return True
+        finally:
+            stopping.cancel()
+            await stream.aclose()
 
     def ingest(self, trades: Iterable[Trade]) -> None:
         """Fold a batch of trades into the bars; bars that close are published and queued for the store."""
@@ -168,10 +194,15 @@ class Collector:
                 bar_open_time=align(trade.event_time, self.interval_ms), count=1, volume=trade.qty))
 
     async def _clock_closes(self, clock: Clock, stop: asyncio.Event) -> None:
-        """Close quiet bars on the clock (live mode): a bar is due at its end plus the grace period."""
+        """Close quiet bars on the clock (live mode): a bar is due at its end plus the grace period.
+
+        Only while the source is live: during a reconnect and its backfill the missing
+        trades are still coming, so bars wait for them (event time) instead of closing empty."""
         tick = max(self.interval_ms // 10, 100)
         while not stop.is_set():
             await clock.sleep_until(clock.now_ms() + tick)
+            if not self.source.is_live:
+                continue
             for builder in self.builders.values():
                 if builder.next_open_time is not None:
                     self._emit(builder.advance(clock.now_ms()))

@@ -1,0 +1,90 @@
+"""The collector on the Binance source against the fake exchange: faults change no bar."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+
+import pandas as pd
+
+from dope.bars import align, bars_to_frame
+from dope.config import BarsConfig, CollectorConfig
+from dope.market.binance import BinanceSource
+from dope.messages import Bar, Trade
+from dope.services.collector import Collector
+from dope.store import BarStore
+from tests.fakes.binance import FakeBinance, FakeConfig, FaultPlan, StreamFaults
+from tests.integration.test_binance_source import SYMBOLS, client_config, reference
+
+
+class UntilLastTrade:
+    """Wraps a live source and ends it once every symbol's last trade id has arrived."""
+
+    def __init__(self, source: BinanceSource, last_ids: dict[str, int]) -> None:
+        self.source, self.last_ids = source, last_ids
+        self.counters = source.counters
+        self.seen: dict[str, int] = {}
+
+    @property
+    def is_live(self) -> bool:
+        return self.source.is_live
+
+    async def trades(self, resume: Mapping[str, int]) -> AsyncIterator[list[Trade]]:
+        stream = self.source.trades(resume)
+        try:
+            async for batch in stream:
+                yield batch
+                for trade in batch:
+                    self.seen[trade.symbol] = max(self.seen.get(trade.symbol, 0), trade.trade_id)
+                if all(self.seen.get(s, 0) >= last for s, last in self.last_ids.items()):
+                    return
+        finally:
+            await stream.aclose()
+
+
+def seed_previous_bars(store: BarStore, open_time: int) -> None:
+    """A stored bar before ``open_time + 10 s``, as a collector that ran earlier leaves: the restart resumes after it."""
+    for symbol in SYMBOLS:
+        bar = Bar(symbol=symbol, event_time=open_time + 9_999, interval_ms=10_000, open_time=open_time,
+                  close_time=open_time + 9_999, open=1.0, high=1.0, low=1.0, close=1.0, volume=1.0,
+                  quote_volume=1.0, count=1, taker_buy_volume=0.0, taker_buy_quote_volume=0.0, vwap=1.0,
+                  empty=False, first_trade_id=0, last_trade_id=0)
+        store.write_bars(bars_to_frame([bar]), 10_000)
+
+
+def collect_from_fake(store: Path, faults: FaultPlan | None) -> dict[str, int]:
+    async def main() -> dict[str, int]:
+        fake = FakeBinance(config=FakeConfig(speed=200, ping_interval_s=0.3, pong_timeout_s=1.0), faults=faults)
+        start = align(fake.last_time_ms - 400_000, 10_000)
+        fake.clock.step(start - fake.clock.now_ms())
+        seed_previous_bars(BarStore(store), start - 10_000)
+        async with fake:
+            last_ids = {s: trades[-1].trade_id for s, trades in reference(fake, start).items()}
+            source = UntilLastTrade(BinanceSource(client_config(fake), SYMBOLS, rng_seed=5), last_ids)
+            collector = Collector(CollectorConfig(symbols=tuple(SYMBOLS), flush_every_bars=5),
+                                  BarsConfig(close_on="event_time"), source, BarStore(store))
+            await asyncio.wait_for(collector.run(), 60)
+            return source.counters
+    return asyncio.run(main())
+
+
+def test_collector_bars_with_faults_equal_the_fault_free_bars(tmp_path: Path) -> None:
+    faults = FaultPlan(seed=9, streams=[
+        StreamFaults(drop_after=150, duplicate_rate=0.1),
+        StreamFaults(close_after=120, reorder_window=4, malformed={7: "garbage"}),
+        StreamFaults(drop_after=200, duplicate_rate=0.1),
+        StreamFaults(shutdown_after=100, malformed={3: "wrong_types"}),
+        StreamFaults(drop_after=180, reorder_window=3),
+    ], default=StreamFaults(duplicate_rate=0.05, reorder_window=3))
+    faults.fail_next_rest(429, retry_after=1, path="/api/v3/aggTrades")
+    clean = collect_from_fake(tmp_path / "clean", None)
+    faulty = collect_from_fake(tmp_path / "faulty", faults)
+    assert clean["disconnects"] == 0
+    assert faulty["disconnects"] >= 5 and faulty["malformed"] == 2 and faulty["rate_limited"] == 1
+    assert faulty["duplicates"] > 0
+    for symbol in SYMBOLS:
+        expected = BarStore(tmp_path / "clean").read_bars(symbol, 10_000)
+        assert len(expected) >= 20
+        pd.testing.assert_frame_equal(BarStore(tmp_path / "faulty").read_bars(symbol, 10_000), expected,
+                                      check_exact=True)
