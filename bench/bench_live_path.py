@@ -24,9 +24,9 @@ import pandas as pd
 from bench.common import report
 from dope.config import BarsConfig, CollectorConfig
 from dope.market.binance_wire import parse_stream_frame
+from dope.market.replay import bundled_trade_files
 from dope.messages import Trade
 from dope.services.collector import Collector
-from dope.services.sources import bundled_trade_files
 from dope.store import BarStore
 from dope.transport import ZmqPublisher, ZmqSubscriber
 

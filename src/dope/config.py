@@ -110,11 +110,10 @@ class BinanceConfig(_Config, frozen=True):
 
 
 class ReplayConfig(_Config, frozen=True):
-    """Replay of Binance public data files or of DOPE's store. ``speed`` 0 = as fast as possible."""
+    """Replay of Binance public data files (bundled real trades when ``files`` is empty). ``speed`` 0 = as fast as possible."""
 
     files: tuple[str, ...] = ()
     speed: float = 0.0
-    from_store: bool = False
     batch_size: int = 1000
     skip_bad_rows: bool = False
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
+from importlib.resources import files
 from pathlib import Path
 from typing import Final
 
@@ -68,8 +69,9 @@ class ReplaySource:
     @classmethod
     def from_config(cls, config: ReplayConfig, symbols: Sequence[str], *, clock: Clock | None = None,
                     store: BarStore | None = None) -> ReplaySource:
-        """A replay source as ``[replay]`` of the configuration describes it."""
-        return cls([Path(f) for f in config.files], symbols, speed=config.speed, clock=clock, store=store,
+        """A replay source as ``[replay]`` describes it (no files: the real trades bundled with DOPE)."""
+        paths = [Path(f) for f in config.files] or bundled_trade_files()
+        return cls(paths, symbols, speed=config.speed, clock=clock, store=store,
                    batch_size=config.batch_size, on_bad="skip" if config.skip_bad_rows else "raise")
 
     def _select(self, files: list[str | Path]) -> list[tuple[str, FileInfo]]:
@@ -148,6 +150,11 @@ class ReplaySource:
                                   arrays.is_buyer_maker, arrays.first_trade_id, arrays.last_trade_id)
             self.counters["bad_rows"] += stats.skipped
             stats.skipped = 0
+
+
+def bundled_trade_files() -> list[Path]:
+    """The real Binance spot trade files shipped with DOPE (BTCUSDT and ETHUSDT, 11 minutes)."""
+    return sorted(Path(str(p)) for p in files("dope.data").iterdir() if "-trades-" in p.name)
 
 
 def _to_trades(symbol: str, *columns: np.ndarray) -> Iterator[Trade]:

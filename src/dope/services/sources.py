@@ -2,18 +2,10 @@
 
 from __future__ import annotations
 
-from importlib.resources import files
-from pathlib import Path
-
 from dope.clock import Clock, LiveClock
 from dope.config import DopeConfig
 from dope.market.base import TradeSource
 from dope.timeparse import parse_duration, parse_time
-
-
-def bundled_trade_files() -> list[Path]:
-    """The real Binance spot trade files shipped with DOPE (BTCUSDT and ETHUSDT, 11 minutes)."""
-    return sorted(Path(str(p)) for p in files("dope.data").iterdir() if "-trades-" in p.name)
 
 
 def open_source(config: DopeConfig) -> tuple[TradeSource, Clock | None]:
@@ -26,10 +18,7 @@ def open_source(config: DopeConfig) -> tuple[TradeSource, Clock | None]:
     if config.collector.source == "replay":
         from dope.market.replay import ReplaySource
 
-        replay = config.replay
-        paths = [Path(f) for f in replay.files] or bundled_trade_files()
-        return ReplaySource(paths, symbols, speed=replay.speed, batch_size=replay.batch_size,
-                            on_bad="skip" if replay.skip_bad_rows else "raise"), None
+        return ReplaySource.from_config(config.replay, symbols), None
     if config.collector.source == "synthetic":
         from dope.market.synthetic_params import load_params
         from dope.market.synthetic_trades import SyntheticSource
