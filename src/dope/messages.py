@@ -115,7 +115,86 @@ class LateTrades(Message, frozen=True, tag="late_trades"):
     volume: float
 
 
-AnyMessage = Trade | Bar | Heartbeat | LateTrades
+class Features(Message, frozen=True, tag="features"):
+    """One feature vector of a bar: ``event_time`` is the bar's ``close_time``.
+
+    ``values`` follow the order of the feature set's names; ``feature_version``
+    lets a model refuse vectors of another definition.
+    """
+
+    open_time: int
+    feature_set: str
+    feature_version: str
+    values: list[float]
+
+
+class Score(Message, frozen=True, tag="score"):
+    """One model's answer for one feature vector (``open_time`` names the bar).
+
+    ``prediction`` is the forecast forward log return; ``latency_us`` the time
+    the model took from receiving the features to publishing this score.
+    """
+
+    open_time: int
+    model_id: str
+    model_kind: str
+    feature_version: str
+    prediction: float
+    latency_us: int
+
+
+class Prediction(Message, frozen=True, tag="prediction"):
+    """What the rendezvous chose for one bar, with its provenance.
+
+    ``prediction`` is None ("no prediction") when no eligible model answered in
+    time; ``chosen_by`` says why the chosen model won (``champion``, ``fallback``
+    or ``none``); ``answered``/``missed`` list model ids; ``latencies_us`` maps
+    every answering model to its latency.
+    """
+
+    open_time: int
+    prediction: float | None
+    model_id: str
+    chosen_by: str
+    deadline_ms: int
+    answered: list[str] = []
+    missed: list[str] = []
+    latencies_us: dict[str, int] = {}
+
+
+class Decision(Message, frozen=True, tag="decision"):
+    """The trader's decision at a bar close: ``action`` is ``buy``, ``sell`` or ``hold``."""
+
+    open_time: int
+    prediction: float | None
+    action: str
+    target_position: int
+    reason: str
+
+
+class Fill(Message, frozen=True, tag="fill"):
+    """An executed order (paper or exchange): quantity, price, fee, and the order's client id."""
+
+    client_order_id: str
+    side: str
+    qty: float
+    price: float
+    fee: float
+    fee_asset: str
+
+
+class Equity(Message, frozen=True, tag="equity"):
+    """The trader's marked-to-market state after a bar, beside buy-and-hold."""
+
+    open_time: int
+    cash: float
+    position: float
+    equity: float
+    buy_and_hold: float
+    kill_switch: bool = False
+
+
+AnyMessage = Trade | Bar | Heartbeat | LateTrades | Features | Score | Prediction | Decision | Fill | Equity
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(AnyMessage)
