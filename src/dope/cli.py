@@ -15,7 +15,16 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ingest": ("dope.commands.ingest", "Import Binance public data files (trades, aggTrades, klines) into the store"),
     "bars": ("dope.commands.bars", "Query or export stored bars (any multiple of the stored interval)"),
     "synth": ("dope.commands.synth", "Generate synthetic bars (a year of 10 s bars in seconds) into the store"),
+    "backtest": ("dope.commands.backtest", "Backtest thresholds on a predictions file against stored bars"),
+    "dashboard": ("dope.commands.dashboard", "Serve the live dashboard (Bokeh) on 127.0.0.1"),
     "config": ("dope.commands.config", "Print the effective configuration (file + environment), validated"),
+    "train": ("dope.commands.train", "Walk-forward evaluate a model on stored bars, fit it and register it"),
+    "predict": ("dope.commands.predict", "Write a registered model's out-of-sample predictions to Parquet"),
+    "models": ("dope.commands.models", "List, show, promote or retire registered models"),
+    "evaluate": ("dope.commands.evaluate", "Walk-forward evaluation on the real 15m klines -> docs/evaluation.md"),
+    "optimize": ("dope.commands.optimize", "Grid/Optuna threshold search, walk-forward optimization, DSR and PBO"),
+    "report": ("dope.commands.report", "Self-contained HTML report of a `dope optimize --out` folder"),
+    "study": ("dope.commands.study", "Walk-forward threshold study on the real 15m klines -> docs/study/"),
 }
 
 

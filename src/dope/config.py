@@ -65,6 +65,12 @@ class StoreConfig(_Config, frozen=True):
     path: str = "var/store"
 
 
+class RegistryConfig(_Config, frozen=True):
+    """Where trained model artifacts and their roles live (``dope train``, ``dope models``)."""
+
+    path: str = "var/registry"
+
+
 class BusConfig(_Config, frozen=True):
     """ZeroMQ endpoints (tcp://host:port or ipc://path) and flow-control settings.
 
@@ -142,16 +148,242 @@ class CollectorConfig(_Config, frozen=True):
     service_name: str = "collector"
 
 
+class ServicesConfig(_Config, frozen=True):
+    """Where each service publishes (its own endpoint; see ``docs/services.md``).
+
+    ``collector = ""`` means ``bus.publish`` (the collector's historical endpoint).
+    """
+
+    collector: str = ""
+    featurizer: str = "tcp://127.0.0.1:5557"
+    decoy: str = "tcp://127.0.0.1:5558"
+    rendezvous: str = "tcp://127.0.0.1:5559"
+    trader: str = "tcp://127.0.0.1:5560"
+    dashboard: str = "tcp://127.0.0.1:5561"
+
+    def __post_init__(self) -> None:
+        for name in ("collector", "featurizer", "decoy", "rendezvous", "trader", "dashboard"):
+            endpoint = getattr(self, name)
+            if endpoint and not endpoint.startswith(("tcp://", "ipc://", "inproc://")):
+                raise ValueError(f"services.{name} must be a tcp://, ipc:// or inproc:// endpoint, got {endpoint!r}")
+
+
+class ModelDeployConfig(_Config, frozen=True):
+    """One model service: ``model`` is a registry id or ``"role:<role>"`` (follows the registry's roles).
+
+    ``delay_ms`` (tests and drills only) sleeps before each score is published.
+    """
+
+    model: str
+    endpoint: str
+    name: str = ""
+    delay_ms: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.model:
+            raise ValueError("models.deploy: model must be a registry id or role:<role>")
+        if not self.endpoint.startswith(("tcp://", "ipc://", "inproc://")):
+            raise ValueError(f"models.deploy endpoint must be a tcp://, ipc:// or inproc:// endpoint, "
+                             f"got {self.endpoint!r}")
+        if self.delay_ms < 0:
+            raise ValueError(f"models.deploy delay_ms must be >= 0, got {self.delay_ms}")
+
+
+class ModelsConfig(_Config, frozen=True):
+    """The deployed models (``[[models.deploy]]``): one model service process each."""
+
+    deploy: tuple[ModelDeployConfig, ...] = ()
+
+
+class FeaturizerConfig(_Config, frozen=True):
+    """The live feature stream: the default feature set at the bar interval, with optional context symbols."""
+
+    context_symbols: tuple[str, ...] = ()
+    service_name: str = "featurizer"
+
+
+class SupervisorConfig(_Config, frozen=True):
+    """``dope up``: which services, restart backoff, stop timeout, health and the metrics endpoint.
+
+    ``metrics`` is ``host:port`` of the Prometheus endpoint (``""`` = none, port 0 = any free port);
+    ``bootstrap`` lists the model kinds trained when the registry is empty.
+    """
+
+    services: tuple[str, ...] = ("featurizer", "models", "decoy", "rendezvous", "trader", "dashboard", "collector")
+    restart_min_ms: int = 500
+    restart_max_ms: int = 30_000
+    stop_timeout_ms: int = 5_000
+    heartbeat_timeout_ms: int = 5_000
+    start_timeout_ms: int = 60_000
+    metrics: str = "127.0.0.1:9464"
+    bootstrap: tuple[str, ...] = ("zero", "ridge", "random_forest", "lstm")
+    bootstrap_duration: str = "2d"
+
+    def __post_init__(self) -> None:
+        if not 0 < self.restart_min_ms <= self.restart_max_ms:
+            raise ValueError("supervisor: need 0 < restart_min_ms <= restart_max_ms")
+        if self.stop_timeout_ms <= 0 or self.heartbeat_timeout_ms <= 0 or self.start_timeout_ms <= 0:
+            raise ValueError("supervisor: timeouts must be > 0")
+
+
+class RiskConfig(_Config, frozen=True):
+    """The trader's risk limits (see ``docs/trading.md``); 0 switches a limit off.
+
+    ``max_daily_loss`` (quote currency) and ``max_daily_loss_fraction`` (of the equity at the
+    start of the UTC day) trip the kill switch: flat, and no new entries until the next UTC day
+    or a manual reset. A prediction that arrives more than ``max_prediction_delay_ms`` after its
+    bar (trader's clock), or is for another bar than the latest, is stale; so is a price whose bar
+    closed more than ``max_price_age_ms`` before the trader's clock (live only: 0 on replays).
+    """
+
+    max_position_units: float = 0.0
+    max_position_notional: float = 0.0
+    max_daily_loss: float = 0.0
+    max_daily_loss_fraction: float = 0.0
+    max_prediction_delay_ms: int = 5_000
+    max_price_age_ms: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("max_position_units", "max_position_notional", "max_daily_loss", "max_daily_loss_fraction",
+                     "max_prediction_delay_ms", "max_price_age_ms"):
+            value = getattr(self, name)
+            if not 0 <= value < float("inf"):
+                raise ValueError(f"trader.risk.{name} must be a number >= 0, got {value}")
+        if self.max_daily_loss_fraction >= 1:
+            raise ValueError(f"trader.risk.max_daily_loss_fraction must be < 1, got {self.max_daily_loss_fraction}")
+
+
+class TraderConfig(_Config, frozen=True):
+    """The trader service: thresholds, sizing, costs, broker, risk limits and where its state lives.
+
+    ``broker = "binance"`` sends real orders (testnet or live, ``rest_url``; ``""`` = ``binance.rest_url``)
+    only when also ``i_understand_real_orders = "yes"`` (env ``DOPE_TRADER__I_UNDERSTAND_REAL_ORDERS=yes``)
+    or the service runs with ``--live``; keys come from ``BINANCE_API_KEY`` / ``BINANCE_API_SECRET``.
+    ``symbols = ()`` trades the collector's symbols; each symbol has its own ``initial_cash``.
+    """
+
+    symbols: tuple[str, ...] = ()
+    upper: float = 0.0005
+    lower: float = -0.0005
+    allow_short: bool = False
+    fraction: float = 1.0
+    initial_cash: float = 10_000.0
+    fee_rate: float = 0.001
+    slippage_bps: float = 0.0
+    broker: Literal["paper", "binance"] = "paper"
+    i_understand_real_orders: str = ""
+    rest_url: str = ""
+    recv_window_ms: int = 5_000
+    state_dir: str = "var/trader"
+    journal_fsync: bool = True
+    service_name: str = "trader"
+    risk: RiskConfig = RiskConfig()
+
+    def __post_init__(self) -> None:
+        if not (self.lower <= self.upper):
+            raise ValueError(f"trader: lower threshold {self.lower} must be <= upper {self.upper}")
+        if not 0 < self.fraction <= 1 or not 0 <= self.fee_rate < 1 or not 0 <= self.slippage_bps < 10_000:
+            raise ValueError("trader: need 0 < fraction <= 1, 0 <= fee_rate < 1, 0 <= slippage_bps < 10000")
+        if not 0 < self.initial_cash < float("inf"):
+            raise ValueError(f"trader: initial_cash must be > 0, got {self.initial_cash}")
+        if self.broker == "binance" and self.allow_short:
+            raise ValueError("trader: the Binance spot broker cannot short; set allow_short = false")
+        if not 0 < self.recv_window_ms <= 60_000:
+            raise ValueError(f"trader: recv_window_ms must be in (0, 60000], got {self.recv_window_ms}")
+
+
+class DashboardConfig(_Config, frozen=True):
+    """The live Bokeh dashboard: where it listens (127.0.0.1 unless told otherwise) and how much it keeps.
+
+    ``allow_origins`` adds websocket origins (``host:port``) beyond the dashboard's own address;
+    ``history_bars`` recent bars per symbol are read from the store when it starts; ``rollover``
+    bounds every live series so it runs for days without growing.
+    """
+
+    address: str = "127.0.0.1"
+    port: int = 5006
+    allow_origins: tuple[str, ...] = ()
+    history_bars: int = 360
+    rollover: int = 2_000
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port < 65_536:
+            raise ValueError(f"dashboard.port must be in 0..65535, got {self.port}")
+        if self.history_bars < 0 or self.rollover < 10:
+            raise ValueError("dashboard: history_bars must be >= 0 and rollover >= 10")
+
+
+class RendezvousConfig(_Config, frozen=True):
+    """The rendezvous (see ``docs/rendezvous.md``): deadline, roles, scorecards.
+
+    Roles come from the registry's ``roles.json`` when ``watch_registry`` (reloaded when it
+    changes); ``champion``/``challengers``/``shadows``/``canaries`` are used until then (or
+    always, without the registry). ``challengers`` also ranks registry challengers (others by id).
+    The scorecard P&L is ``position x realised log return - fee_rate x |position change|`` with
+    position +1 above ``pnl_threshold``, -1 below ``-pnl_threshold`` (0 unless ``pnl_long_short``).
+    """
+
+    deadline_ms: int = 50
+    watch_registry: bool = True
+    champion: str = ""
+    challengers: tuple[str, ...] = ()
+    shadows: tuple[str, ...] = ()
+    canaries: tuple[str, ...] = ()
+    canary_fallback: bool = True
+    canary_window: int = 100
+    canary_min_rounds: int = 20
+    canary_max_divergence: float = 0.002
+    horizon_bars: int = 1
+    fee_rate: float = 0.001
+    pnl_threshold: float = 0.0
+    pnl_long_short: bool = True
+    window: int = 500
+    latency_window: int = 1024
+    publish_every: int = 10
+    persist_every: int = 100
+    poll_ms: int = 5
+    service_name: str = "rendezvous"
+
+    def __post_init__(self) -> None:
+        if self.deadline_ms < 0 or self.poll_ms < 1 or self.horizon_bars < 1:
+            raise ValueError("rendezvous: need deadline_ms >= 0, poll_ms >= 1, horizon_bars >= 1")
+        for name in ("canary_window", "window", "latency_window", "publish_every", "persist_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"rendezvous.{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 <= self.fee_rate < 1 or self.pnl_threshold < 0 or not self.canary_max_divergence >= 0:
+            raise ValueError("rendezvous: need 0 <= fee_rate < 1, pnl_threshold >= 0, canary_max_divergence >= 0")
+
+
+class DecoyConfig(_Config, frozen=True):
+    """The decoy: archives every feature vector under ``<store>/features`` in batches of ``flush_every``."""
+
+    flush_every: int = 100
+    service_name: str = "decoy"
+
+    def __post_init__(self) -> None:
+        if self.flush_every < 1:
+            raise ValueError(f"decoy.flush_every must be >= 1, got {self.flush_every}")
+
+
 class DopeConfig(_Config, frozen=True):
     """The whole configuration."""
 
     collector: CollectorConfig = CollectorConfig()
     bars: BarsConfig = BarsConfig()
     store: StoreConfig = StoreConfig()
+    registry: RegistryConfig = RegistryConfig()
     bus: BusConfig = BusConfig()
     binance: BinanceConfig = BinanceConfig()
     replay: ReplayConfig = ReplayConfig()
     synthetic: SyntheticConfig = SyntheticConfig()
+    services: ServicesConfig = ServicesConfig()
+    models: ModelsConfig = ModelsConfig()
+    featurizer: FeaturizerConfig = FeaturizerConfig()
+    supervisor: SupervisorConfig = SupervisorConfig()
+    trader: TraderConfig = TraderConfig()
+    dashboard: DashboardConfig = DashboardConfig()
+    rendezvous: RendezvousConfig = RendezvousConfig()
+    decoy: DecoyConfig = DecoyConfig()
     log_level: str = "INFO"
 
 

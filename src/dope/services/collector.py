@@ -16,11 +16,11 @@ import logging
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from dope.bars import BarBuilder, align, bars_to_frame
 from dope.clock import Clock
-from dope.config import BarsConfig, CollectorConfig
+from dope.config import BarsConfig, CollectorConfig, DopeConfig
 from dope.logs import ProblemCounter
 from dope.market.base import TradeSource
 from dope.messages import AnyMessage, Bar, LateTrades, Trade
@@ -129,7 +129,9 @@ class Collector:
                     return True
         finally:
             stopping.cancel()
-            await stream.aclose()
+            close = getattr(stream, "aclose", None)  # async generators: release the source now
+            if close is not None:
+                await close()
 
     def ingest(self, trades: Iterable[Trade]) -> None:
         """Fold a batch of trades into the bars; bars that close are published and queued for the store."""
@@ -225,3 +227,57 @@ def _trade_problem(trade: Trade) -> str | None:
     if not 0 < trade.qty < math.inf:
         return "bad_qty"
     return None
+
+
+class CollectorService:
+    """The collector as a process (``python -m dope.services.collector``): its own publisher and store.
+
+    ``wait_subscribers`` > 0 holds the first trade until that many subscriptions reached the
+    publisher (``dope up`` sets it, so a replay's first bars reach every service).
+    """
+
+    def __init__(self, name: str, collector: Collector, publisher: Any, wait_subscribers: int = 0) -> None:
+        self.name = name
+        self.collector = collector
+        self.publisher = publisher
+        self.wait_subscribers = wait_subscribers
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Wait for the subscribers if asked, then collect until the source ends or ``stop``."""
+        if self.wait_subscribers:
+            from dope.services.base import wait_for_subscribers
+
+            wait_for_subscribers(self.publisher, self.wait_subscribers)
+        await self.collector.run(stop)
+
+    def close(self) -> None:
+        self.publisher.close()
+
+
+def build(config: DopeConfig, **overrides: Any) -> CollectorService:
+    """The collector of ``config`` on its configured source, publishing on ``services.collector``."""
+    from dope.services.base import endpoint_of
+    from dope.services.sources import open_source
+    from dope.transport import open_publisher
+
+    name = overrides.get("name") or config.collector.service_name
+    source, clock = open_source(config)
+    publisher = open_publisher(config.bus, name, endpoint=endpoint_of(config, "collector"))
+    collector = Collector(config.collector, config.bars, source, BarStore(config.store.path), publisher,
+                          clock=clock, heartbeat_ms=config.bus.heartbeat_ms)
+    return CollectorService(name, collector, publisher, int(overrides.get("wait_subscribers", 0)))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m dope.services.collector --config FILE [--wait-subscribers N]``."""
+    from dope.services.base import service_main
+
+    def arguments(parser: Any) -> None:
+        parser.add_argument("--wait-subscribers", type=int, help="hold the source until N subscriptions arrived")
+
+    return service_main(build, argv, prog="dope.services.collector", add_arguments=arguments,
+                        default_name="collector")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
