@@ -55,8 +55,8 @@ def seed_previous_bars(store: BarStore, open_time: int) -> None:
 
 def collect_from_fake(store: Path, faults: FaultPlan | None) -> dict[str, int]:
     async def main() -> dict[str, int]:
-        fake = FakeBinance(config=FakeConfig(speed=200, ping_interval_s=0.3, pong_timeout_s=1.0), faults=faults)
-        start = align(fake.last_time_ms - 400_000, 10_000)
+        fake = FakeBinance(config=FakeConfig(speed=100, ping_interval_s=0.3, pong_timeout_s=1.0), faults=faults)
+        start = align(fake.first_time_ms + 20_000, 10_000)
         fake.clock.step(start - fake.clock.now_ms())
         seed_previous_bars(BarStore(store), start - 10_000)
         async with fake:
@@ -71,11 +71,11 @@ def collect_from_fake(store: Path, faults: FaultPlan | None) -> dict[str, int]:
 
 def test_collector_bars_with_faults_equal_the_fault_free_bars(tmp_path: Path) -> None:
     faults = FaultPlan(seed=9, streams=[
-        StreamFaults(drop_after=150, duplicate_rate=0.1),
-        StreamFaults(close_after=120, reorder_window=4, malformed={7: "garbage"}),
-        StreamFaults(drop_after=200, duplicate_rate=0.1),
-        StreamFaults(shutdown_after=100, malformed={3: "wrong_types"}),
-        StreamFaults(drop_after=180, reorder_window=3),
+        StreamFaults(drop_after=60, duplicate_rate=0.1),
+        StreamFaults(close_after=50, reorder_window=4, malformed={7: "garbage"}),
+        StreamFaults(drop_after=70, duplicate_rate=0.1),
+        StreamFaults(shutdown_after=40, malformed={3: "wrong_types"}),
+        StreamFaults(drop_after=60, reorder_window=3),
     ], default=StreamFaults(duplicate_rate=0.05, reorder_window=3))
     faults.fail_next_rest(429, retry_after=1, path="/api/v3/aggTrades")
     clean = collect_from_fake(tmp_path / "clean", None)

@@ -1,0 +1,178 @@
+"""Performance metrics of an equity curve and its trades.
+
+Returns are simple per-bar returns of the equity marked at each close, the first one
+against the initial cash. Crypto trades around the clock, so a year has
+``365 * 24 * 3600 * 1000 / interval_ms`` bars (35,040 for 15-minute bars, 3,153,600 for
+10-second bars) and Sharpe and Sortino are scaled by its square root. The risk-free rate
+is zero. Sharpe uses the sample standard deviation (``ddof=1``); Sortino divides the mean
+return by the downside deviation ``sqrt(mean(min(r, 0)**2))`` over all bars. CAGR
+compounds over ``n_bars / periods_per_year`` years; Calmar is CAGR over the maximum
+drawdown (a positive fraction of the running peak, the initial cash included). Turnover
+is the traded value (entries and exits) over the mean equity. Trade statistics count
+closed round trips only; the open position at the end is in the equity, not in them.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Final, NamedTuple
+
+import numba
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+YEAR_MS: Final = 365 * 24 * 3600 * 1000
+
+METRIC_NAMES: Final = ("total_return", "cagr", "sharpe", "sortino", "max_drawdown", "calmar", "n_trades",
+                       "win_rate", "avg_trade_return", "avg_trade_pnl", "exposure", "turnover", "fees_paid",
+                       "final_equity", "n_bars")
+
+FloatArray = npt.NDArray[np.float64]
+
+
+class EquityStats(NamedTuple):
+    """Sums over the bars of an equity curve, from which the metrics follow."""
+
+    n_bars: int
+    final_equity: float
+    sum_r: float
+    sum_r2: float
+    sum_down2: float
+    max_drawdown: float
+    n_exposed: int
+    sum_equity: float
+
+
+class TradeStats(NamedTuple):
+    """Sums over the fills and closed trades."""
+
+    n_closed: int
+    n_wins: int
+    sum_pnl: float
+    sum_ret: float
+    traded_value: float
+    fees: float
+
+
+def periods_per_year(interval_ms: int) -> float:
+    """Bars in a 365-day year of round-the-clock trading.
+
+    >>> periods_per_year(900_000), periods_per_year(10_000)
+    (35040.0, 3153600.0)
+    """
+    if interval_ms <= 0:
+        raise ValueError(f"interval_ms must be > 0, got {interval_ms}")
+    return YEAR_MS / interval_ms
+
+
+def bar_returns(equity: FloatArray, initial_cash: float) -> FloatArray:
+    """Simple return of each bar, the first against the initial cash."""
+    previous = np.concatenate(([initial_cash], equity[:-1]))
+    return np.asarray(equity / previous - 1.0, dtype=np.float64)
+
+
+@numba.njit(cache=True, inline="always")
+def fold_bar(eq: float, qty: float, prev: float, peak: float, mdd: float, sum_r: float, sum_r2: float,
+           sum_d2: float, sum_eq: float, n_exposed: int) -> tuple[float, float, float, float, float, float,
+                                                                  int, float]:
+    """Fold one bar's equity into the sums behind the metrics (an unchanged equity adds a zero return)."""
+    if eq != prev:
+        r = eq / prev - 1.0
+        sum_r += r
+        sum_r2 += r * r
+        if r < 0.0:
+            sum_d2 += r * r
+        if eq > peak:
+            peak = eq
+        elif eq < peak * (1.0 - mdd):
+            mdd = 1.0 - eq / peak
+    sum_eq += eq
+    n_exposed += qty != 0.0
+    return peak, mdd, sum_r, sum_r2, sum_d2, sum_eq, n_exposed, eq
+
+
+@numba.njit(cache=True)
+def equity_sums(equity: FloatArray, position: FloatArray, cash0: float) -> FloatArray:
+    """The equity sums (``EquityStats`` order) of a curve, folded exactly as the backtest kernels fold them."""
+    peak, mdd, sum_r, sum_r2, sum_d2, sum_eq, n_exposed, prev = cash0, 0.0, 0.0, 0.0, 0.0, 0.0, 0, cash0
+    for t in range(equity.shape[0]):
+        peak, mdd, sum_r, sum_r2, sum_d2, sum_eq, n_exposed, prev = fold_bar(
+            equity[t], position[t], prev, peak, mdd, sum_r, sum_r2, sum_d2, sum_eq, n_exposed)
+    return np.array([equity.shape[0], prev, sum_r, sum_r2, sum_d2, mdd, n_exposed, sum_eq])
+
+
+def stats_from_sums(row: FloatArray) -> EquityStats:
+    """``EquityStats`` from the array the kernels return."""
+    return EquityStats(int(row[0]), float(row[1]), float(row[2]), float(row[3]), float(row[4]), float(row[5]),
+                       int(row[6]), float(row[7]))
+
+
+def equity_stats(equity: FloatArray, initial_cash: float, position: FloatArray | None = None) -> EquityStats:
+    """The sums behind the equity metrics (exposure unknown, -1, without ``position``)."""
+    held = np.zeros(len(equity)) if position is None else np.ascontiguousarray(position, dtype=np.float64)
+    stats = stats_from_sums(equity_sums(np.ascontiguousarray(equity, dtype=np.float64), held, initial_cash))
+    return stats if position is not None else stats._replace(n_exposed=-1)
+
+
+def trade_stats(trades: pd.DataFrame) -> TradeStats:
+    """The sums behind the trade metrics (``trades`` as in :class:`BacktestResult`)."""
+    closed = trades[~trades["is_open"].to_numpy(dtype=bool)]
+    entry_value = (trades["qty"] * trades["entry_price"]).sum()
+    exit_value = (closed["qty"] * closed["exit_price"]).sum()
+    fees = trades["entry_fee"].sum() + closed["exit_fee"].sum()
+    return TradeStats(len(closed), int((closed["pnl"] > 0).sum()), float(closed["pnl"].sum()),
+                      float(closed["return"].sum()), float(entry_value + exit_value), float(fees))
+
+
+def finish_metrics(eq: EquityStats, tr: TradeStats, initial_cash: float, interval_ms: int) -> dict[str, float]:
+    """The metric table from the sums (the one formula behind every path and the sweep)."""
+    ppy = periods_per_year(interval_ms)
+    n = eq.n_bars
+    total = eq.final_equity / initial_cash - 1.0
+    cagr = _cagr(eq.final_equity / initial_cash, n / ppy)
+    mean = eq.sum_r / n if n else math.nan
+    std = math.sqrt(max(0.0, (eq.sum_r2 - eq.sum_r * mean) / (n - 1))) if n > 1 else math.nan
+    down = math.sqrt(eq.sum_down2 / n) if n else math.nan
+    return {
+        "total_return": total, "cagr": cagr,
+        "sharpe": _ratio(mean, std) * math.sqrt(ppy), "sortino": _ratio(mean, down) * math.sqrt(ppy),
+        "max_drawdown": eq.max_drawdown, "calmar": _ratio(cagr, eq.max_drawdown),
+        "n_trades": float(tr.n_closed), "win_rate": _ratio(tr.n_wins, tr.n_closed),
+        "avg_trade_return": _ratio(tr.sum_ret, tr.n_closed), "avg_trade_pnl": _ratio(tr.sum_pnl, tr.n_closed),
+        "exposure": _ratio(eq.n_exposed, n) if eq.n_exposed >= 0 else math.nan,
+        "turnover": _ratio(tr.traded_value, eq.sum_equity / n) if n else math.nan,
+        "fees_paid": tr.fees, "final_equity": eq.final_equity, "n_bars": float(n),
+    }
+
+
+def compute_metrics(equity: FloatArray, interval_ms: int, trades: pd.DataFrame, *, initial_cash: float,
+                    position: FloatArray | None = None, fees_paid: float | None = None) -> dict[str, float]:
+    """Every metric of a backtest: see the module docstring for the definitions.
+
+    ``position`` (signed units per bar) gives the exposure (NaN without it); ``fees_paid``
+    overrides the sum of the trades' fees.
+    """
+    equity = np.asarray(equity, dtype=np.float64)
+    tr = trade_stats(trades)
+    if fees_paid is not None:
+        tr = tr._replace(fees=fees_paid)
+    return finish_metrics(equity_stats(equity, initial_cash, position), tr, initial_cash, interval_ms)
+
+
+def _cagr(growth: float, years: float) -> float:
+    if years <= 0:
+        return math.nan
+    if growth <= 0:
+        return -1.0
+    try:
+        return float(growth ** (1.0 / years) - 1.0)
+    except OverflowError:
+        return math.inf
+
+
+def _ratio(num: float, den: float) -> float:
+    """``num / den``, NaN when the denominator is zero (or NaN)."""
+    if den == 0 or math.isnan(den):
+        return math.nan
+    return num / den

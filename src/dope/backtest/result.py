@@ -1,0 +1,81 @@
+"""What a backtest returns: equity and position per bar, the trades, the fees and the metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Final
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+from dope.backtest.config import BacktestConfig
+from dope.backtest.metrics import bar_returns
+from dope.trading.orders import TradeRecord
+
+#: Columns of ``BacktestResult.trades``: one row per round trip, the open position last.
+#: ``direction`` 1 long / -1 short; bars are indexes into the inputs; times are the
+#: open times (ms) of the fill bars (``exit_bar``/``exit_time`` -1 while open, when the
+#: exit price is the last close and the exit fee 0).
+TRADE_COLUMNS: Final = ("direction", "entry_bar", "exit_bar", "entry_time", "exit_time", "qty", "entry_price",
+                        "exit_price", "entry_fee", "exit_fee", "pnl", "return", "is_open")
+
+_INT_COLUMNS: Final = ("direction", "entry_bar", "exit_bar", "entry_time", "exit_time")
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+
+
+@dataclass(frozen=True)
+class BacktestResult:
+    """The outcome of one threshold backtest.
+
+    ``times`` are the bars' open times (epoch ms); ``equity`` is marked at each bar's
+    close; ``position`` is the signed quantity held over that close.
+    """
+
+    config: BacktestConfig
+    interval_ms: int
+    times: IntArray
+    equity: FloatArray
+    position: FloatArray
+    trades: pd.DataFrame
+    fees_paid: float
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    def returns(self) -> FloatArray:
+        """Simple return of each bar (the first against the initial cash)."""
+        return bar_returns(self.equity, self.config.initial_cash)
+
+    def frame(self) -> pd.DataFrame:
+        """Equity and position per bar, indexed by open time."""
+        return pd.DataFrame({"open_time": self.times, "equity": self.equity, "position": self.position})
+
+
+def empty_trades() -> pd.DataFrame:
+    """A trades frame with no rows and the right columns and dtypes."""
+    return trades_from_array(np.empty((0, len(TRADE_COLUMNS)), dtype=np.float64))
+
+
+def trades_from_array(rows: FloatArray) -> pd.DataFrame:
+    """The trades frame from a float table in ``TRADE_COLUMNS`` order."""
+    columns: dict[str, npt.NDArray[np.generic]] = {}
+    for i, name in enumerate(TRADE_COLUMNS):
+        column = rows[:, i]
+        columns[name] = (column.astype(np.int64) if name in _INT_COLUMNS
+                         else column.astype(bool) if name == "is_open" else column.copy())
+    return pd.DataFrame(columns)
+
+
+def trades_from_records(records: Sequence[TradeRecord], times: IntArray) -> pd.DataFrame:
+    """The trades frame from the trader core's records (bars found from the fill times)."""
+    rows = np.array([_record_row(r, times) for r in records], dtype=np.float64).reshape(-1, len(TRADE_COLUMNS))
+    return trades_from_array(rows)
+
+
+def _record_row(r: TradeRecord, times: IntArray) -> list[float]:
+    entry_bar = int(np.searchsorted(times, r.entry_time))
+    exit_bar = -1 if r.is_open else int(np.searchsorted(times, r.exit_time))
+    return [r.direction, entry_bar, exit_bar, r.entry_time, r.exit_time, r.qty, r.entry_price, r.exit_price,
+            r.entry_fee, r.exit_fee, r.pnl, r.ret, float(r.is_open)]

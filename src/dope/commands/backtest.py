@@ -1,0 +1,159 @@
+"""``dope backtest``: thresholds on a predictions file against stored bars, beside the baselines."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from dope.errors import UserError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from dope.backtest import BacktestConfig, BacktestResult
+    from dope.store import BarStore
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``dope backtest``."""
+    parser.add_argument("--predictions", required=True,
+                        help="Parquet (or CSV) file with columns open_time (ms) and prediction")
+    parser.add_argument("--symbol", required=True, help="symbol, e.g. BTCUSDT")
+    parser.add_argument("--interval", help="stored bar interval (default: [bars] interval)")
+    parser.add_argument("--store", help="store folder (default: [store] path)")
+    parser.add_argument("--config", help="TOML configuration file")
+    parser.add_argument("--start", help="first open time: ISO 8601 or epoch ms")
+    parser.add_argument("--end", help="end (exclusive) open time: ISO 8601 or epoch ms")
+    parser.add_argument("--upper", type=float, default=0.0, help="buy above this prediction (default 0)")
+    parser.add_argument("--lower", type=float, default=0.0, help="sell below this prediction (default 0)")
+    parser.add_argument("--fee", type=float, default=0.001, help="fee rate per side (default 0.001)")
+    parser.add_argument("--slippage-bps", type=float, default=0.0, help="slippage in basis points (default 0)")
+    parser.add_argument("--short", action="store_true", help="long/short instead of long/flat")
+    parser.add_argument("--cash", type=float, default=10_000.0, help="initial cash (default 10000)")
+    parser.add_argument("--fraction", type=float, default=1.0, help="fraction of equity per position (default 1)")
+    parser.add_argument("--engine", choices=("vectorized", "event"), default="vectorized",
+                        help="backtest path (both give the same answer; default vectorized)")
+    parser.add_argument("--json", action="store_true", help="print the metrics as JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Join predictions with the stored bars, backtest, print the metrics beside the baselines."""
+    from dope.config import load_config
+    from dope.store import BarStore
+
+    config = load_config(args.config)
+    interval_ms = _interval(args.interval or config.bars.interval)
+    store = BarStore(args.store or config.store.path)
+    bars = _read_bars(store, args.symbol, interval_ms, _time(args.start), _time(args.end))
+    joined = join_predictions(bars, read_predictions(Path(args.predictions)))
+    results = _backtest(joined, _config(args), interval_ms, args.engine)
+    print(_as_json(args, interval_ms, results) if args.json else _as_table(args, results))
+    return 0
+
+
+def read_predictions(path: Path) -> pd.DataFrame:
+    """A predictions file as a frame of ``open_time`` (int64) and ``prediction`` (float64)."""
+    import pandas as pd
+
+    if not path.exists():
+        raise UserError(f"{path}: no such predictions file")
+    try:
+        frame = pd.read_csv(path) if path.suffix in {".csv", ".gz"} else pd.read_parquet(path)
+    except Exception as exc:  # noqa: BLE001 - any reader failure is a bad file for the user
+        raise UserError(f"{path}: cannot read predictions: {exc}") from None
+    missing = {"open_time", "prediction"} - set(frame.columns)
+    if missing:
+        raise UserError(f"{path}: missing column(s) {', '.join(sorted(missing))} (need open_time, prediction)")
+    if frame["open_time"].duplicated().any():
+        raise UserError(f"{path}: open_time {frame['open_time'][frame['open_time'].duplicated()].iloc[0]} "
+                        "appears more than once")
+    return frame[["open_time", "prediction"]].astype({"open_time": "int64", "prediction": "float64"})
+
+
+def join_predictions(bars: pd.DataFrame, predictions: pd.DataFrame) -> pd.DataFrame:
+    """Bars with their prediction (NaN where the file has none: those bars hold)."""
+    joined = bars.merge(predictions, on="open_time", how="left", validate="one_to_one")
+    unmatched = int((~predictions["open_time"].isin(bars["open_time"])).sum())
+    if unmatched:
+        log.warning("%d predictions have no stored bar in the range (ignored)", unmatched)
+    return joined
+
+
+def _read_bars(store: BarStore, symbol: str, interval_ms: int, start: int | None, end: int | None) -> pd.DataFrame:
+    if symbol not in store.symbols(interval_ms):
+        known = ", ".join(store.symbols(interval_ms)) or "none"
+        raise UserError(f"no {symbol} bars at interval {interval_ms} ms in {store.root} (symbols stored: {known})")
+    bars = store.read_bars(symbol, interval_ms, start, end)
+    if len(bars) < 2:
+        raise UserError(f"{symbol}: {len(bars)} stored bar(s) in that range; a backtest needs at least 2")
+    return bars
+
+
+def _config(args: argparse.Namespace) -> BacktestConfig:
+    from dope.backtest import BacktestConfig
+
+    try:
+        return BacktestConfig(upper=args.upper, lower=args.lower, fee_rate=args.fee,
+                              slippage_bps=args.slippage_bps, allow_short=args.short, initial_cash=args.cash,
+                              fraction=args.fraction)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+
+
+def _backtest(joined: pd.DataFrame, config: BacktestConfig, interval_ms: int,
+              engine: str) -> dict[str, BacktestResult]:
+    from dope.backtest import buy_and_hold, run_event, run_vectorized, zero_baseline
+
+    o, c, t = joined["open"].to_numpy(), joined["close"].to_numpy(), joined["open_time"].to_numpy()
+    p = joined["prediction"].to_numpy()
+    try:
+        main = (run_event(joined, p, config, interval_ms=interval_ms) if engine == "event"
+                else run_vectorized(o, c, p, config, times=t, interval_ms=interval_ms))
+        return {"strategy": main,
+                "buy_and_hold": buy_and_hold(o, c, config, times=t, interval_ms=interval_ms),
+                "zero": zero_baseline(o, c, config, times=t, interval_ms=interval_ms)}
+    except ValueError as exc:
+        raise UserError(f"bad bars: {exc}") from None
+
+
+def _as_table(args: argparse.Namespace, results: dict[str, BacktestResult]) -> str:
+    import pandas as pd
+
+    table = pd.DataFrame({name: r.metrics for name, r in results.items()})
+    header = (f"{args.symbol} {len(results['strategy'].equity)} bars, upper {args.upper}, lower {args.lower}, "
+              f"fee {args.fee}, slippage {args.slippage_bps} bps, {'long/short' if args.short else 'long/flat'}")
+    return header + "\n" + table.to_string(float_format=lambda v: f"{v:.6g}")
+
+
+def _as_json(args: argparse.Namespace, interval_ms: int, results: dict[str, BacktestResult]) -> str:
+    import msgspec
+
+    body = {"symbol": args.symbol, "interval_ms": interval_ms,
+            "config": msgspec.to_builtins(results["strategy"].config),
+            **{name: {k: _json_number(v) for k, v in r.metrics.items()} for name, r in results.items()}}
+    return json.dumps(body, indent=2)
+
+
+def _json_number(value: float) -> float | None:
+    return None if math.isnan(value) or math.isinf(value) else value
+
+
+def _interval(text: str) -> int:
+    from dope.bars import parse_interval
+
+    try:
+        return parse_interval(text)
+    except ValueError as exc:
+        raise UserError(f"--interval: {exc}") from None
+
+
+def _time(text: str | None) -> int | None:
+    from dope.timeparse import parse_time
+
+    return None if text is None else parse_time(text)

@@ -1,0 +1,45 @@
+"""What the trader core sends and receives: target orders, fills and finished trades."""
+
+from __future__ import annotations
+
+import msgspec
+
+
+class Order(msgspec.Struct, frozen=True, kw_only=True):
+    """Move ``symbol`` to ``target`` (1 long, 0 flat, -1 short), decided at ``time_ms`` on ``prediction``.
+
+    The size is fixed when the order fills (a fraction of the equity at the fill price).
+    """
+
+    symbol: str
+    time_ms: int
+    target: int
+    prediction: float
+
+
+class Fill(msgspec.Struct, frozen=True, kw_only=True):
+    """An executed market order: ``qty`` units on ``side`` (1 buy, -1 sell) for ``value`` quote + ``fee``."""
+
+    symbol: str
+    time_ms: int
+    side: int
+    qty: float
+    price: float
+    value: float
+    fee: float
+
+
+class TradeRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """A round trip (or the still open position at the end, ``is_open``, valued at the last mark)."""
+
+    direction: int
+    qty: float
+    entry_time: int
+    entry_price: float
+    entry_fee: float
+    exit_time: int
+    exit_price: float
+    exit_fee: float
+    pnl: float
+    ret: float
+    is_open: bool = False

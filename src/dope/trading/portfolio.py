@@ -1,0 +1,70 @@
+"""The account of one symbol: cash, position, fees and finished trades, updated from fills."""
+
+from __future__ import annotations
+
+from dope.trading.accounting import mark, settle, trade_pnl, trade_return
+from dope.trading.orders import Fill, TradeRecord
+
+
+class Portfolio:
+    """Cash and a signed position in one symbol; every fill either opens a position or closes it whole.
+
+    >>> p = Portfolio(1000.0)
+    >>> p.apply_fill(Fill(symbol="X", time_ms=0, side=1, qty=2.0, price=100.0, value=200.0, fee=0.2))
+    >>> p.cash, p.qty, p.equity(110.0)
+    (799.8, 2.0, 1019.8)
+    """
+
+    __slots__ = ("_entry", "cash", "direction", "fees_paid", "qty", "trades")
+
+    def __init__(self, cash: float) -> None:
+        self.cash = cash
+        self.qty = 0.0
+        self.direction = 0
+        self.fees_paid = 0.0
+        self.trades: list[TradeRecord] = []
+        self._entry: Fill | None = None
+
+    def equity(self, price: float) -> float:
+        """Cash plus the position marked at ``price``."""
+        return mark(self.cash, self.qty, price)
+
+    def apply_fill(self, fill: Fill) -> None:
+        """Book a fill: cash and fees always; then close the position or open a new one."""
+        self.cash = settle(self.cash, fill.side, fill.value, fill.fee)
+        self.fees_paid += fill.fee
+        if self.direction != 0 and fill.side == -self.direction:
+            self._close(fill)
+        else:
+            self._open(fill)
+
+    def _open(self, fill: Fill) -> None:
+        if self.direction != 0:
+            raise ValueError(f"{fill.symbol}: a fill adding to an open position is not supported")
+        self.direction = fill.side
+        self.qty = fill.side * fill.qty
+        self._entry = fill
+
+    def _close(self, fill: Fill) -> None:
+        entry = self._entry
+        assert entry is not None
+        if fill.qty != entry.qty:
+            raise ValueError(f"{fill.symbol}: partial close ({fill.qty} of {entry.qty}) is not supported")
+        self.trades.append(_record(self.direction, entry, fill.time_ms, fill.price, fill.fee, False))
+        self.direction = 0
+        self.qty = 0.0
+        self._entry = None
+
+    def open_trade(self, mark_price: float) -> TradeRecord | None:
+        """The open position as a trade valued at ``mark_price`` (no exit fee), or None when flat."""
+        if self._entry is None:
+            return None
+        return _record(self.direction, self._entry, -1, mark_price, 0.0, True)
+
+
+def _record(direction: int, entry: Fill, exit_time: int, exit_price: float, exit_fee: float,
+            is_open: bool) -> TradeRecord:
+    pnl = trade_pnl(direction, entry.qty, entry.price, exit_price, entry.fee, exit_fee)
+    return TradeRecord(direction=direction, qty=entry.qty, entry_time=entry.time_ms, entry_price=entry.price,
+                       entry_fee=entry.fee, exit_time=exit_time, exit_price=exit_price, exit_fee=exit_fee,
+                       pnl=pnl, ret=trade_return(pnl, entry.qty, entry.price), is_open=is_open)
