@@ -77,6 +77,12 @@ class BusConfig(_Config, frozen=True):
     ``snapshot = ""`` serves no snapshots (no late-joiner catch-up); ``snapshot_bars``
     is how many recent bars per topic a publisher keeps for late joiners; a HWM
     of 0 means unbounded; ``linger_ms`` is how long closing waits for queued messages.
+
+    CURVE (``docs/bus.md``, Security): ``curve_server_secret`` (this process' publishers'
+    ``.key_secret`` file) with ``curve_authorized_dir`` (folder of the clients' ``.key`` files);
+    ``curve_server_public`` (the publishers' ``.key`` file) with ``curve_client_secret`` (this
+    process' subscribers' ``.key_secret`` file). ``allow_plaintext_remote`` lets a publisher bind
+    beyond loopback without CURVE (with a warning); otherwise that is refused.
     """
 
     publish: str = "tcp://127.0.0.1:5555"
@@ -86,8 +92,17 @@ class BusConfig(_Config, frozen=True):
     heartbeat_ms: int = 1_000
     snapshot_bars: int = 360
     linger_ms: int = 1_000
+    curve_server_secret: str = ""
+    curve_authorized_dir: str = ""
+    curve_server_public: str = ""
+    curve_client_secret: str = ""
+    allow_plaintext_remote: bool = False
 
     def __post_init__(self) -> None:
+        for first, second in (("curve_server_secret", "curve_authorized_dir"),
+                              ("curve_server_public", "curve_client_secret")):
+            if bool(getattr(self, first)) != bool(getattr(self, second)):
+                raise ValueError(f"bus.{first} and bus.{second} go together: set both or neither")
         for name in ("publish", "snapshot"):
             endpoint = getattr(self, name)
             if (endpoint or name == "publish") and not endpoint.startswith(("tcp://", "ipc://", "inproc://")):
@@ -171,13 +186,15 @@ class ServicesConfig(_Config, frozen=True):
 class ModelDeployConfig(_Config, frozen=True):
     """One model service: ``model`` is a registry id or ``"role:<role>"`` (follows the registry's roles).
 
-    ``delay_ms`` (tests and drills only) sleeps before each score is published.
+    ``delay_ms`` and ``nan_every`` are for tests and drills only: sleep before each score is
+    published; publish every ``nan_every``-th score with a NaN prediction (a broken model).
     """
 
     model: str
     endpoint: str
     name: str = ""
     delay_ms: int = 0
+    nan_every: int = 0
 
     def __post_init__(self) -> None:
         if not self.model:
@@ -185,8 +202,8 @@ class ModelDeployConfig(_Config, frozen=True):
         if not self.endpoint.startswith(("tcp://", "ipc://", "inproc://")):
             raise ValueError(f"models.deploy endpoint must be a tcp://, ipc:// or inproc:// endpoint, "
                              f"got {self.endpoint!r}")
-        if self.delay_ms < 0:
-            raise ValueError(f"models.deploy delay_ms must be >= 0, got {self.delay_ms}")
+        if self.delay_ms < 0 or self.nan_every < 0:
+            raise ValueError(f"models.deploy delay_ms and nan_every must be >= 0, got {self.delay_ms}, {self.nan_every}")
 
 
 class ModelsConfig(_Config, frozen=True):

@@ -194,7 +194,42 @@ class Equity(Message, frozen=True, tag="equity"):
     kill_switch: bool = False
 
 
-AnyMessage = Trade | Bar | Heartbeat | LateTrades | Features | Score | Prediction | Decision | Fill | Equity
+class Scorecard(Message, frozen=True, tag="scorecard"):
+    """A model's live scorecard for one symbol, published by the rendezvous (see ``docs/rendezvous.md``).
+
+    Counts are since the scorecard began (it survives restarts); latency percentiles
+    cover the last ``latency_window`` answers, ``ic`` the last ``window`` realised
+    outcomes; ``pnl`` is the sum of ``position x realised log return - fee x |position change|``.
+    ``divergence``/``divergence_corr`` (canaries only) compare its predictions with the
+    champion's over the last rounds; ``divergence_alarm`` is set while above the threshold.
+    A statistic without enough data is None.
+    """
+
+    model_id: str
+    role: str
+    rounds: int
+    answered: int
+    misses: int
+    late: int
+    rejected: int
+    chosen: int
+    latency_p50_us: float | None = None
+    latency_p99_us: float | None = None
+    arrival_p50_ms: float | None = None
+    arrival_p99_ms: float | None = None
+    realised: int = 0
+    rmse: float | None = None
+    mae: float | None = None
+    hit_rate: float | None = None
+    ic: float | None = None
+    pnl: float = 0.0
+    trades: int = 0
+    divergence: float | None = None
+    divergence_corr: float | None = None
+    divergence_alarm: bool = False
+
+
+AnyMessage = Trade | Bar | Heartbeat | LateTrades | Features | Score | Prediction | Decision | Fill | Equity | Scorecard
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(AnyMessage)

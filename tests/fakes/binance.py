@@ -35,6 +35,7 @@ from aiohttp import WSMsgType, web
 
 from tests.fakes.binance_data import AggTrade, RawTrade, SymbolData, bundled_trade_files, load_files
 from tests.fakes.binance_faults import MALFORMED_FRAMES, FaultPlan, StreamFaults
+from tests.fakes.binance_orders import read_params
 from tests.fakes.binance_rest import (
     DEFAULT_ROUTES,
     ApiError,
@@ -174,7 +175,7 @@ class FakeBinance:
     # ---- REST ----------------------------------------------------------------------------------
 
     async def _handle_rest(self, request: web.Request) -> web.Response:
-        params = dict(request.query)
+        params = await read_params(request)
         route = self.routes.get((request.method, request.path))
         if route is None:
             return self._answer(request, params, 0, 404, {"code": -1000, "msg": f"Unknown path {request.path}"})

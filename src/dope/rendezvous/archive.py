@@ -1,0 +1,116 @@
+"""The decoy's archive: every feature vector exactly as the models received it, in Parquet.
+
+Layout::
+
+    <store>/features/<feature_set>/<symbol>/date=<UTC day of open_time>/features.parquet
+
+One row per ``(open_time, feature_version)`` (a re-published vector replaces the stored one, so
+writing twice is harmless), sorted, with every field of the :class:`~dope.messages.Features`
+message: ``read`` gives back messages equal, field for field and bit for bit, to the ones published.
+
+>>> import tempfile
+>>> from dope.messages import Features
+>>> archive = FeatureArchive(tempfile.mkdtemp())
+>>> vec = Features(symbol="BTCUSDT", event_time=9_999, open_time=0, feature_set="default",
+...                feature_version="1", values=[0.1, -2.5], seq=1, source="featurizer")
+>>> archive.write([vec, vec])
+1
+>>> archive.read("default", "BTCUSDT") == [vec]
+True
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import uuid
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from dope.messages import Features
+from dope.store.bars import CorruptFileError, check_symbol
+
+FILE_NAME: Final = "features.parquet"
+SCHEMA: Final = pa.schema([
+    ("open_time", pa.int64()), ("event_time", pa.int64()), ("feature_version", pa.string()),
+    ("values", pa.list_(pa.float64())), ("seq", pa.int64()), ("source", pa.string()), ("v", pa.int64()),
+])
+
+
+class FeatureArchive:
+    """Feature vectors of any feature sets and symbols under ``<root>/features``."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root) / "features"
+
+    def day_file(self, feature_set: str, symbol: str, open_time: int) -> Path:
+        """The file holding the vectors of ``symbol`` whose bar opens on the UTC day of ``open_time``."""
+        day = dt.datetime.fromtimestamp(open_time // 1000, tz=dt.UTC).date().isoformat()
+        return self.root / check_symbol(feature_set) / check_symbol(symbol) / f"date={day}" / FILE_NAME
+
+    def write(self, vectors: Iterable[Features]) -> int:
+        """Upsert ``vectors`` (by feature set, symbol, open time and version); return how many rows changed hands."""
+        groups: dict[Path, list[Features]] = {}
+        for vec in vectors:
+            groups.setdefault(self.day_file(vec.feature_set, vec.symbol, vec.open_time), []).append(vec)
+        return sum(self._upsert(path, batch) for path, batch in groups.items())
+
+    def _upsert(self, path: Path, batch: list[Features]) -> int:
+        rows = {(r["open_time"], r["feature_version"]): r for r in _read_rows(path)} if path.exists() else {}
+        new = {(vec.open_time, vec.feature_version): _row(vec) for vec in batch}
+        if all(_same(rows.get(key), row) for key, row in new.items()):
+            return 0
+        rows.update(new)
+        _write_atomic([rows[key] for key in sorted(rows)], path)
+        return len(new)
+
+    def read(self, feature_set: str, symbol: str, start_ms: int | None = None,
+             end_ms: int | None = None) -> list[Features]:
+        """The archived vectors with ``start_ms <= open_time < end_ms``, by open time then version."""
+        folder = self.root / check_symbol(feature_set) / check_symbol(symbol)
+        lo, hi = start_ms if start_ms is not None else -(2**63), end_ms if end_ms is not None else 2**63 - 1
+        out: list[Features] = []
+        for path in sorted(folder.glob(f"date=*/{FILE_NAME}")):
+            out.extend(Features(symbol=symbol, feature_set=feature_set, **row)
+                       for row in _read_rows(path) if lo <= row["open_time"] < hi)
+        return out
+
+
+def _row(vec: Features) -> dict[str, Any]:
+    return {"open_time": vec.open_time, "event_time": vec.event_time, "feature_version": vec.feature_version,
+            "values": list(vec.values), "seq": vec.seq, "source": vec.source, "v": vec.v}
+
+
+def _read_rows(path: Path) -> list[dict[str, Any]]:
+    try:
+        table = pq.read_table(path, schema=SCHEMA)
+    except (pa.ArrowException, OSError) as exc:
+        raise CorruptFileError(f"corrupt feature archive file {path}: {exc}") from None
+    rows: list[dict[str, Any]] = table.to_pylist()
+    return rows
+
+
+def _write_atomic(rows: list[dict[str, Any]], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table = pa.Table.from_pylist(rows, schema=SCHEMA)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        with open(tmp, "wb") as handle:
+            pq.write_table(table, handle, compression="snappy", use_dictionary=False)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _same(a: dict[str, Any] | None, b: dict[str, Any]) -> bool:
+    """Rows equal field for field, values compared bit for bit (so NaN equals NaN)."""
+    if a is None or any(a[k] != b[k] for k in b if k != "values"):
+        return False
+    return np.asarray(a["values"], np.float64).tobytes() == np.asarray(b["values"], np.float64).tobytes()

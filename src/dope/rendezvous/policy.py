@@ -1,0 +1,314 @@
+"""The rendezvous core: rounds of scores under a deadline, the choice policy, and the scorecards.
+
+Pure and clock-driven (no sockets, no wall clock): the service feeds it messages and calls
+``due`` with its clock's time; tests drive it with a ``SimulatedClock``.
+
+A *round* is one feature vector, keyed by ``(symbol, open_time)``. It opens when the
+features are published (``open_round``) and waits for every model that has a role. It closes,
+in ``due(now_ms)``, as soon as all of them answered or the deadline (``deadline_ms`` after it
+opened) passed. The prediction is the champion's score if it came in time, else the first
+challenger's (configured order) in time, else a canary's if ``canary_fallback``, else an
+explicit "no prediction" (``prediction=None``, ``chosen_by="none"``). Shadows score but are
+never chosen.
+
+>>> from dope.clock import SimulatedClock
+>>> from dope.messages import Features, Score
+>>> clock = SimulatedClock(0)
+>>> rv = Rendezvous(RendezvousConfig(deadline_ms=50), Roles(champion="rf", challengers=("zero",)), clock)
+>>> rv.open_round(Features(symbol="X", event_time=9, open_time=0, feature_set="f", feature_version="1",
+...                        values=[1.0]))
+>>> rv.add_score(Score(symbol="X", event_time=9, open_time=0, model_id="zero", model_kind="zero",
+...                    feature_version="1", prediction=0.0, latency_us=5))
+>>> clock.advance_to(50); [(p.model_id, p.chosen_by, p.missed) for p in rv.due(clock.now_ms())]
+[('zero', 'fallback', ['rf'])]
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import Counter, OrderedDict, deque
+from dataclasses import dataclass, field
+
+from dope.clock import Clock
+from dope.config import RendezvousConfig
+from dope.messages import Bar, Features, Prediction, Score, Scorecard
+from dope.rendezvous.outcomes import Outcome, Outcomes
+from dope.rendezvous.roles import Roles
+from dope.rendezvous.scorecard import ScorecardBook
+
+log = logging.getLogger("dope.rendezvous")
+
+RECENT_CLOSED = 4096
+MAX_EARLY = 4096
+Key = tuple[str, int]
+
+
+@dataclass
+class _Answer:
+    prediction: float
+    latency_us: int
+    arrival_ms: int
+
+
+@dataclass
+class Round:
+    """One feature vector waiting for its scores."""
+
+    symbol: str
+    open_time: int
+    event_time: int
+    feature_version: str
+    opened_ms: int
+    deadline_at: int
+    roles: Roles
+    expected: frozenset[str]
+    answers: dict[str, _Answer] = field(default_factory=dict)
+    late: set[str] = field(default_factory=set)
+    closed: bool = False
+
+    @property
+    def complete(self) -> bool:
+        return len(self.answers) == len(self.expected)
+
+
+class Rendezvous:
+    """Rounds, policy and scorecards. Feed it features, scores and bars; collect predictions from ``due``."""
+
+    def __init__(self, config: RendezvousConfig, roles: Roles, clock: Clock) -> None:
+        self.config = config
+        self.roles = roles
+        self.clock = clock
+        self.counters: Counter[str] = Counter()
+        self.book = ScorecardBook(window=config.window, latency_window=config.latency_window,
+                                  divergence_window=config.canary_window)
+        self.outcomes = Outcomes(config.horizon_bars)
+        self.last_event_time = 0
+        self._open: dict[Key, Round] = {}
+        self._queue: deque[Round] = deque()
+        self._ready: list[Round] = []
+        self._closed: OrderedDict[Key, frozenset[str]] = OrderedDict()
+        self._newest_closed: dict[str, int] = {}
+        self._early: OrderedDict[Key, list[tuple[Score, int]]] = OrderedDict()
+
+    # ---- roles -----------------------------------------------------------------------------------
+    def set_roles(self, roles: Roles) -> None:
+        """New roles, in force from the next round opened (open rounds keep theirs)."""
+        if roles != self.roles:
+            log.info("rendezvous: roles now %s", roles.as_mapping())
+            self.counters["role_changes"] += 1
+        self.roles = roles
+
+    # ---- rounds ----------------------------------------------------------------------------------
+    def open_round(self, features: Features) -> None:
+        """Start the round of a published feature vector; its deadline starts now."""
+        key = (features.symbol, features.open_time)
+        if key in self._open or key in self._closed or features.open_time <= self._newest_closed.get(key[0], -1):
+            self._reject("stale_features", f"{features.symbol}: features of bar {features.open_time} "
+                                           "already had a round")
+            return
+        now = self.clock.now_ms()
+        rnd = Round(features.symbol, features.open_time, features.event_time, features.feature_version, now,
+                    now + self.config.deadline_ms, self.roles, self.roles.expected)
+        self._open[key] = rnd
+        self._queue.append(rnd)
+        self.last_event_time = max(self.last_event_time, features.event_time)
+        self.counters["rounds_opened"] += 1
+        for score, arrival in self._early.pop(key, []):
+            self._answer(rnd, score, arrival)
+        if rnd.complete:
+            self._ready.append(rnd)
+
+    def add_score(self, score: Score) -> None:
+        """A model's score: recorded in its round, or counted as late, early or rejected."""
+        self.counters["scores"] += 1
+        now = self.clock.now_ms()
+        key = (score.symbol, score.open_time)
+        rnd = self._open.get(key)
+        if rnd is not None:
+            if self._answer(rnd, score, now) and rnd.complete:
+                self._ready.append(rnd)
+        elif key in self._closed or score.open_time <= self._newest_closed.get(score.symbol, -1):
+            self._late(score, now)
+        else:
+            self._keep_early(key, score, now)
+
+    def _answer(self, rnd: Round, score: Score, arrival_ms: int) -> bool:
+        """Accept ``score`` into the open ``rnd`` if valid; True if accepted."""
+        problem = self._problem(score, rnd.expected, rnd.feature_version)
+        if problem is None and (score.model_id in rnd.answers or score.model_id in rnd.late):
+            problem = "duplicate"
+        if problem is None and arrival_ms > rnd.deadline_at:
+            problem = "after_deadline"
+        if problem is not None:
+            return self._refuse(score, problem, arrival_ms)
+        rnd.answers[score.model_id] = _Answer(score.prediction, score.latency_us, max(arrival_ms - rnd.opened_ms, 0))
+        return True
+
+    def _refuse(self, score: Score, problem: str, arrival_ms: int) -> bool:
+        if problem == "after_deadline":  # a miss, recorded when the round closes; the score itself is late
+            rnd = self._open[(score.symbol, score.open_time)]
+            rnd.late.add(score.model_id)
+            self._record_late_score(score, arrival_ms, rnd.opened_ms)
+            return False
+        self._reject(problem, f"{score.symbol}: score of {score.model_id!r} for bar {score.open_time} "
+                              f"rejected: {problem}")
+        if problem in ("non_finite", "feature_version", "duplicate"):
+            self.book.card(score.model_id, score.symbol).rejected += 1
+        return False
+
+    def _problem(self, score: Score, expected: frozenset[str], feature_version: str) -> str | None:
+        if score.model_id not in expected:
+            return "unknown_model"
+        if not math.isfinite(score.prediction):
+            return "non_finite"
+        if score.feature_version != feature_version:
+            return "feature_version"
+        return None
+
+    def _late(self, score: Score, now: int) -> None:
+        missed = self._closed.get((score.symbol, score.open_time))
+        if missed is None or score.model_id not in missed:
+            problem = ("unknown_model" if score.model_id not in self.roles.expected
+                       else "duplicate" if missed is not None else "stale")
+            self._reject(problem, f"{score.symbol}: score of {score.model_id!r} for closed bar "
+                                  f"{score.open_time} dropped: {problem}")
+            return
+        if not math.isfinite(score.prediction):
+            self._reject("non_finite", f"{score.symbol}: late score of {score.model_id!r} is not finite")
+            self.book.card(score.model_id, score.symbol).rejected += 1
+            return
+        self._closed[(score.symbol, score.open_time)] = missed - {score.model_id}
+        self._record_late_score(score, now, None)
+
+    def _record_late_score(self, score: Score, now: int, opened_ms: int | None) -> None:
+        self.counters["late"] += 1
+        card = self.book.card(score.model_id, score.symbol)
+        card.record_late(score.latency_us, 0 if opened_ms is None else max(now - opened_ms, 0))
+        if math.isfinite(score.prediction):
+            self._apply(self.outcomes.add_prediction(score.symbol, score.open_time, score.model_id,
+                                                     score.prediction), score.symbol)
+
+    def _keep_early(self, key: Key, score: Score, now: int) -> None:
+        """A score whose features have not arrived yet (another socket can overtake): hold it."""
+        self.counters["early"] += 1
+        self._early.setdefault(key, []).append((score, now))
+        while len(self._early) > MAX_EARLY:
+            (symbol, open_time), dropped = self._early.popitem(last=False)
+            self._reject("orphan", f"{symbol}: {len(dropped)} score(s) for bar {open_time} never met "
+                                   "their features", len(dropped))
+
+    def _reject(self, kind: str, message: str, n: int = 1) -> None:
+        self.counters[f"rejected_{kind}"] += n
+        total = self.counters[f"rejected_{kind}"]
+        if total <= 10 or total % 1000 == 0:
+            log.warning("rendezvous: %s (rejected_%s #%d)", message, kind, total)
+
+    # ---- closing ---------------------------------------------------------------------------------
+    def next_deadline(self) -> int | None:
+        """When the oldest open round times out (None when none is open)."""
+        while self._queue and self._queue[0].closed:
+            self._queue.popleft()
+        return self._queue[0].deadline_at if self._queue else None
+
+    def due(self, now_ms: int) -> list[Prediction]:
+        """Close every round that is complete or past its deadline; return their predictions."""
+        out = [self._close(rnd) for rnd in self._ready if not rnd.closed]
+        self._ready.clear()
+        while self._queue and (self._queue[0].closed or self._queue[0].deadline_at <= now_ms):
+            rnd = self._queue.popleft()
+            if not rnd.closed:
+                out.append(self._close(rnd))
+        return out
+
+    def _close(self, rnd: Round) -> Prediction:
+        rnd.closed = True
+        key = (rnd.symbol, rnd.open_time)
+        del self._open[key]
+        missed = rnd.expected - rnd.answers.keys()
+        self._remember_closed(key, frozenset(missed - rnd.late))
+        prediction = self._choose(rnd, missed)
+        self._score_round(rnd, missed, prediction.model_id)
+        return prediction
+
+    def _remember_closed(self, key: Key, missed: frozenset[str]) -> None:
+        self._closed[key] = missed
+        if len(self._closed) > RECENT_CLOSED:
+            self._closed.popitem(last=False)
+        self._newest_closed[key[0]] = max(self._newest_closed.get(key[0], -1), key[1])
+
+    def _choose(self, rnd: Round, missed: frozenset[str]) -> Prediction:
+        priority = rnd.roles.priority(self.config.canary_fallback)
+        chosen = next((mid for mid in priority if mid in rnd.answers), None)
+        order = priority + tuple(m for m in rnd.roles.shadows if m not in priority)
+        by = "none" if chosen is None else "champion" if chosen == rnd.roles.champion else "fallback"
+        self.counters[f"chosen_{by}"] += 1
+        return Prediction(
+            symbol=rnd.symbol, event_time=rnd.event_time, open_time=rnd.open_time,
+            prediction=None if chosen is None else rnd.answers[chosen].prediction, model_id=chosen or "",
+            chosen_by=by, deadline_ms=self.config.deadline_ms,
+            answered=[m for m in order if m in rnd.answers], missed=[m for m in order if m in missed],
+            latencies_us={m: rnd.answers[m].latency_us for m in order if m in rnd.answers})
+
+    def _score_round(self, rnd: Round, missed: frozenset[str], chosen: str) -> None:
+        """Update the cards of every model of a closed round, and the canaries' divergence."""
+        self.counters["rounds_closed"] += 1
+        for mid in rnd.expected:
+            card = self.book.card(mid, rnd.symbol)
+            card.rounds += 1
+            card.misses += mid in missed
+            card.chosen += mid == chosen
+        for mid, answer in rnd.answers.items():
+            self.book.card(mid, rnd.symbol).record_answer(answer.latency_us, answer.arrival_ms)
+            self._apply(self.outcomes.add_prediction(rnd.symbol, rnd.open_time, mid, answer.prediction), rnd.symbol)
+        self._watch_canaries(rnd)
+
+    def _watch_canaries(self, rnd: Round) -> None:
+        champion = rnd.answers.get(rnd.roles.champion or "")
+        if champion is None:
+            return
+        for mid in rnd.roles.canaries:
+            answer = rnd.answers.get(mid)
+            if answer is not None:
+                card = self.book.card(mid, rnd.symbol)
+                card.record_pair(champion.prediction, answer.prediction)
+                self._check_divergence(mid, rnd.symbol)
+
+    def _check_divergence(self, model_id: str, symbol: str) -> None:
+        card = self.book.card(model_id, symbol)
+        if len(card.div_self) < self.config.canary_min_rounds:
+            return
+        divergence = card.mean_divergence()
+        alarm = divergence is not None and divergence > self.config.canary_max_divergence
+        if alarm and not card.alarm:
+            self.counters["canary_alarms"] += 1
+            corr = card.divergence()[1]
+            log.warning("rendezvous: %s: canary %s diverges from the champion: mean |difference| %.6g > %.6g "
+                        "over the last %d rounds (correlation %s)", symbol, model_id, divergence,
+                        self.config.canary_max_divergence, len(card.div_self), corr)
+        elif card.alarm and not alarm:
+            log.info("rendezvous: %s: canary %s back within %.6g of the champion", symbol, model_id,
+                     self.config.canary_max_divergence)
+        card.alarm = alarm
+
+    # ---- outcomes --------------------------------------------------------------------------------
+    def add_bar(self, bar: Bar) -> None:
+        """A bar: its close realises the forward returns of the bar ``horizon_bars`` back."""
+        self.counters["bars"] += 1
+        self._apply(self.outcomes.add_bar(bar.symbol, bar.open_time, bar.interval_ms, bar.close), bar.symbol)
+
+    def _apply(self, outcomes: list[Outcome], symbol: str) -> None:
+        config = self.config
+        for model_id, _, prediction, realised in outcomes:
+            self.book.card(model_id, symbol).record_outcome(
+                prediction, realised, fee_rate=config.fee_rate, threshold=config.pnl_threshold,
+                long_short=config.pnl_long_short)
+
+    # ---- reporting -------------------------------------------------------------------------------
+    def scorecards(self) -> list[Scorecard]:
+        """Every model's card as a message (roles as they are now)."""
+        return self.book.snapshots(self.roles.as_mapping(), self.last_event_time)
+
+    def open_rounds(self) -> int:
+        """How many rounds are waiting."""
+        return len(self._open)

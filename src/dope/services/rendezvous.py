@@ -1,0 +1,162 @@
+"""The rendezvous service: ``features.*`` + ``score.*`` + ``bar.*`` -> ``prediction.*`` and ``scorecard.*``.
+
+A thin loop around :class:`dope.rendezvous.Rendezvous`: a feature vector from the featurizer
+opens a round (its deadline starts then, on the service's clock), every model service's scores
+fill it, and the loop closes due rounds after every message and every quiet receive. Bars from
+the collector realise the forward returns the scorecards need. Roles come from the
+configuration and, with ``watch_registry``, from the registry's ``roles.json`` (checked once per
+round: a promotion is in force from the next bar). Only deployed models are waited for when
+``[[models.deploy]]`` lists them (``role:<r>`` follows the holder of the role, as the model
+service does). Scorecards are published every ``publish_every`` rounds and saved to
+``<store>/scorecards/<name>.json`` every ``persist_every`` rounds and on stop (reloaded at start).
+
+    python -m dope.services.rendezvous --config dope.toml
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from dope.clock import Clock
+from dope.config import DopeConfig, RendezvousConfig
+from dope.messages import AnyMessage, Bar, Features, Score
+from dope.rendezvous import Rendezvous, Roles, RolesWatcher
+from dope.services.base import (
+    Service,
+    endpoint_of,
+    model_endpoints,
+    service_main,
+    service_publisher,
+    service_subscriber,
+)
+from dope.transport import Publisher, Subscriber
+
+ROLE_PREFIX = "role:"
+
+
+def scorecard_path(config: DopeConfig, name: str | None = None) -> Path:
+    """Where the rendezvous named ``name`` keeps its scorecards: ``<store>/scorecards/<name>.json``."""
+    return Path(config.store.path) / "scorecards" / f"{name or config.rendezvous.service_name}.json"
+
+
+def config_roles(config: RendezvousConfig) -> Roles:
+    """The roles written in ``[rendezvous]``."""
+    return Roles(config.champion or None, config.challengers, config.shadows, config.canaries)
+
+
+def deployed_roles(roles: Roles, deploys: Sequence[str]) -> Roles:
+    """``roles`` restricted to the deployed models (``deploys``: ids or ``role:<r>``); all if none listed."""
+    if not deploys:
+        return roles
+    mapping = roles.as_mapping()
+    keep = {d for d in deploys if not d.startswith(ROLE_PREFIX)}
+    for target in (d[len(ROLE_PREFIX):] for d in deploys if d.startswith(ROLE_PREFIX)):
+        keep.update(sorted(mid for mid, role in mapping.items() if role == target)[:1])
+    return roles.restrict(keep)
+
+
+class RendezvousService(Service):
+    """Runs the rendezvous core on the bus."""
+
+    def __init__(self, name: str, publisher: Publisher, subscribers: Sequence[Subscriber],
+                 config: RendezvousConfig, *, clock: Clock | None = None, heartbeat_ms: int = 1_000,
+                 watcher: RolesWatcher | None = None, deploys: Sequence[str] = (),
+                 scorecards: Path | None = None) -> None:
+        super().__init__(name, publisher, subscribers, heartbeat_ms=heartbeat_ms,
+                         receive_timeout_ms=config.poll_ms, clock=clock)
+        self.config = config
+        self.deploys = tuple(deploys)
+        self.watcher = watcher
+        self.all_roles = config_roles(config)
+        self.core = Rendezvous(config, deployed_roles(self.all_roles, self.deploys), self.clock)
+        self.scorecard_file = scorecards
+        self._closed_at_publish = self._closed_at_persist = 0
+        if scorecards is not None:
+            loaded = self.core.book.load(scorecards)
+            self.log.info("%s: %d scorecard(s) resumed from %s", name, loaded, scorecards)
+
+    def handle(self, msg: AnyMessage) -> None:
+        if isinstance(msg, Features):
+            self.refresh_roles()
+            self.core.open_round(msg)
+        elif isinstance(msg, Score):
+            self.core.add_score(msg)
+        elif isinstance(msg, Bar):
+            self.core.add_bar(msg)
+        self.close_due()
+
+    def on_idle(self) -> None:
+        self.close_due()
+
+    def refresh_roles(self) -> None:
+        """Take the registry's roles if ``roles.json`` changed (one ``stat``)."""
+        if self.watcher is None:
+            return
+        roles = self.watcher.poll()
+        if roles is not None and roles != self.all_roles:
+            self.all_roles = roles
+            self.core.set_roles(deployed_roles(roles, self.deploys))
+
+    def close_due(self) -> None:
+        """Publish the predictions of every round due now; scorecards and persistence on schedule."""
+        for prediction in self.core.due(self.clock.now_ms()):
+            self.publish(prediction)
+        closed = self.core.counters["rounds_closed"]
+        if closed - self._closed_at_publish >= self.config.publish_every:
+            self.publish_scorecards()
+        if closed - self._closed_at_persist >= self.config.persist_every:
+            self.save_scorecards()
+
+    def publish_scorecards(self) -> None:
+        """Publish every model's scorecard now (topic ``scorecard.<symbol>``)."""
+        self._closed_at_publish = self.core.counters["rounds_closed"]
+        for card in self.core.scorecards():
+            self.publish(card)
+
+    def save_scorecards(self) -> None:
+        """Write the scorecards file now (atomically)."""
+        self._closed_at_persist = self.core.counters["rounds_closed"]
+        if self.scorecard_file is not None:
+            self.core.book.save(self.scorecard_file, self.core.roles.as_mapping())
+
+    def finish(self) -> None:
+        """On stop: close what is due, publish and save the scorecards."""
+        self.close_due()
+        self.publish_scorecards()
+        self.save_scorecards()
+
+    def extra_counters(self) -> Mapping[str, int]:
+        counts = {f"rendezvous.{k}": int(v) for k, v in self.core.counters.items()}
+        counts["rendezvous.open_rounds"] = self.core.open_rounds()
+        counts["rendezvous.unrealisable"] = self.core.outcomes.unrealisable
+        return counts
+
+
+def build(config: DopeConfig, **overrides: Any) -> RendezvousService:
+    """The rendezvous of ``config``; overrides: ``name``, ``clock``, ``endpoint``, ``score_endpoints``,
+    ``features_endpoint``, ``bars_endpoint``, ``scorecards`` (a path, or None for no file)."""
+    rv = config.rendezvous
+    name = overrides.get("name") or rv.service_name
+    sources = [overrides.get("features_endpoint") or endpoint_of(config, "featurizer"),
+               *(overrides.get("score_endpoints") or model_endpoints(config)),
+               overrides.get("bars_endpoint") or endpoint_of(config, "collector")]
+    clock = overrides.get("clock")
+    subscriber = service_subscriber(config, ["features.", "score.", "bar."], list(dict.fromkeys(sources)))
+    publisher = service_publisher(config, name, overrides.get("endpoint") or endpoint_of(config, "rendezvous"),
+                                  clock=clock)
+    watcher = RolesWatcher(config.registry.path, rv.challengers) if rv.watch_registry else None
+    return RendezvousService(
+        name, publisher, [subscriber], rv, clock=clock, heartbeat_ms=config.bus.heartbeat_ms, watcher=watcher,
+        deploys=[d.model for d in config.models.deploy],
+        scorecards=overrides.get("scorecards", scorecard_path(config, name)))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m dope.services.rendezvous --config FILE [--name N]``."""
+    return service_main(build, argv, prog="dope.services.rendezvous", default_name="rendezvous")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

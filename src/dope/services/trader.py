@@ -1,0 +1,275 @@
+"""The trader service: ``prediction.*`` (rendezvous) + ``bar.*`` (collector) -> ``decision.*``, ``fill.*``, ``equity.*``.
+
+A thin loop around :class:`dope.trading.live.LiveTrader`-style per-symbol traders
+(:class:`~dope.trading.live.SymbolTrader`), which drive the same trading core as the backtester.
+The paper broker is the default; the Binance broker needs ``trader.broker = "binance"`` *and*
+an explicit opt-in (``--live``, or ``trader.i_understand_real_orders = "yes"``, e.g. the env
+``DOPE_TRADER__I_UNDERSTAND_REAL_ORDERS=yes``) and keys in ``BINANCE_API_KEY`` /
+``BINANCE_API_SECRET``. State is journaled in ``<trader.state_dir>/<name>.journal``; creating
+the file ``<trader.state_dir>/<name>.reset-kill-switch`` resets the kill switch of every symbol.
+
+    python -m dope.services.trader --config dope.toml [--live] [--no-catch-up]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import threading
+from collections.abc import Coroutine, Mapping, Sequence
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiohttp
+
+from dope.clock import Clock, LiveClock
+from dope.config import ConfigError, DopeConfig, TraderConfig
+from dope.messages import AnyMessage, Bar, Prediction
+from dope.services.base import Service, endpoint_of, service_main, service_publisher, service_subscriber
+from dope.trading.binance_broker import BinanceBroker, BinanceOrderClient, Credentials, reconcile
+from dope.trading.journal import Journal, ResetRecord, SymbolHistory, fold, read_journal
+from dope.trading.live import SymbolTrader
+from dope.trading.orders import Fill
+from dope.trading.portfolio import Portfolio
+from dope.transport import Publisher, Subscriber
+
+T = TypeVar("T")
+CATCH_UP_TIMEOUT_MS = 2_000
+ORDER_TIMEOUT_S = 120.0
+RESET_CHECK_MS = 250
+
+
+def journal_path(config: TraderConfig, name: str) -> Path:
+    """Where the trader named ``name`` journals: ``<state_dir>/<name>.journal``."""
+    return Path(config.state_dir) / f"{name}.journal"
+
+
+def reset_flag_path(config: TraderConfig, name: str) -> Path:
+    """The file whose creation resets the kill switch: ``<state_dir>/<name>.reset-kill-switch``."""
+    return Path(config.state_dir) / f"{name}.reset-kill-switch"
+
+
+class LoopThread:
+    """An asyncio loop in a daemon thread: the Binance client's HTTP runs there, the service waits for it."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="binance-orders", daemon=True)
+        self._thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout_s: float = ORDER_TIMEOUT_S) -> T:
+        """Run ``coro`` on the loop and wait for its result."""
+        future: Future[T] = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        return future.result(timeout_s)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(5)
+        self.loop.close()
+
+
+class BinanceRuntime:
+    """The Binance side of the trader: the signed client on its own loop thread, one broker per symbol."""
+
+    def __init__(self, config: TraderConfig, rest_url: str, credentials: Credentials, *,
+                 timeout_ms: int = 10_000) -> None:
+        self.config = config
+        self.thread = LoopThread()
+        self.session = self.thread.run(_new_session())
+        self.client = BinanceOrderClient(self.session, rest_url, credentials, LiveClock(),
+                                         recv_window_ms=config.recv_window_ms, timeout_ms=timeout_ms)
+
+    def __repr__(self) -> str:
+        return f"BinanceRuntime({self.client!r})"
+
+    def start(self) -> None:
+        """Measure the exchange clock's offset."""
+        self.thread.run(self.client.sync_time())
+
+    def broker(self, symbol: str, portfolio: Portfolio, journal: Journal, history: SymbolHistory | None
+               ) -> BinanceBroker:
+        """A broker for ``symbol`` with the exchange's filters and the journal's known orders."""
+        filters = self.thread.run(self.client.exchange_filters(symbol))
+        known = set(history.finished_orders) | set(history.open_intents) if history else set()
+        return BinanceBroker(self.client, filters, portfolio, fee_rate=self.config.fee_rate,
+                             fraction=self.config.fraction, journal=journal.append, known_orders=known)
+
+    def reconcile(self, broker: BinanceBroker, history: SymbolHistory | None) -> list[str]:
+        return self.thread.run(reconcile(broker, history))
+
+    def execute(self, broker: BinanceBroker, open_time: int, price: float, leg: str) -> tuple[Fill, ...]:
+        return self.thread.run(broker.execute(open_time, price, leg))
+
+    def close(self) -> None:
+        self.thread.run(self.session.close())
+        self.thread.close()
+
+
+async def _new_session() -> aiohttp.ClientSession:
+    return aiohttp.ClientSession()
+
+
+class TraderService(Service):
+    """Trades every configured symbol from the bus; publishes decisions, fills and equity."""
+
+    def __init__(self, name: str, publisher: Publisher, subscribers: Sequence[Subscriber], config: TraderConfig,
+                 symbols: Sequence[str], *, clock: Clock | None = None, heartbeat_ms: int = 1_000,
+                 binance: BinanceRuntime | None = None, catch_up: bool = True) -> None:
+        super().__init__(name, publisher, subscribers, heartbeat_ms=heartbeat_ms, clock=clock)
+        self.config = config
+        self.binance = binance
+        self.catch_up = catch_up
+        self.trade_counters: dict[str, int] = {}
+        self.journal_file = journal_path(config, name)
+        histories = fold(read_journal(self.journal_file))
+        self.journal = Journal(self.journal_file, fsync=config.journal_fsync)
+        self.traders = {s: self._symbol_trader(s, histories.get(s)) for s in symbols}
+        self._next_reset_check = 0
+        resumed = {s: t.last_open_time for s, t in self.traders.items() if t.last_open_time >= 0}
+        if resumed:
+            self.log.info("%s: resumed from %s at bars %s", name, self.journal_file, resumed)
+
+    def _symbol_trader(self, symbol: str, history: SymbolHistory | None) -> SymbolTrader:
+        rt = self.binance
+        if rt is None:
+            return SymbolTrader(symbol, self.config, history, journal=self.journal, counters=self.trade_counters)
+        trader = SymbolTrader(symbol, self.config, history, journal=self.journal, execute=rt.execute,
+                              counters=self.trade_counters,
+                              make_broker=lambda pf: rt.broker(symbol, pf, self.journal, history))
+        assert isinstance(trader.broker, BinanceBroker)
+        for problem in rt.reconcile(trader.broker, history):
+            trader.kill(f"reconciliation: {problem}")
+        return trader
+
+    async def setup(self) -> None:
+        """Catch up on the bars missed while down (no decisions on them: their predictions are gone)."""
+        if not self.catch_up:
+            return
+        now = self.clock.now_ms()
+        for sub in self.subscribers:
+            for msg in sub.catch_up(CATCH_UP_TIMEOUT_MS):
+                if isinstance(msg, Bar) and msg.symbol in self.traders and _valid_bar(msg):
+                    self.count("catch_up_bars")
+                    self._publish_all(self.traders[msg.symbol].on_bar(msg, now, wait=False))
+
+    def handle(self, msg: AnyMessage) -> None:
+        trader = self.traders.get(msg.symbol)
+        if trader is None:
+            if isinstance(msg, Bar | Prediction):
+                self.count("ignored_symbols")
+            return
+        now = self.clock.now_ms()
+        if isinstance(msg, Bar):
+            self._on_bar(trader, msg, now)
+        elif isinstance(msg, Prediction):
+            self._on_prediction(trader, msg, now)
+
+    def _on_bar(self, trader: SymbolTrader, bar: Bar, now: int) -> None:
+        if not _valid_bar(bar):
+            self.reject("bad_bar", f"bar {bar.open_time} has a price that is not a positive number", bar.symbol)
+            return
+        self._publish_all(trader.on_bar(bar, now))
+
+    def _on_prediction(self, trader: SymbolTrader, pred: Prediction, now: int) -> None:
+        if pred.prediction is not None and not math.isfinite(pred.prediction):
+            self.reject("nan_prediction", f"prediction {pred.prediction} for bar {pred.open_time} (held)", pred.symbol)
+            pred = Prediction(symbol=pred.symbol, event_time=pred.event_time, open_time=pred.open_time,
+                              prediction=None, model_id=pred.model_id, chosen_by="invalid",
+                              deadline_ms=pred.deadline_ms)
+        self._publish_all(trader.on_prediction(pred, now))
+
+    def on_idle(self) -> None:
+        now = self.clock.now_ms()
+        for trader in self.traders.values():
+            self._publish_all(trader.poll(now))
+        if now >= self._next_reset_check:
+            self._next_reset_check = now + RESET_CHECK_MS
+            self._check_reset(now)
+            self.journal.sync_if_due()
+
+    def _check_reset(self, now: int) -> None:
+        flag = reset_flag_path(self.config, self.name)
+        if not flag.exists():
+            return
+        for symbol, trader in self.traders.items():
+            trader.risk.reset()
+            self.journal.append(ResetRecord(symbol=symbol, time_ms=now))
+        flag.unlink(missing_ok=True)
+        self.count("kill_switch_resets")
+        self.log.warning("%s: kill switch reset by hand (%s)", self.name, flag)
+
+    def _publish_all(self, messages: list[AnyMessage]) -> None:
+        for msg in messages:
+            self.publish(msg)
+
+    def extra_counters(self) -> Mapping[str, int]:
+        kills = {f"kill_switch.{s}": int(t.risk.state.killed) for s, t in self.traders.items()}
+        client = self.binance.client.counters if self.binance is not None else {}
+        return {**self.trade_counters, **kills, **{f"binance.{k}": v for k, v in client.items()}}
+
+    def finish(self) -> None:
+        self.journal.close()
+
+    def close(self) -> None:
+        super().close()
+        if self.binance is not None:
+            self.binance.close()
+
+
+def _valid_bar(bar: Bar) -> bool:
+    return all(0 < x < math.inf for x in (bar.open, bar.close))
+
+
+def binance_runtime(config: DopeConfig, *, live: bool, environ: Mapping[str, str] | None = None) -> BinanceRuntime:
+    """The Binance side, after checking the opt-in; ConfigError says what is missing."""
+    tc = config.trader
+    if not (live or tc.i_understand_real_orders == "yes"):
+        raise ConfigError('trader.broker = "binance" sends real orders: run the trader with --live or set '
+                          "DOPE_TRADER__I_UNDERSTAND_REAL_ORDERS=yes (trader.i_understand_real_orders)")
+    credentials = Credentials.from_env(environ)
+    runtime = BinanceRuntime(tc, tc.rest_url or config.binance.rest_url, credentials,
+                             timeout_ms=config.binance.request_timeout_ms)
+    runtime.start()
+    return runtime
+
+
+def build(config: DopeConfig, **overrides: Any) -> TraderService:
+    """The trader of ``config`` (``name``, ``live``, ``no_catch_up`` and ``clock`` may be overridden)."""
+    name = overrides.get("name") or config.trader.service_name
+    snapshots = [config.bus.snapshot] if config.bus.snapshot and not config.services.collector else []
+    subscriber = service_subscriber(config, ["prediction.", "bar."],
+                                    [endpoint_of(config, "rendezvous"), endpoint_of(config, "collector")],
+                                    snapshot_endpoints=snapshots)
+    publisher = service_publisher(config, name, endpoint_of(config, "trader"))
+    binance = None
+    try:
+        if config.trader.broker == "binance":
+            binance = binance_runtime(config, live=bool(overrides.get("live", False)))
+        return TraderService(name, publisher, [subscriber], config.trader,
+                             config.trader.symbols or config.collector.symbols, heartbeat_ms=config.bus.heartbeat_ms,
+                             binance=binance, catch_up=not overrides.get("no_catch_up", False),
+                             clock=overrides.get("clock"))
+    except BaseException:
+        subscriber.close()
+        publisher.close()
+        if binance is not None:
+            binance.close()
+        raise
+
+
+def _add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--live", action="store_true", default=None,
+                        help='allow real orders when trader.broker = "binance" (keys from BINANCE_API_KEY/SECRET)')
+    parser.add_argument("--no-catch-up", action="store_true", default=None,
+                        help="do not fetch the collector's recent bars at start")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m dope.services.trader --config FILE [--name N] [--live]``."""
+    return service_main(build, argv, prog="dope.services.trader", add_arguments=_add_arguments)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,335 @@
+"""The Binance broker: signing (spec test vector), idempotent ids, filters, error handling and
+reconciliation against the fake Binance's order desk, and secrets that never reach a log."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from dope.clock import LiveClock
+from dope.config import ConfigError
+from dope.trading.binance_broker import (
+    BinanceBroker,
+    BinanceOrderClient,
+    Credentials,
+    OrderRejected,
+    SymbolFilters,
+    client_order_id,
+    reconcile,
+    sign,
+)
+from dope.trading.journal import Journal, OrderRecord, fold, read_journal
+from dope.trading.orders import Order
+from dope.trading.portfolio import Portfolio
+from tests.fakes.binance import FakeBinance, FakeConfig, run_in_thread
+from tests.fakes.binance_orders import TEST_API_KEY, TEST_SECRET, OrderDesk
+
+SYMBOL = "BTCUSDT"
+CREDS = Credentials(TEST_API_KEY, TEST_SECRET)
+
+
+# ---- pure pieces ------------------------------------------------------------------------------
+
+def test_signature_matches_the_spec_test_vector() -> None:
+    payload = ("symbol=LTCBTC&side=BUY&type=LIMIT&timeInForce=GTC&quantity=1&price=0.1&recvWindow=5000"
+               "&timestamp=1499827319559")
+    assert sign(TEST_SECRET, payload) == "c8db56825ae71d6d79447849e617115f4a920fa2acdcab2b053c4b2838bd6b71"
+
+
+def test_client_order_ids_are_deterministic_and_valid() -> None:
+    a = client_order_id(SYMBOL, 1723161240000, "open")
+    assert a == client_order_id(SYMBOL, 1723161240000, "open")
+    assert a != client_order_id(SYMBOL, 1723161240000, "close") != client_order_id(SYMBOL, 1723161250000, "open")
+    long_one = client_order_id("AVERYLONGSYMBOLNAMEUSDT", 1723161240000, "close")
+    for cid in (a, long_one):
+        assert len(cid) <= 36 and all(c.isalnum() or c in "-_" for c in cid)
+
+
+def test_credentials_are_redacted_and_named_when_missing() -> None:
+    assert TEST_SECRET not in repr(CREDS) and TEST_API_KEY not in str(CREDS)
+    assert CREDS.redact(f"key {TEST_API_KEY} secret {TEST_SECRET}") == "key *** secret ***"
+    with pytest.raises(ConfigError, match="BINANCE_API_SECRET") as err:
+        Credentials.from_env({"BINANCE_API_KEY": "abc"})
+    assert "abc" not in str(err.value)
+
+
+def test_filters_round_quantities_down_and_check_notional() -> None:
+    f = SymbolFilters(SYMBOL, "BTC", "USDT", step=Decimal("0.00001"), min_qty=Decimal("0.00001"),
+                      max_qty=Decimal("9000"), min_notional=Decimal("5"))
+    assert f.quantity(0.123456789) == Decimal("0.12345")
+    assert f.quantity(1e6) == Decimal("9000")
+    assert f.problem(Decimal("0.00001"), 60_000.0) is not None  # 0.6 USDT < 5
+    assert f.problem(Decimal("0"), 60_000.0) is not None
+    assert f.problem(Decimal("0.001"), 60_000.0) is None
+
+
+# ---- against the fake -------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def running_fake() -> Iterator[FakeBinance]:
+    fake = FakeBinance(config=FakeConfig(speed=1.0))
+    with run_in_thread(fake):
+        yield fake
+
+
+@pytest.fixture()
+def exchange(running_fake: FakeBinance) -> tuple[FakeBinance, OrderDesk]:
+    """The fake with a fresh account (10,000 USDT), no queued faults and an empty request log."""
+    running_fake.requests.clear()
+    running_fake.faults.rest.clear()
+    return running_fake, OrderDesk.install(running_fake, balances={"USDT": 10_000.0})
+
+
+Scenario = Callable[[BinanceOrderClient, BinanceBroker], Awaitable[Any]]
+
+
+def run(fake: FakeBinance, scenario: Scenario, *, portfolio: Portfolio | None = None, journal: Journal | None = None,
+        sleeps: list[float] | None = None) -> Any:
+    async def main() -> Any:
+        async def no_sleep(seconds: float) -> None:
+            if sleeps is not None:
+                sleeps.append(seconds)
+
+        async with aiohttp.ClientSession() as session:
+            client = BinanceOrderClient(session, fake.rest_url, CREDS, LiveClock(), sleep=no_sleep)
+            await client.sync_time()
+            filters = await client.exchange_filters(SYMBOL)
+            broker = BinanceBroker(client, filters, portfolio or Portfolio(1_000.0),
+                                   journal=journal.append if journal else None)
+            return await scenario(client, broker)
+
+    return asyncio.run(main())
+
+
+def buy(open_time: int = 1) -> Scenario:
+    async def go(client: BinanceOrderClient, broker: BinanceBroker) -> Any:
+        broker.submit(Order(symbol=SYMBOL, time_ms=0, target=1, prediction=1.0))
+        fills = await broker.execute(open_time, 60_000.0)
+        return client, broker, fills
+
+    return go
+
+
+def test_a_market_order_is_signed_filled_and_booked(exchange: tuple[FakeBinance, OrderDesk]) -> None:
+    fake, desk = exchange
+    client, broker, fills = run(fake, buy())
+    assert desk.client_ids() == [client_order_id(SYMBOL, 1, "open")]
+    order = desk.orders[0]
+    assert len(fills) == 1 and fills[0].qty == pytest.approx(float(order.qty - order.commission))
+    assert broker.portfolio.direction == 1
+    # cash moves by exactly what the exchange took; the base commission is booked as a fee
+    assert broker.portfolio.cash == pytest.approx(1_000.0 - float(order.quote))
+    assert desk.balances["BTC"] == Decimal(repr(broker.portfolio.qty))
+
+
+def test_a_duplicate_is_refused_and_the_existing_order_used(exchange: tuple[FakeBinance, OrderDesk]) -> None:
+    fake, desk = exchange
+    run(fake, buy())
+
+    async def again(client: BinanceOrderClient, broker: BinanceBroker) -> Any:
+        report = await client.market_order(SYMBOL, "BUY", Decimal("0.001"), client_order_id(SYMBOL, 1, "open"))
+        return client, report
+
+    client, report = run(fake, again)
+    assert len(desk.orders) == 1 and report.clientOrderId == desk.orders[0].client_order_id
+    assert report.executedQty == f"{desk.orders[0].qty:.8f}"
+    assert client.counters["duplicates"] == 1
+
+
+def test_429_waits_retry_after_then_sends_once(exchange: tuple[FakeBinance, OrderDesk]) -> None:
+    fake, desk = exchange
+    fake.faults.fail_next_rest(429, retry_after=3, path="/api/v3/order")
+    sleeps: list[float] = []
+    client, _, fills = run(fake, buy(), sleeps=sleeps)
+    assert 3.0 in sleeps and client.counters["rate_limited"] == 1
+    assert len(desk.orders) == 1 and len(fills) == 1
+
+
+def test_timestamp_outside_recv_window_resyncs_the_clock(exchange: tuple[FakeBinance, OrderDesk]) -> None:
+    fake, desk = exchange
+
+    async def skewed(client: BinanceOrderClient, broker: BinanceBroker) -> Any:
+        client.offset_ms -= 3_600_000  # our clock an hour behind the exchange
+        return await buy()(client, broker)
+
+    client, _, fills = run(fake, skewed)
+    assert client.counters["timestamp_resyncs"] == 1 and client.counters["time_syncs"] == 2
+    assert len(desk.orders) == 1 and len(fills) == 1
+    assert any(r.status == 400 and r.path == "/api/v3/order" for r in fake.requests)
+
+
+def test_5xx_before_execution_is_queried_then_resent_once(exchange: tuple[FakeBinance, OrderDesk]) -> None:
+    fake, desk = exchange
+    fake.faults.fail_next_rest(503, path="/api/v3/order")
+    client, _, fills = run(fake, buy())
+    assert client.counters["unknown_status"] == 1
+    methods = [(r.method, r.status) for r in fake.requests if r.path == "/api/v3/order"]
+    assert methods == [("POST", 503), ("GET", 400), ("POST", 200)]  # query said -2013: safe to resend
+    assert len(desk.orders) == 1 and len(fills) == 1
+
+
+def test_5xx_after_execution_finds_the_order_and_never_resends(exchange: tuple[FakeBinance, OrderDesk]) -> None:
+    fake, desk = exchange
+    desk.execute_then_fail(1)
+    client, broker, fills = run(fake, buy())
+    assert client.counters["orders_found_after_unknown"] == 1
+    assert len(desk.attempts) == 1 and len(desk.orders) == 1
+    assert len(fills) == 1 and broker.portfolio.direction == 1
+
+
+def test_rejected_order_books_nothing(exchange: tuple[FakeBinance, OrderDesk], tmp_path: Path) -> None:
+    fake, desk = exchange
+    desk.balances["USDT"] = Decimal("1")  # not enough for the 5 USDT minimum order... nor anything
+    with Journal(tmp_path / "j") as journal:
+        _, broker, fills = run(fake, buy(), portfolio=Portfolio(1_000.0), journal=journal)
+    assert fills == () and broker.portfolio.direction == 0 and desk.orders == []
+    records = read_journal(tmp_path / "j")
+    assert isinstance(records[-1], OrderRecord) and records[-1].status == "REJECTED"
+    assert "insufficient balance" in records[-1].reason
+
+    async def direct(client: BinanceOrderClient, broker: BinanceBroker) -> Any:
+        return await client.market_order(SYMBOL, "BUY", Decimal("0.001"), "dope-x")
+
+    with pytest.raises(OrderRejected) as err:
+        run(fake, direct)
+    assert err.value.code == -2010
+
+
+def test_reconcile_books_an_order_whose_answer_was_lost(exchange: tuple[FakeBinance, OrderDesk],
+                                                         tmp_path: Path) -> None:
+    """The process died after sending: the journal has the intent, the exchange has the order."""
+    fake, desk = exchange
+    path = tmp_path / "trader.journal"
+    with Journal(path) as journal:
+        run(fake, buy(open_time=7), journal=journal)
+    lines = path.read_bytes().splitlines(keepends=True)
+    path.write_bytes(b"".join(lines[:-1]))  # lose the fill record, keep the intent
+    history = fold(read_journal(path))[SYMBOL]
+    assert list(history.open_intents) == [client_order_id(SYMBOL, 7, "open")]
+
+    async def restart(client: BinanceOrderClient, broker: BinanceBroker) -> Any:
+        return broker, await reconcile(broker, history)
+
+    with Journal(path) as journal:
+        broker, problems = run(fake, restart, journal=journal)
+    assert broker.portfolio.direction == 1 and len(desk.orders) == 1
+    assert problems == []
+    after = fold(read_journal(path))[SYMBOL]
+    assert after.open_intents == {} and after.baseline is not None and after.baseline.amount == pytest.approx(0.0)
+
+
+def test_reconcile_closes_an_intent_that_never_reached_the_exchange(exchange: tuple[FakeBinance, OrderDesk],
+                                                                    tmp_path: Path) -> None:
+    fake, desk = exchange
+    path = tmp_path / "trader.journal"
+    from dope.trading.journal import IntentRecord
+
+    with Journal(path) as journal:
+        journal.append(IntentRecord(symbol=SYMBOL, client_order_id="dope-BTCUSDT-5-open", side="BUY", qty="0.001",
+                                    open_time=5))
+    history = fold(read_journal(path))[SYMBOL]
+
+    async def restart(client: BinanceOrderClient, broker: BinanceBroker) -> Any:
+        return await reconcile(broker, history)
+
+    with Journal(path) as journal:
+        run(fake, restart, journal=journal)
+    after = fold(read_journal(path))[SYMBOL]
+    assert after.open_intents == {} and "dope-BTCUSDT-5-open" in after.finished_orders
+    assert desk.orders == []  # never resent
+
+
+def test_reconcile_reports_a_balance_that_does_not_match(exchange: tuple[FakeBinance, OrderDesk],
+                                                         tmp_path: Path) -> None:
+    fake, desk = exchange
+    path = tmp_path / "trader.journal"
+    with Journal(path) as journal:
+        run(fake, lambda c, b: reconcile(b, None), journal=journal)  # first start: baseline 0 BTC
+    desk.balances["BTC"] = Decimal("0.5")  # someone else traded on the account
+    history = fold(read_journal(path))[SYMBOL]
+    with Journal(path) as journal:
+        problems = run(fake, lambda c, b: reconcile(b, history), journal=journal)
+    assert len(problems) == 1 and "BTC balance" in problems[0]
+
+
+def test_a_signature_made_with_another_secret_is_refused(exchange: tuple[FakeBinance, OrderDesk]) -> None:
+    fake, desk = exchange
+
+    async def main() -> Any:
+        async with aiohttp.ClientSession() as session:
+            client = BinanceOrderClient(session, fake.rest_url, Credentials(TEST_API_KEY, "wrong-secret"),
+                                        LiveClock())
+            await client.sync_time()
+            return await client.market_order(SYMBOL, "BUY", Decimal("0.001"), "dope-y")
+
+    with pytest.raises(OrderRejected) as err:
+        asyncio.run(main())
+    assert err.value.code == -1022 and desk.orders == []
+
+
+def test_secrets_never_reach_the_logs(exchange: tuple[FakeBinance, OrderDesk], caplog: pytest.LogCaptureFixture) -> None:
+    fake, desk = exchange
+    fake.faults.fail_next_rest(503, path="/api/v3/order")
+    fake.faults.fail_next_rest(429, retry_after=1, path="/api/v3/order")
+    desk.execute_then_fail(1)
+    caplog.set_level(logging.DEBUG)
+    client, broker, _ = run(fake, buy())
+    text = caplog.text + repr(client) + repr(broker)
+    assert caplog.records, "the faults should have been logged"
+    assert TEST_SECRET not in text and TEST_API_KEY not in text
+
+
+# ---- the live trader with the Binance broker ----------------------------------------------------
+
+def test_real_orders_need_the_opt_in_and_keys_from_the_environment() -> None:
+    from dope.config import config_from_dict
+    from dope.services.trader import binance_runtime
+
+    config = config_from_dict({"trader": {"broker": "binance"}})
+    with pytest.raises(ConfigError, match="--live"):
+        binance_runtime(config, live=False, environ={})
+    with pytest.raises(ConfigError, match="BINANCE_API_KEY and BINANCE_API_SECRET"):
+        binance_runtime(config, live=True, environ={})
+    with pytest.raises(ConfigError, match="cannot short"):
+        config_from_dict({"trader": {"broker": "binance", "allow_short": True}})
+
+
+def test_live_trader_sends_orders_at_once_and_the_kill_switch_flattens_at_once(
+        exchange: tuple[FakeBinance, OrderDesk], tmp_path: Path) -> None:
+    from dope.config import RiskConfig, TraderConfig
+    from dope.messages import Decision, Equity
+    from dope.messages import Fill as FillMessage
+    from dope.services.trader import BinanceRuntime
+    from dope.trading.live import SymbolTrader
+    from tests.trader_helpers import INTERVAL, START, make_bar, make_prediction
+
+    fake, desk = exchange
+    config = TraderConfig(broker="binance", initial_cash=2_000.0, upper=0.001, lower=-0.001,
+                          risk=RiskConfig(max_daily_loss=50.0))
+    runtime = BinanceRuntime(config, fake.rest_url, CREDS)
+    try:
+        runtime.start()
+        with Journal(tmp_path / "j") as journal:
+            t = SymbolTrader(SYMBOL, config, None, journal=journal, execute=runtime.execute,
+                             make_broker=lambda pf: runtime.broker(SYMBOL, pf, journal, None))
+            price = float(desk.last_price(SYMBOL))
+            out = t.on_bar(make_bar(START, price, price), 0) + t.on_prediction(make_prediction(START, 0.01), 0)
+            assert desk.client_ids() == [client_order_id(SYMBOL, START, "open")]   # at once, not next bar
+            assert [m.side for m in out if isinstance(m, FillMessage)] == ["BUY"] and t.portfolio.direction == 1
+            crash = START + INTERVAL
+            out = t.on_bar(make_bar(crash, price, price * 0.9), 1)
+            assert desk.client_ids()[-1] == client_order_id(SYMBOL, crash, "kill") and t.portfolio.direction == 0
+            assert any(isinstance(m, Decision) and m.reason.startswith("kill switch") for m in out)
+            assert [m for m in out if isinstance(m, Equity)][-1].kill_switch
+            t.on_prediction(make_prediction(crash, 0.05), 1)
+            assert len(desk.orders) == 2                                          # no new entry
+        assert float(desk.balances["BTC"]) == pytest.approx(t.broker.dust, abs=1e-12)  # type: ignore[attr-defined]
+    finally:
+        runtime.close()

@@ -1,0 +1,164 @@
+"""Scorecard statistics against numpy/scipy on random data, realised returns without look-ahead, persistence."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.stats
+
+from dope.clock import SimulatedClock
+from dope.config import RendezvousConfig
+from dope.rendezvous import ModelCard, Outcomes, Rendezvous, Ring, Roles, ScorecardBook, spearman
+from dope.rendezvous.scorecard import average_ranks, pearson
+from tests.unit.test_rendezvous_policy import IV, SYM, bar, feats, score
+
+
+def test_ring_keeps_the_last_values_oldest_first() -> None:
+    ring = Ring(4)
+    assert ring.values().tolist() == [] and len(ring) == 0
+    ring.extend([1, 2, 3])
+    assert ring.values().tolist() == [1, 2, 3]
+    ring.extend([4, 5, 6])
+    assert ring.values().tolist() == [3, 4, 5, 6] and len(ring) == 4
+    with pytest.raises(ValueError, match="size"):
+        Ring(0)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_ranks_and_spearman_match_scipy_with_ties(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    a = np.round(rng.normal(size=200), 1)  # many ties
+    b = a * 0.3 + np.round(rng.normal(size=200), 1)
+    assert np.array_equal(average_ranks(a), scipy.stats.rankdata(a))
+    assert spearman(a, b) == pytest.approx(scipy.stats.spearmanr(a, b).statistic, abs=1e-12)
+    assert pearson(a, b) == pytest.approx(np.corrcoef(a, b)[0, 1], abs=1e-12)
+    assert spearman(a[:2], b[:2]) is None and pearson(np.ones(5), b[:5]) is None
+
+
+@pytest.mark.parametrize(("seed", "threshold", "long_short"), [(3, 0.0, True), (4, 0.0005, False), (5, 0.001, True)])
+def test_card_statistics_match_numpy(seed: int, threshold: float, long_short: bool) -> None:
+    rng = np.random.default_rng(seed)
+    n, window, fee = 700, 250, 0.001
+    realised = rng.normal(0, 0.002, n)
+    realised[::50] = 0.0  # flat bars happen
+    pred = 0.3 * realised + rng.normal(0, 0.002, n)
+    latency = rng.lognormal(6, 1, n).round()
+    card = ModelCard("rf", SYM, window=window, latency_window=300)
+    for p, r, lat in zip(pred, realised, latency, strict=True):
+        card.record_answer(int(lat), int(lat // 1000))
+        card.record_outcome(float(p), float(r), fee_rate=fee, threshold=threshold, long_short=long_short)
+    snap = card.snapshot("champion", 0)
+    err = pred - realised
+    assert snap.rmse == pytest.approx(np.sqrt(np.mean(err**2)), rel=1e-12)
+    assert snap.mae == pytest.approx(np.mean(np.abs(err)), rel=1e-12)
+    moved = realised != 0
+    assert snap.hit_rate == pytest.approx(np.mean(np.sign(pred[moved]) == np.sign(realised[moved])))
+    assert snap.ic == pytest.approx(scipy.stats.spearmanr(pred[-window:], realised[-window:]).statistic, abs=1e-12)
+    p50, p99 = np.percentile(latency[-300:], [50, 99])
+    assert (snap.latency_p50_us, snap.latency_p99_us) == (pytest.approx(p50), pytest.approx(p99))
+    position = np.where(pred > threshold, 1, np.where((pred < -threshold) & long_short, -1, 0))
+    changes = np.abs(np.diff(np.r_[0, position]))
+    assert snap.pnl == pytest.approx(np.sum(position * realised) - fee * np.sum(changes), rel=1e-9)
+    assert snap.trades == int(np.count_nonzero(changes)) and snap.realised == n
+
+
+def test_empty_card_has_undefined_statistics() -> None:
+    snap = ModelCard("rf", SYM).snapshot("", 0)
+    assert (snap.rmse, snap.mae, snap.hit_rate, snap.ic, snap.latency_p50_us, snap.divergence) == (None,) * 6
+    assert snap.pnl == 0.0 and snap.realised == 0
+
+
+def test_outcomes_are_known_only_once_the_future_bar_exists() -> None:
+    out = Outcomes(horizon_bars=2)
+    assert out.add_bar(SYM, 0, IV, 100.0) == []
+    assert out.add_prediction(SYM, 0, "rf", 0.01) == []
+    assert out.add_bar(SYM, IV, IV, 105.0) == []  # one bar ahead is not the target yet
+    [(model, t, pred, realised)] = out.add_bar(SYM, 2 * IV, IV, 110.0)
+    assert (model, t, pred) == ("rf", 0, 0.01) and realised == pytest.approx(np.log(110 / 100))
+    # a prediction arriving after its outcome is known meets it at once
+    assert out.add_prediction(SYM, 0, "gbm", -0.01)[0][3] == pytest.approx(np.log(1.1))
+    # a prediction whose starting bar is missing can never be realised: dropped and counted
+    out.add_prediction(SYM, 5 * IV, "rf", 0.0)
+    for t in (7, 8, 9):
+        out.add_bar(SYM, t * IV, IV, 100.0)
+    assert out.unrealisable == 1 and out.pending_count() == 0
+
+
+def test_rendezvous_scores_models_against_realised_returns_without_look_ahead() -> None:
+    clock = SimulatedClock(0)
+    rv = Rendezvous(RendezvousConfig(deadline_ms=50, horizon_bars=1, fee_rate=0.0),
+                    Roles(champion="rf", challengers=("zero",)), clock)
+    closes = [100.0, 101.0, 100.0, 102.0, 102.0]
+    preds = [0.01, 0.02, 0.03, -0.01]
+    for i, close in enumerate(closes):
+        rv.add_bar(bar(i * IV, close))
+        if i < len(preds):
+            rv.open_round(feats(i * IV))
+            rv.add_score(score("rf", i * IV, preds[i]))
+            rv.add_score(score("zero", i * IV, 0.0))
+            assert len(rv.due(clock.now_ms())) == 1
+            assert rv.book.card("rf", SYM).realised == i  # bar i's outcome needs bar i+1
+    card = rv.book.card("rf", SYM).snapshot("champion", 0)
+    realised = np.diff(np.log(closes))
+    assert card.realised == 4 and card.hit_rate == pytest.approx(2 / 3)  # the last bar did not move
+    assert card.rmse == pytest.approx(np.sqrt(np.mean((np.array(preds) - realised) ** 2)))
+    assert card.pnl == pytest.approx(np.sum(np.sign(preds) * realised))
+
+
+def test_persistence_round_trip_resumes_exactly(tmp_path: Path) -> None:
+    rng = np.random.default_rng(9)
+    data = rng.normal(0, 0.01, (400, 3))
+    whole, first = ScorecardBook(window=50, latency_window=64), ScorecardBook(window=50, latency_window=64)
+    for book, rows in ((whole, data), (first, data[:250])):
+        feed(book, rows)
+    path = tmp_path / "scorecards" / "rendezvous.json"
+    first.save(path, {"rf": "champion"})
+    resumed = ScorecardBook(window=50, latency_window=64)
+    assert resumed.load(path) == 2 and resumed.saved_roles == {"rf": "champion"}
+    assert resumed.snapshots({}, 7) == first.snapshots({}, 7)
+    feed(resumed, data[250:], start=250)
+    assert resumed.snapshots({}, 7) == whole.snapshots({}, 7)
+    assert not list(path.parent.glob(".*.tmp"))  # atomic write leaves no temporary file
+
+
+def feed(book: ScorecardBook, rows: np.ndarray, start: int = 0) -> None:
+    for i, (p, r, c) in enumerate(rows, start):
+        card = book.card("rf", SYM)
+        card.rounds += 1
+        card.record_answer(i % 17, i % 5)
+        card.record_outcome(float(p), float(r), fee_rate=0.001, threshold=0.0, long_short=True)
+        canary = book.card("zero", SYM)
+        canary.record_pair(float(p), float(c))
+        canary.misses += i % 3 == 0
+
+
+def test_a_corrupt_scorecard_file_is_set_aside(tmp_path: Path) -> None:
+    path = tmp_path / "rendezvous.json"
+    path.write_text(json.dumps({"format": "something else"}))
+    book = ScorecardBook()
+    assert book.load(path) == 0 and book.cards == {}
+    assert (tmp_path / "rendezvous.json.corrupt").exists() and not path.exists()
+    assert ScorecardBook().load(tmp_path / "absent.json") == 0
+
+
+def test_scorecards_command_prints_the_saved_cards(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from dope.cli import main
+
+    book = ScorecardBook()
+    feed(book, np.random.default_rng(1).normal(0, 0.01, (30, 3)))
+    book.save(tmp_path / "store" / "scorecards" / "rendezvous.json", {"rf": "champion", "zero": "canary"})
+    config = tmp_path / "dope.toml"
+    config.write_text(f'[store]\npath = "{tmp_path / "store"}"\n', encoding="utf-8")
+    assert main(["models", "scorecards", "--config", str(config)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:4] == ["model_id", "symbol", "role", "rounds"] and len(lines) == 3
+    assert lines[1].split()[:4] == ["rf", SYM, "champion", "30"] and lines[2].split()[:3] == ["zero", SYM, "canary"]
+    assert main(["models", "scorecards", "zero", "--json", "--config", str(config)]) == 0
+    [card] = json.loads(capsys.readouterr().out)
+    assert card["model_id"] == "zero" and card["misses"] == 10 and card["role"] == "canary"
+    (tmp_path / "store" / "scorecards" / "rendezvous.json").unlink()
+    assert main(["models", "scorecards", "--config", str(config)]) == 0
+    assert "no scorecards" in capsys.readouterr().out
