@@ -17,6 +17,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("dope.commands.synth", "Generate synthetic bars (a year of 10 s bars in seconds) into the store"),
     "backtest": ("dope.commands.backtest", "Backtest thresholds on a predictions file against stored bars"),
     "dashboard": ("dope.commands.dashboard", "Serve the live dashboard (Bokeh) on 127.0.0.1"),
+    "up": ("dope.commands.up", "Run the whole live pipeline, every service its own process (supervisor)"),
+    "status": ("dope.commands.status", "Health, lag and throughput of each service of a running `dope up`"),
     "config": ("dope.commands.config", "Print the effective configuration (file + environment), validated"),
     "train": ("dope.commands.train", "Walk-forward evaluate a model on stored bars, fit it and register it"),
     "predict": ("dope.commands.predict", "Write a registered model's out-of-sample predictions to Parquet"),
@@ -25,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "optimize": ("dope.commands.optimize", "Grid/Optuna threshold search, walk-forward optimization, DSR and PBO"),
     "report": ("dope.commands.report", "Self-contained HTML report of a `dope optimize --out` folder"),
     "study": ("dope.commands.study", "Walk-forward threshold study on the real 15m klines -> docs/study/"),
+    "keys": ("dope.commands.keys", "Generate CURVE key pairs for a bus across machines (encryption + auth)"),
 }
 
 

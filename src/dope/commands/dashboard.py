@@ -22,6 +22,7 @@ def run(args: argparse.Namespace) -> int:
     from dope.dashboard.feed import BusFeed, load_history, service_endpoints
     from dope.dashboard.server import make_server
     from dope.dashboard.state import DashboardState
+    from dope.transport import client_curve
 
     overrides: dict[str, Any] = {"dashboard": {}}
     if args.port is not None:
@@ -32,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     setup_logging(config.log_level)
     state = DashboardState(config.dashboard.rollover)
     history = load_history(state, config)
-    feed = BusFeed(state, args.endpoint or service_endpoints(config)).start()
+    feed = BusFeed(state, args.endpoint or service_endpoints(config), curve=client_curve(config.bus)).start()
     server, url = make_server(state, config)
     server.start()
     print(f"DOPE dashboard at {url} ({history} bars of history)", flush=True)

@@ -16,7 +16,7 @@ from typing import Final
 from dope.bars.schema import bars_from_frame
 from dope.config import DopeConfig
 from dope.dashboard.state import DashboardState
-from dope.transport import ZmqSubscriber
+from dope.transport import CurveClient, ZmqSubscriber
 
 log = logging.getLogger("dope.dashboard")
 
@@ -34,8 +34,9 @@ def service_endpoints(config: DopeConfig) -> list[str]:
 class BusFeed:
     """Receives from the bus in its own thread (zmq sockets never cross threads) into the state."""
 
-    def __init__(self, state: DashboardState, endpoints: Sequence[str], topics: Sequence[str] = TOPICS) -> None:
-        self.state, self.endpoints, self.topics = state, list(endpoints), list(topics)
+    def __init__(self, state: DashboardState, endpoints: Sequence[str], topics: Sequence[str] = TOPICS,
+                 curve: CurveClient | None = None) -> None:
+        self.state, self.endpoints, self.topics, self.curve = state, list(endpoints), list(topics), curve
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="dashboard-feed", daemon=True)
 
@@ -48,7 +49,7 @@ class BusFeed:
         self._thread.join(timeout=5)
 
     def _run(self) -> None:
-        with ZmqSubscriber(self.endpoints, self.topics) as subscriber:
+        with ZmqSubscriber(self.endpoints, self.topics, curve=self.curve) as subscriber:
             log.info("dashboard listening to %s", ", ".join(self.endpoints))
             while not self._stop.is_set():
                 msg = subscriber.receive(timeout_ms=100)

@@ -29,6 +29,7 @@ from dope.transport.base import (
     SubscriberStats,
     TopicRing,
 )
+from dope.transport.curve import CurveClient, CurveKeyError, CurveServer, client_curve, server_curve
 from dope.transport.memory import InMemoryBus, InMemoryPublisher, InMemorySubscriber
 from dope.transport.snapshot import SnapshotProtocolError
 from dope.transport.zmq_bus import ZmqPublisher, ZmqSubscriber, check_endpoint
@@ -37,6 +38,9 @@ __all__ = [
     "BasePublisher",
     "BaseSubscriber",
     "BusError",
+    "CurveClient",
+    "CurveKeyError",
+    "CurveServer",
     "InMemoryBus",
     "InMemoryPublisher",
     "InMemorySubscriber",
@@ -50,18 +54,24 @@ __all__ = [
     "ZmqPublisher",
     "ZmqSubscriber",
     "check_endpoint",
+    "client_curve",
     "open_publisher",
     "open_subscriber",
+    "server_curve",
 ]
 
 
 def open_publisher(config: BusConfig, name: str, *, endpoint: str | None = None,
                    snapshot_endpoint: str | None = None, clock: Clock | None = None) -> ZmqPublisher:
-    """A ZeroMQ publisher bound to ``config.publish`` (or ``endpoint``), serving snapshots on ``config.snapshot``."""
+    """A ZeroMQ publisher bound to ``config.publish`` (or ``endpoint``), serving snapshots on ``config.snapshot``.
+
+    CURVE and the plaintext-beyond-loopback rule come from ``config`` (``bus.curve_*``).
+    """
     return ZmqPublisher(endpoint or config.publish, name, send_hwm=config.send_hwm,
                         snapshot_endpoint=(snapshot_endpoint or config.snapshot) or None,
                         snapshot_depth=config.snapshot_bars, clock=clock, heartbeat_ms=config.heartbeat_ms,
-                        linger_ms=config.linger_ms)
+                        linger_ms=config.linger_ms, curve=server_curve(config),
+                        allow_plaintext_remote=config.allow_plaintext_remote)
 
 
 def open_subscriber(config: BusConfig, topics: Iterable[str], *, endpoints: Sequence[str] | None = None,
@@ -69,4 +79,4 @@ def open_subscriber(config: BusConfig, topics: Iterable[str], *, endpoints: Sequ
     """A ZeroMQ subscriber to ``topics`` connected to ``config.publish`` (or ``endpoints``) and its snapshot socket."""
     snapshots = snapshot_endpoints if snapshot_endpoints is not None else [e for e in [config.snapshot] if e]
     return ZmqSubscriber(endpoints or [config.publish], topics, receive_hwm=config.receive_hwm,
-                         snapshot_endpoint=snapshots)
+                         snapshot_endpoint=snapshots, curve=client_curve(config))

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Final
 
 import msgspec
@@ -85,11 +85,14 @@ class SnapshotServer:
     """Serves a publisher's ring on a ROUTER socket from a background thread.
 
     ``start()`` binds (raising the bind error, if any) and returns; ``endpoint``
-    is then the bound address (a ``*`` port resolved).
+    is then the bound address (a ``*`` port resolved). ``configure`` (e.g. CURVE's ``apply``)
+    sets up the socket before it binds.
     """
 
-    def __init__(self, context: zmq.Context[zmq.Socket[bytes]], endpoint: str, ring: TopicRing, source: str) -> None:
+    def __init__(self, context: zmq.Context[zmq.Socket[bytes]], endpoint: str, ring: TopicRing, source: str,
+                 configure: Callable[[zmq.Socket[bytes]], None] | None = None) -> None:
         self._context = context
+        self._configure = configure
         self._requested = endpoint
         self._ring = ring
         self._source = source
@@ -121,6 +124,8 @@ class SnapshotServer:
         sock = self._context.socket(zmq.ROUTER)
         sock.linger = 0
         sock.sndhwm = 0  # a reply is one message; never drop it for lack of room
+        if self._configure is not None:
+            self._configure(sock)
         try:
             sock.bind(self._requested)
             self._endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)

@@ -8,7 +8,9 @@ publisher*, counted and logged, and every subscriber sees the hole in ``seq``.
 makes the others see the gap too; give every subscriber a high-water mark that
 covers its worst stall.) ``publish`` never blocks, so an asyncio loop can call
 it. The snapshot socket is served by a background thread
-(:class:`~dope.transport.snapshot.SnapshotServer`).
+(:class:`~dope.transport.snapshot.SnapshotServer`). With ``curve`` both sockets
+require ZeroMQ CURVE (:mod:`dope.transport.curve`); without it, binding beyond
+loopback is refused unless ``allow_plaintext_remote``.
 
 >>> with ZmqPublisher("tcp://127.0.0.1:*", "doc", snapshot_endpoint="tcp://127.0.0.1:*") as pub:
 ...     pub.endpoint.startswith("tcp://127.0.0.1:")
@@ -19,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Final
 
 import zmq
@@ -33,6 +35,15 @@ from dope.transport.base import (
     BusError,
     Frames,
     Snapshot,
+)
+from dope.transport.curve import (
+    CurveClient,
+    CurveServer,
+    HandshakeMonitor,
+    KeyAuthorizer,
+    check_plaintext_bind,
+    start_authenticator,
+    stop_authenticator,
 )
 from dope.transport.snapshot import SnapshotProtocolError, SnapshotServer, parse_reply, request_frames
 
@@ -66,20 +77,29 @@ class ZmqPublisher(BasePublisher):
     """Publishes on an XPUB socket bound to ``endpoint``; optionally serves snapshots on ``snapshot_endpoint``.
 
     Not thread-safe: publish from one thread. ``linger_ms`` is how long
-    closing waits for queued messages to leave.
+    closing waits for queued messages to leave. ``curve`` makes both sockets
+    CURVE servers that accept only the authorized client keys.
     """
 
     def __init__(self, endpoint: str, name: str, *, send_hwm: int = 100_000, snapshot_endpoint: str | None = None,
                  snapshot_depth: int = 360, snapshot_kinds: Iterable[str] = DEFAULT_SNAPSHOT_KINDS,
                  clock: Clock | None = None, heartbeat_ms: int = 1_000, linger_ms: int = 1_000,
-                 context: Context | None = None) -> None:
+                 context: Context | None = None, curve: CurveServer | None = None,
+                 allow_plaintext_remote: bool = False) -> None:
         super().__init__(name, snapshot_depth=snapshot_depth if snapshot_endpoint else 0,
                          snapshot_kinds=snapshot_kinds, clock=clock, heartbeat_ms=heartbeat_ms)
+        for bound in (endpoint, snapshot_endpoint or ""):
+            check_plaintext_bind(bound, curve=curve is not None, allow=allow_plaintext_remote)
         self._own_context = context is None
         self._context: Context = context if context is not None else zmq.Context()
+        self._curve = curve
+        self._authorizer: KeyAuthorizer | None = None
         self._socket = self._xpub(send_hwm, linger_ms)
+        self._handshakes = None if curve is None else HandshakeMonitor(self._socket, name)
         self._snapshot: SnapshotServer | None = None
         try:
+            if curve is not None:
+                self._authorizer = start_authenticator(self._context, curve, name)
             self._endpoint = _bind(self._socket, endpoint)
             self._snapshot = self._start_snapshot_server(snapshot_endpoint)
         except BaseException:
@@ -96,18 +116,38 @@ class ZmqPublisher(BasePublisher):
         """The snapshot socket's bound address, or None when there is none."""
         return None if self._snapshot is None else self._snapshot.endpoint
 
+    @property
+    def curve_denied(self) -> int:
+        """CURVE clients refused for an unauthorized key (0 without CURVE)."""
+        return 0 if self._authorizer is None else self._authorizer.denied
+
+    @property
+    def curve_failed(self) -> int:
+        """Failed handshakes on the publishing socket, e.g. peers without CURVE (counted at each heartbeat)."""
+        return 0 if self._handshakes is None else self._handshakes.failed
+
+    def heartbeat(self, counters: Mapping[str, int] | None = None) -> None:
+        """As :meth:`BasePublisher.heartbeat`, plus ``bus.curve_denied``/``bus.curve_failed`` with CURVE."""
+        extra: dict[str, int] = {}
+        if self._authorizer is not None and self._handshakes is not None:
+            extra = {"bus.curve_denied": self._authorizer.denied, "bus.curve_failed": self._handshakes.poll()}
+        super().heartbeat({**extra, **(counters or {})})
+
     def _xpub(self, send_hwm: int, linger_ms: int) -> Socket:
         sock = self._context.socket(zmq.XPUB)
         sock.linger = linger_ms
         sock.sndhwm = send_hwm
         sock.setsockopt(zmq.XPUB_NODROP, 1)
         sock.setsockopt(zmq.XPUB_VERBOSE, 1)
+        if self._curve is not None:
+            self._curve.apply(sock)
         return sock
 
     def _start_snapshot_server(self, endpoint: str | None) -> SnapshotServer | None:
         if endpoint is None:
             return None
-        server = SnapshotServer(self._context, check_endpoint(endpoint), self.ring, self.name)
+        server = SnapshotServer(self._context, check_endpoint(endpoint), self.ring, self.name,
+                                configure=None if self._curve is None else self._curve.apply)
         try:
             server.start()
         except zmq.ZMQError as exc:
@@ -131,7 +171,11 @@ class ZmqPublisher(BasePublisher):
     def _close(self) -> None:
         if self._snapshot is not None:
             self._snapshot.stop()
+        if self._handshakes is not None:
+            self._handshakes.close()
         self._socket.close()
+        if self._authorizer is not None:
+            stop_authenticator(self._context)
         if self._own_context:
             self._context.term()
 
@@ -139,14 +183,19 @@ class ZmqPublisher(BasePublisher):
 class ZmqSubscriber(BaseSubscriber):
     """A SUB socket connected to one or more publishers, and DEALERs to their snapshot sockets.
 
-    Not thread-safe: use it from one thread.
+    Not thread-safe: use it from one thread. ``curve`` makes every socket a CURVE
+    client of the publishers' key (all publishers it connects to share that key).
     """
 
     def __init__(self, endpoints: Sequence[str], topics: Iterable[str] = (), *, receive_hwm: int = 100_000,
-                 snapshot_endpoint: str | Sequence[str] | None = None, context: Context | None = None) -> None:
+                 snapshot_endpoint: str | Sequence[str] | None = None, context: Context | None = None,
+                 curve: CurveClient | None = None) -> None:
         self._own_context = context is None
         self._context: Context = context if context is not None else zmq.Context()
+        self._curve = curve
         self._socket = self._context.socket(zmq.SUB)
+        if curve is not None:
+            curve.apply(self._socket)
         self._socket.linger = 0
         self._socket.rcvhwm = receive_hwm
         self._dealers: list[Socket] = []
@@ -168,6 +217,8 @@ class ZmqSubscriber(BaseSubscriber):
             dealer = self._context.socket(zmq.DEALER)
             dealer.linger = 0
             dealer.rcvhwm = 0
+            if self._curve is not None:
+                self._curve.apply(dealer)
             self._dealers.append(dealer)
             dealer.connect(check_endpoint(endpoint))
 
