@@ -1,0 +1,78 @@
+"""``dope models list | show | promote | retire | scorecards``: the model registry from the terminal.
+
+    dope models list
+    dope models show lightgbm-20260101T0000-ab12cd
+    dope models promote lightgbm-20260101T0000-ab12cd --role champion
+    dope models retire ridge-20251201T0900-0f1e2d
+    dope models scorecards            # live scorecards saved by the rendezvous (dope.commands.scorecards)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from dope.errors import UserError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``dope models``."""
+    parser.add_argument("action", choices=("list", "show", "promote", "retire", "scorecards"), help="what to do")
+    parser.add_argument("model_id", nargs="?", metavar="MODEL_ID", help="the model (show, promote, retire)")
+    parser.add_argument("--role", default="champion",
+                        help="role for promote: champion, challenger, shadow, canary (default champion)")
+    parser.add_argument("--json", action="store_true", help="machine-readable output (list, show)")
+    parser.add_argument("--registry", help="registry folder (default: [registry] path)")
+    parser.add_argument("--config", help="TOML configuration file")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Dispatch the action."""
+    from dope.commands.predict import open_registry
+
+    if args.action == "scorecards":  # the rendezvous' live scorecards (optionally of MODEL_ID)
+        from dope.commands.scorecards import show
+
+        return show(args)
+    registry = open_registry(args)
+    if args.action == "list":
+        _list(registry.list(), args.json)
+        return 0
+    if not args.model_id:
+        raise UserError(f"`dope models {args.action}` needs a MODEL_ID (see `dope models list`)")
+    if args.action == "show":
+        print(json.dumps(registry.show(args.model_id), indent=2, sort_keys=True))
+    elif args.action == "promote":
+        registry.promote(args.model_id, args.role)
+        print(f"{args.model_id} is now {args.role} (roles revision {registry.revision()})")
+    else:
+        registry.retire(args.model_id)
+        print(f"{args.model_id} is retired (roles revision {registry.revision()})")
+    return 0
+
+
+def _list(entries: list[dict[str, Any]], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(entries, indent=2, sort_keys=True))
+        return
+    if not entries:
+        print("no models registered")
+        return
+    print(f"{'model_id':42} {'role':10} {'symbol':9} {'interval':>8} {'trained on':41} {'rmse/zero':>9}")
+    for meta in entries:
+        print(_row(meta))
+
+
+def _row(meta: dict[str, Any]) -> str:
+    if "error" in meta:
+        return f"{meta['model_id']:42} {meta['role']:10} BROKEN: {meta['error']}"
+    data, metrics = meta["data"], meta.get("metrics", {})
+    span = f"{data['train_start'][:16]} .. {data['train_end'][:16]}"
+    return (f"{meta['model_id']:42} {meta['role'] or '-':10} {data['symbol']:9} {data['interval_ms']:>8} "
+            f"{span:41} {_ratio(metrics):>9}")
+
+
+def _ratio(metrics: dict[str, Any]) -> str:
+    model, zero = metrics.get("model", {}).get("rmse"), metrics.get("zero_baseline", {}).get("rmse")
+    return f"{model / zero:.4f}" if model is not None and zero else "-"

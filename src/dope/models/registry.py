@@ -1,0 +1,416 @@
+"""The model registry: versioned, checksummed model artifacts on disk, and the roles they play.
+
+Layout under the registry root (default ``var/registry``, ``[registry] path``)::
+
+    <root>/<model_id>/metadata.json     what the model is, what it was trained on, checksums
+    <root>/<model_id>/model/...          the files the model's own ``save`` wrote (skops, LightGBM text, .keras)
+    <root>/roles.json                    {"revision": n, "updated_ms": t, "roles": {model_id: role}}
+
+A model id reads ``<kind>-<UTC yyyymmddThhmm>-<first 6 hex of the artifact checksum>``.
+``metadata.json`` lists the sha256 and size of every model file, a checksum of the whole
+artifact (over that listing) and a checksum of the metadata itself. ``load`` verifies all of
+them *before* anything is deserialised, then the feature-set version, so a corrupted,
+truncated, foreign or tampered artifact is refused with a ``RegistryError`` that names the
+file, and a model asked to read features of another version raises ``FeatureVersionError``.
+
+``roles.json`` is replaced atomically (temporary file, fsync, rename) and carries a
+``revision`` that grows on every change, so a live service can watch it and switch models.
+
+>>> import tempfile
+>>> registry = Registry(tempfile.mkdtemp())
+>>> registry.list()
+[]
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import importlib.metadata
+import json
+import math
+import os
+import platform
+import shutil
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final, Literal, Protocol, cast, get_args
+
+from dope.clock import Clock, LiveClock
+from dope.errors import UserError
+
+FORMAT: Final = "dope-model-artifact"
+FORMAT_VERSION: Final = 1
+METADATA_FILE: Final = "metadata.json"
+MODEL_DIR: Final = "model"
+ROLES_FILE: Final = "roles.json"
+Role = Literal["champion", "challenger", "shadow", "canary", "retired"]
+ROLES: Final[tuple[str, ...]] = get_args(Role)
+UNIQUE_ROLES: Final = frozenset({"champion"})
+"""Roles at most one model holds; promoting another champion makes the old one a challenger."""
+_LIBRARIES: Final[dict[str, tuple[str, ...]]] = {
+    "random_forest": ("scikit-learn", "skops", "numba"),
+    "ridge": ("scikit-learn", "skops"),
+    "lightgbm": ("lightgbm",),
+    "lstm": ("tensorflow", "keras", "numba"),
+}
+
+
+class RegistryError(UserError, ValueError):
+    """An artifact cannot be used (unknown id, corrupt, truncated, foreign or tampered); the message says why."""
+
+
+class FeatureVersionError(RegistryError):
+    """The model was trained on another version of its feature set than the one offered."""
+
+
+class SavableModel(Protocol):
+    """What the registry needs of a model (a subset of ``dope.models.Model``)."""
+
+    kind: str
+    lookback: int
+
+    def save(self, directory: Path) -> None: ...
+
+    def metadata(self) -> dict[str, Any]: ...
+
+
+class FeatureSetLike(Protocol):
+    """What the registry records of a feature set (a subset of ``dope.features.FeatureSet``)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def version(self) -> str: ...
+
+    @property
+    def names(self) -> tuple[str, ...]: ...
+
+
+class Registry:
+    """Versioned model artifacts under ``root``.
+
+    ``clock`` stamps creation times (tests pass a simulated one); ``loader`` reads a saved model
+    folder (default ``dope.models.load_model``, which dispatches on the model's ``model.json``).
+    """
+
+    def __init__(self, root: str | Path, clock: Clock | None = None,
+                 loader: Callable[[Path], Any] | None = None) -> None:
+        self.root = Path(root)
+        self._clock: Clock = clock or LiveClock()
+        self._loader = loader
+
+    # ---- registering ---------------------------------------------------------------------------
+    def register(self, model: SavableModel, *, feature_set: FeatureSetLike, symbol: str, interval_ms: int,
+                 train_start_ms: int, train_end_ms: int, metrics: Mapping[str, Any] | None = None,
+                 extra: Mapping[str, Any] | None = None) -> str:
+        """Save ``model`` as a new artifact and return its id.
+
+        ``train_start_ms``/``train_end_ms`` bound (end exclusive) the bars the model saw,
+        labels included; ``dope predict`` refuses to report predictions inside that range.
+        """
+        if train_end_ms <= train_start_ms:
+            raise RegistryError(f"empty training range [{train_start_ms}, {train_end_ms})")
+        self.root.mkdir(parents=True, exist_ok=True)
+        staging = self.root / f".staging-{uuid.uuid4().hex}"
+        try:
+            model.save(staging / MODEL_DIR)
+            files = _file_listing(staging)
+            created = self._clock.now_ms()
+            model_id = self._new_id(model.kind, created, _artifact_sha(files))
+            meta = _metadata(model, model_id, created, files, feature_set, symbol, interval_ms,
+                             (train_start_ms, train_end_ms), dict(metrics or {}), dict(extra or {}))
+            _write_json_atomic(staging / METADATA_FILE, meta)
+            os.replace(staging, self.root / model_id)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return model_id
+
+    def _new_id(self, kind: str, created_ms: int, artifact_sha: str) -> str:
+        stamp = datetime.fromtimestamp(created_ms / 1000, tz=UTC).strftime("%Y%m%dT%H%M")
+        base = f"{kind}-{stamp}-{artifact_sha[:6]}"
+        model_id, n = base, 1
+        while (self.root / model_id).exists():
+            n += 1
+            model_id = f"{base}-{n}"
+        return model_id
+
+    # ---- reading -------------------------------------------------------------------------------
+    def list(self) -> list[dict[str, Any]]:
+        """Metadata of every artifact (unverified; see ``verify``), oldest first, with its ``role``."""
+        roles = self.roles()
+        found = []
+        for folder in sorted(p for p in self.root.glob("*") if (p / METADATA_FILE).is_file()):
+            try:
+                meta = _read_metadata(folder)
+            except RegistryError as exc:
+                meta = {"model_id": folder.name, "error": str(exc)}
+            meta["role"] = roles.get(folder.name, "")
+            found.append(meta)
+        return sorted(found, key=lambda m: (m.get("created_ms", 0), m["model_id"]))
+
+    def show(self, model_id: str) -> dict[str, Any]:
+        """Metadata of one artifact (checksums verified), with its ``role``."""
+        meta = self.verify(model_id)
+        meta["role"] = self.roles().get(model_id, "")
+        return meta
+
+    def verify(self, model_id: str) -> dict[str, Any]:
+        """Check an artifact's metadata and every file's checksum without deserialising; return the metadata."""
+        folder = self.path_of(model_id)
+        meta = _read_metadata(folder)
+        if meta.get("model_id") != model_id:
+            raise RegistryError(f"foreign artifact in {folder}: its metadata.json describes "
+                                f"{meta.get('model_id')!r}, not {model_id!r}")
+        _check_files(folder, meta)
+        return meta
+
+    def load(self, model_id: str, feature_version: str | None = None) -> tuple[Any, dict[str, Any]]:
+        """``(model, metadata)`` after verifying checksums and, when given, the feature-set version."""
+        meta = self.verify(model_id)
+        check_feature_version(meta, feature_version)
+        try:
+            model = self._load_files(self.path_of(model_id) / MODEL_DIR)
+        except (ValueError, OSError, KeyError) as exc:
+            raise RegistryError(f"artifact {model_id} passed its checksums but cannot be loaded: {exc}") from None
+        if model.kind != meta["kind"]:
+            raise RegistryError(f"foreign artifact {model_id}: metadata says {meta['kind']}, files hold {model.kind}")
+        return model, meta
+
+    def _load_files(self, directory: Path) -> Any:
+        if self._loader is not None:
+            return self._loader(directory)
+        from dope.models import load_model
+
+        return load_model(directory)
+
+    def path_of(self, model_id: str) -> Path:
+        """Folder of an artifact; ``RegistryError`` if there is none."""
+        if not model_id or "/" in model_id or model_id.startswith("."):
+            raise RegistryError(f"bad model id {model_id!r}")
+        folder = self.root / model_id
+        if not folder.is_dir():
+            raise RegistryError(f"no model {model_id!r} in registry {self.root} ({len(self.list())} models there; "
+                                "see `dope models list`)")
+        return folder
+
+    # ---- roles ---------------------------------------------------------------------------------
+    def roles(self) -> dict[str, str]:
+        """``{model_id: role}`` of every model that has one."""
+        return dict(self._read_roles()["roles"])
+
+    def revision(self) -> int:
+        """How many times the roles changed (0 before the first change)."""
+        return int(self._read_roles()["revision"])
+
+    def champion(self) -> str | None:
+        """The id of the champion, if any."""
+        return next((mid for mid, role in self.roles().items() if role == "champion"), None)
+
+    def promote(self, model_id: str, role: str = "champion") -> dict[str, str]:
+        """Give ``model_id`` a role (verifying its artifact first); return the new roles."""
+        if role not in ROLES:
+            raise RegistryError(f"unknown role {role!r}: expected one of {', '.join(ROLES)}")
+        self.verify(model_id)
+        with self._roles_lock():
+            state = self._read_roles()
+            roles: dict[str, str] = dict(state["roles"])
+            if role in UNIQUE_ROLES:
+                roles = {mid: ("challenger" if r == role else r) for mid, r in roles.items()}
+            roles[model_id] = role
+            self._write_roles(state, roles)
+        return roles
+
+    def retire(self, model_id: str) -> dict[str, str]:
+        """Mark ``model_id`` retired (it stays on disk); return the new roles."""
+        self.path_of(model_id)
+        with self._roles_lock():
+            state = self._read_roles()
+            roles = {**state["roles"], model_id: "retired"}
+            self._write_roles(state, roles)
+        return roles
+
+    def _read_roles(self) -> dict[str, Any]:
+        path = self.root / ROLES_FILE
+        if not path.exists():
+            return {"revision": 0, "updated_ms": 0, "roles": {}}
+        try:
+            state = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(state.get("roles"), dict):
+                raise ValueError("no 'roles' mapping")
+            return cast(dict[str, Any], state)
+        except (ValueError, AttributeError) as exc:
+            raise RegistryError(f"{path} is not a valid roles file: {exc}") from None
+
+    def _write_roles(self, state: Mapping[str, Any], roles: Mapping[str, str]) -> None:
+        new = {"revision": int(state["revision"]) + 1, "updated_ms": self._clock.now_ms(), "roles": dict(roles)}
+        _write_json_atomic(self.root / ROLES_FILE, new)
+
+    @contextmanager
+    def _roles_lock(self) -> Iterator[None]:
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / ".roles.lock", "a+b") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+# ---- checks --------------------------------------------------------------------------------------
+
+def check_feature_version(meta: Mapping[str, Any], feature_version: str | None) -> None:
+    """Raise ``FeatureVersionError`` if ``feature_version`` is given and is not the model's."""
+    expected = meta["feature_set"]["version"]
+    if feature_version is not None and feature_version != expected:
+        raise FeatureVersionError(
+            f"model {meta['model_id']} was trained on feature set {meta['feature_set']['name']!r} version "
+            f"{expected}, but the features offered are version {feature_version}: retrain the model or use "
+            "the feature definition it was trained with")
+
+
+def _read_metadata(folder: Path) -> dict[str, Any]:
+    path = folder / METADATA_FILE
+    if not path.is_file():
+        raise RegistryError(f"foreign artifact {folder}: no {METADATA_FILE}")
+    try:
+        meta = json.loads(path.read_bytes())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise RegistryError(f"{path} is corrupt or truncated (not valid JSON: {exc})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise RegistryError(f"foreign artifact {folder}: {METADATA_FILE} is not a DOPE model artifact")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise RegistryError(f"{path}: artifact format version {meta.get('format_version')} is not "
+                            f"{FORMAT_VERSION}, which this DOPE reads")
+    if meta.get("metadata_sha256") != _metadata_sha(meta):
+        raise RegistryError(f"{path} was modified after registration (its checksum does not match)")
+    return cast(dict[str, Any], meta)
+
+
+def _check_files(folder: Path, meta: Mapping[str, Any]) -> None:
+    listed: dict[str, dict[str, Any]] = meta["files"]
+    if _artifact_sha(listed) != meta["artifact_sha256"]:
+        raise RegistryError(f"{folder}: the file listing does not match the artifact checksum")
+    present = {str(p.relative_to(folder)) for p in (folder / MODEL_DIR).rglob("*") if p.is_file()}
+    unlisted = sorted(present - set(listed))
+    if unlisted:
+        raise RegistryError(f"foreign file(s) in artifact {folder}: {', '.join(unlisted)} (not in its metadata)")
+    for name, expected in sorted(listed.items()):
+        _check_file(folder / name, expected)
+
+
+def _check_file(path: Path, expected: Mapping[str, Any]) -> None:
+    if not path.is_file():
+        raise RegistryError(f"artifact file missing: {path}")
+    size = path.stat().st_size
+    if size != expected["size"]:
+        raise RegistryError(f"artifact file {path} is truncated or altered: {size} bytes, "
+                            f"expected {expected['size']}")
+    if _sha256(path) != expected["sha256"]:
+        raise RegistryError(f"artifact file {path} is corrupt: its sha256 does not match the metadata")
+
+
+# ---- metadata ------------------------------------------------------------------------------------
+
+def _metadata(model: SavableModel, model_id: str, created_ms: int, files: dict[str, dict[str, Any]],
+              feature_set: FeatureSetLike, symbol: str, interval_ms: int, train_range: tuple[int, int],
+              metrics: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    model_meta = model.metadata()
+    meta: dict[str, Any] = {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "model_id": model_id, "kind": model.kind,
+        "params": model_meta.get("params", {}), "lookback": int(model.lookback), "model": model_meta,
+        "feature_set": _describe(feature_set),
+        "data": {"symbol": symbol, "interval_ms": interval_ms, "train_start_ms": train_range[0],
+                 "train_end_ms": train_range[1], "train_start": _iso(train_range[0]),
+                 "train_end": _iso(train_range[1])},
+        "metrics": metrics, "libraries": library_versions(model.kind), "created_ms": created_ms,
+        "created": _iso(created_ms), "files": files, "artifact_sha256": _artifact_sha(files), **extra,
+    }
+    meta = cast(dict[str, Any], _finite(json.loads(json.dumps(meta, default=_jsonable))))
+    meta["metadata_sha256"] = _metadata_sha(meta)
+    return meta
+
+
+def _describe(feature_set: FeatureSetLike) -> dict[str, Any]:
+    """Name, version and names of a feature set, plus its parameters when it can describe itself."""
+    described = getattr(feature_set, "describe", None)
+    base = dict(described()) if callable(described) else {}
+    return {**base, "name": feature_set.name, "version": feature_set.version, "names": list(feature_set.names)}
+
+
+def library_versions(kind: str) -> dict[str, str]:
+    """Versions of Python, DOPE, numpy and the libraries a model of ``kind`` is built on."""
+    versions = {"python": platform.python_version()}
+    for name in ("dope", "numpy", *_LIBRARIES.get(kind, ())):
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = "absent"
+    return versions
+
+
+def _file_listing(folder: Path) -> dict[str, dict[str, Any]]:
+    files = sorted(p for p in (folder / MODEL_DIR).rglob("*") if p.is_file())
+    if not files:
+        raise RegistryError(f"the model wrote no files into {folder / MODEL_DIR}")
+    return {str(p.relative_to(folder)): {"sha256": _sha256(p), "size": p.stat().st_size} for p in files}
+
+
+def _artifact_sha(files: Mapping[str, Mapping[str, Any]]) -> str:
+    text = "".join(f"{name}\0{entry['sha256']}\0{entry['size']}\n" for name, entry in sorted(files.items()))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _metadata_sha(meta: Mapping[str, Any]) -> str:
+    body = {k: v for k, v in meta.items() if k != "metadata_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _write_json_atomic(path: Path, value: Any) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as handle:
+            json.dump(value, handle, indent=2, sort_keys=True)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _jsonable(value: Any) -> Any:
+    """numpy scalars, msgspec structs and the like as plain JSON values."""
+    if hasattr(value, "item"):
+        return value.item()
+    if hasattr(value, "__struct_fields__"):
+        return {name: getattr(value, name) for name in value.__struct_fields__}
+    if isinstance(value, tuple | set | frozenset):
+        return list(value)
+    return str(value)
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with NaN and infinities replaced by None (strict JSON)."""
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _iso(time_ms: int) -> str:
+    return datetime.fromtimestamp(time_ms / 1000, tz=UTC).isoformat().replace("+00:00", "Z")
