@@ -97,7 +97,8 @@ def _bar(symbol: str, open_time: int, price: float) -> Bar:
 @contextmanager
 def dashboard_process(endpoints: list[str], store: Path, port: int) -> Iterator[str]:
     """``dope dashboard`` as its own process; yields its URL once it serves."""
-    env = {**os.environ, "DOPE_STORE__PATH": str(store), "DOPE_COLLECTOR__SYMBOLS": '["BTCUSDT", "ETHUSDT"]'}
+    env = {**os.environ, "DOPE_STORE__PATH": str(store), "DOPE_COLLECTOR__SYMBOLS": '["BTCUSDT", "ETHUSDT"]',
+           "DOPE_SERVICES__DASHBOARD": "tcp://127.0.0.1:*"}
     args = [sys.executable, "-m", "dope.cli", "dashboard", "--port", str(port)]
     for endpoint in endpoints:
         args += ["--endpoint", endpoint]
