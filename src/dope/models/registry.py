@@ -24,7 +24,6 @@ file, and a model asked to read features of another version raises ``FeatureVers
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import importlib.metadata
 import json
@@ -33,14 +32,15 @@ import os
 import platform
 import shutil
 import uuid
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, Literal, Protocol, cast, get_args
 
 from dope.clock import Clock, LiveClock
 from dope.errors import UserError
+from dope.fileio import atomic_write_json, exclusive_lock
 
 FORMAT: Final = "dope-model-artifact"
 FORMAT_VERSION: Final = 1
@@ -124,7 +124,7 @@ class Registry:
             model_id = self._new_id(model.kind, created, _artifact_sha(files))
             meta = _metadata(model, model_id, created, files, feature_set, symbol, interval_ms,
                              (train_start_ms, train_end_ms), dict(metrics or {}), dict(extra or {}))
-            _write_json_atomic(staging / METADATA_FILE, meta)
+            atomic_write_json(staging / METADATA_FILE, meta, indent=2)
             os.replace(staging, self.root / model_id)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
@@ -248,17 +248,10 @@ class Registry:
 
     def _write_roles(self, state: Mapping[str, Any], roles: Mapping[str, str]) -> None:
         new = {"revision": int(state["revision"]) + 1, "updated_ms": self._clock.now_ms(), "roles": dict(roles)}
-        _write_json_atomic(self.root / ROLES_FILE, new)
+        atomic_write_json(self.root / ROLES_FILE, new, indent=2)
 
-    @contextmanager
-    def _roles_lock(self) -> Iterator[None]:
-        self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / ".roles.lock", "a+b") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+    def _roles_lock(self) -> AbstractContextManager[None]:
+        return exclusive_lock(self.root / ".roles.lock")
 
 
 # ---- checks --------------------------------------------------------------------------------------
@@ -376,18 +369,6 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def _write_json_atomic(path: Path, value: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as handle:
-            json.dump(value, handle, indent=2, sort_keys=True)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _jsonable(value: Any) -> Any:

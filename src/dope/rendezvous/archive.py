@@ -22,8 +22,6 @@ True
 from __future__ import annotations
 
 import datetime as dt
-import os
-import uuid
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Final
@@ -32,6 +30,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from dope.fileio import atomic_write
 from dope.messages import Features
 from dope.store.bars import CorruptFileError, check_symbol
 
@@ -96,17 +95,8 @@ def _read_rows(path: Path) -> list[dict[str, Any]]:
 
 
 def _write_atomic(rows: list[dict[str, Any]], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
     table = pa.Table.from_pylist(rows, schema=SCHEMA)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp, "wb") as handle:
-            pq.write_table(table, handle, compression="snappy", use_dictionary=False)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write(path, lambda handle: pq.write_table(table, handle, compression="snappy", use_dictionary=False))
 
 
 def _same(a: dict[str, Any] | None, b: dict[str, Any]) -> bool:

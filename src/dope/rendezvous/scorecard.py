@@ -18,7 +18,6 @@ import json
 import logging
 import math
 import os
-import uuid
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Final
@@ -26,6 +25,7 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
+from dope.fileio import atomic_write_json
 from dope.messages import Scorecard
 
 log = logging.getLogger("dope.rendezvous")
@@ -252,7 +252,7 @@ class ScorecardBook:
 
     def save(self, path: str | Path, roles: dict[str, str] | None = None) -> None:
         """Write the book (and the roles in force) to ``path`` atomically (temporary file, fsync, rename)."""
-        write_json_atomic(Path(path), self.to_state(roles))
+        atomic_write_json(Path(path), self.to_state(roles))
 
     def load(self, path: str | Path) -> int:
         """Resume from ``path`` if it exists; return how many cards were loaded.
@@ -285,15 +285,3 @@ def read_state(path: Path) -> dict[str, Any]:
     return state
 
 
-def write_json_atomic(path: Path, value: Any) -> None:
-    """Replace ``path`` with ``value`` as JSON, never leaving a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as handle:
-            json.dump(value, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)

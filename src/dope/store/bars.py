@@ -24,12 +24,9 @@ never sees half a file.
 from __future__ import annotations
 
 import datetime as dt
-import fcntl
-import os
 import re
-import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Final
 
@@ -43,6 +40,7 @@ import pyarrow.parquet as pq
 from dope.bars.interval import check_interval_ms, format_interval, parse_interval
 from dope.bars.schema import BAR_COLUMNS, BAR_DTYPES, empty_bar_frame
 from dope.errors import UserError
+from dope.fileio import atomic_write, exclusive_lock
 
 DAY_MS: Final = 86_400_000
 FILE_NAME: Final = "bars.parquet"
@@ -120,16 +118,9 @@ class BarStore:
             new = merged
         _atomic_write(new, path)
 
-    @contextmanager
-    def _write_lock(self) -> Iterator[None]:
+    def _write_lock(self) -> AbstractContextManager[None]:
         """One writer at a time per store (an advisory lock on ``<root>/.write.lock``)."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / ".write.lock", "a+b") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        return exclusive_lock(self.root / ".write.lock")
 
     # ---- reading -----------------------------------------------------------------------------
     def read_bars(self, symbol: str, interval_ms: int, start_ms: int | None = None,
@@ -268,19 +259,10 @@ def read_day_file(path: Path) -> pd.DataFrame:
 
 
 def _atomic_write(columns: Columns, path: Path) -> None:
-    """Write ``columns`` to ``path`` through a fsynced temporary file and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write ``columns`` to ``path`` atomically (see :mod:`dope.fileio`)."""
     table = pa.table(columns, schema=_SCHEMA)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp, "wb") as handle:
-            pq.write_table(table, handle, compression=COMPRESSION, use_dictionary=False)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    _fsync_dir(path.parent)
+    atomic_write(path, lambda handle: pq.write_table(table, handle, compression=COMPRESSION,
+                                                     use_dictionary=False))
 
 
 def _sort_columns(columns: Columns) -> Columns:
@@ -307,14 +289,6 @@ def _day_slices(open_time: npt.NDArray[np.int64]) -> Iterator[tuple[dt.date, int
     starts, stops = np.r_[0, cuts], np.r_[cuts, len(days)]
     for lo, hi in zip(starts.tolist(), stops.tolist(), strict=True):
         yield _day_of(int(days[lo]) * DAY_MS), lo, hi
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _day_of(time_ms: int) -> dt.date:
