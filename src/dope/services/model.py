@@ -1,0 +1,222 @@
+"""A model service: ``features.*`` -> one registered model -> ``score.*`` (one process per deployed model).
+
+``[[models.deploy]]`` entry ``--deploy I`` names the model: a registry id, or ``role:<role>``
+(the model holding that role in the registry's ``roles.json``; when the roles change, checked
+on every vector by the file's modification time, the service loads the new holder without a
+restart). The model is loaded through the registry (checksums verified) for the feature-set
+version the featurizer computes: a model trained on another version is refused with a
+clear error at start (exit status 2) and, for a role deployment, skipped at reload (logged).
+
+The service keeps the last ``lookback`` vectors per symbol and publishes a :class:`Score` with
+the model id, kind, prediction and latency (receipt of the vector -> publish). Vectors of
+another feature version or length, non-finite values and non-finite predictions are
+rejected, counted and logged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from collections import deque
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dope.config import DopeConfig, ModelDeployConfig
+from dope.errors import UserError
+from dope.messages import AnyMessage, Features, Score
+from dope.models.registry import Registry, RegistryError
+from dope.services.base import (
+    Service,
+    endpoint_of,
+    model_service_name,
+    service_main,
+    service_publisher,
+    service_subscriber,
+)
+from dope.services.featurizer import feature_set_of_config
+from dope.transport import Publisher, Subscriber
+
+ROLE_PREFIX = "role:"
+
+
+class LoadedModel:
+    """A model from the registry with what the service needs of its metadata."""
+
+    def __init__(self, model: Any, meta: Mapping[str, Any]) -> None:
+        self.model = model
+        self.model_id = str(meta["model_id"])
+        self.kind = str(meta["kind"])
+        self.lookback = max(1, int(model.lookback))
+        self.n_features = int(meta["model"].get("n_features") or model.n_features)
+
+
+class ModelService(Service):
+    """Scores every feature vector with one model (fixed id or the holder of a role)."""
+
+    def __init__(self, name: str, publisher: Publisher, subscribers: Sequence[Subscriber], registry: Registry,
+                 target: str, feature_version: str, *, heartbeat_ms: int = 1_000, delay_ms: int = 0,
+                 nan_every: int = 0) -> None:
+        super().__init__(name, publisher, subscribers, heartbeat_ms=heartbeat_ms)
+        self.registry = registry
+        self.target = target
+        self.feature_version = feature_version
+        self.delay_ms = delay_ms
+        self.nan_every = nan_every
+        self.loaded: LoadedModel | None = None
+        self.windows: dict[str, deque[np.ndarray]] = {}
+        self._roles_stamp: tuple[int, int] | None = None
+        self.counters.update(scores=0, reloads=0, no_model=0)
+
+    @property
+    def role(self) -> str | None:
+        """The role followed (``role:champion`` -> ``champion``), or None for a fixed model id."""
+        return self.target[len(ROLE_PREFIX):] if self.target.startswith(ROLE_PREFIX) else None
+
+    async def setup(self) -> None:
+        """Load the model (fails loudly for a fixed id; a role with no holder waits for one)."""
+        if self.role is None:
+            self._install(self.target)
+        else:
+            self.refresh_roles()
+
+    def refresh_roles(self) -> None:
+        """Reload when ``roles.json`` changed and the role's holder is another model."""
+        if self.role is None:
+            return
+        stamp = _stamp(self.registry.root / "roles.json")
+        if stamp == self._roles_stamp:
+            return
+        self._roles_stamp = stamp
+        holder = self._holder()
+        if holder is None or (self.loaded is not None and holder == self.loaded.model_id):
+            return
+        try:
+            self._install(holder)
+        except UserError as exc:
+            self.count("reload_errors")
+            self.problems.report("reload_error", f"cannot load {holder} ({self.role}): {exc}")
+
+    def _holder(self) -> str | None:
+        try:
+            roles = self.registry.roles()
+        except RegistryError as exc:
+            self.problems.report("roles_error", str(exc))
+            return None
+        return next((mid for mid, role in sorted(roles.items()) if role == self.role), None)
+
+    def _install(self, model_id: str) -> None:
+        model, meta = self.registry.load(model_id, feature_version=self.feature_version)
+        previous = self.loaded
+        self.loaded = LoadedModel(model, meta)
+        self.windows = {s: deque(w, maxlen=self.loaded.lookback) for s, w in self.windows.items()}
+        if previous is not None:
+            self.count("reloads")
+        self.log.info("%s serves %s (%s, lookback %d)%s", self.name, model_id, self.loaded.kind,
+                      self.loaded.lookback, f" for role {self.role}" if self.role else "")
+
+    def on_idle(self) -> None:
+        """Between vectors: pick up a promotion early, so the next vector finds the model loaded."""
+        self.refresh_roles()
+
+    def handle(self, msg: AnyMessage) -> None:
+        if not isinstance(msg, Features):
+            return
+        began = time.perf_counter_ns()
+        self.refresh_roles()
+        window = self._window(msg)
+        if window is None:
+            return
+        score = self._score(msg, window, began)
+        if score is not None:
+            self.publish(score)
+            self.count("scores")
+
+    def _window(self, msg: Features) -> np.ndarray | None:
+        loaded = self.loaded
+        if loaded is None:
+            self.count("no_model")
+            return None
+        problem = _vector_problem(msg, self.feature_version, loaded.n_features)
+        if problem is not None:
+            self.reject(problem[0], f"features {msg.open_time}: {problem[1]}", msg.symbol)
+            return None
+        window = self.windows.setdefault(msg.symbol, deque(maxlen=loaded.lookback))
+        window.append(np.asarray(msg.values, dtype=np.float64))
+        if len(window) < loaded.lookback:
+            self.count("warmup")
+            return None
+        return np.stack(window)
+
+    def _score(self, msg: Features, window: np.ndarray, began_ns: int) -> Score | None:
+        loaded = self.loaded
+        assert loaded is not None
+        prediction = float(loaded.model.predict_one(window if loaded.lookback > 1 else window[0]))
+        if not math.isfinite(prediction):
+            self.reject("bad_prediction", f"{loaded.model_id} predicted {prediction} for {msg.open_time}",
+                        msg.symbol)
+            return None
+        if self.delay_ms:
+            time.sleep(self.delay_ms / 1000)
+        if self.nan_every and (self.counters["scores"] + 1) % self.nan_every == 0:
+            prediction = math.nan  # fault injection (tests, drills): a broken model's output
+        latency_us = (time.perf_counter_ns() - began_ns) // 1_000
+        return Score(symbol=msg.symbol, event_time=msg.event_time, open_time=msg.open_time,
+                     model_id=loaded.model_id, model_kind=loaded.kind, feature_version=msg.feature_version,
+                     prediction=prediction, latency_us=int(latency_us))
+
+
+def _vector_problem(msg: Features, version: str, n_features: int) -> tuple[str, str] | None:
+    if msg.feature_version != version:
+        return "feature_version", f"version {msg.feature_version}, the model reads {version}"
+    if len(msg.values) != n_features:
+        return "feature_count", f"{len(msg.values)} values, the model reads {n_features}"
+    if not all(math.isfinite(v) for v in msg.values):
+        return "bad_value", "non-finite value"
+    return None
+
+
+def _stamp(path: Path) -> tuple[int, int]:
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return (0, 0)
+    return (stat.st_mtime_ns, stat.st_ino)
+
+
+def deployment(config: DopeConfig, index: int) -> ModelDeployConfig:
+    """The ``index``-th ``[[models.deploy]]`` entry, or a ``UserError`` naming the range."""
+    deploys = config.models.deploy
+    if not 0 <= index < len(deploys):
+        raise UserError(f"no [[models.deploy]] entry {index}: the configuration deploys {len(deploys)} model(s)")
+    return deploys[index]
+
+
+def build(config: DopeConfig, **overrides: Any) -> ModelService:
+    """The model service of deployment ``deploy`` (``name``, ``delay_ms`` may be overridden)."""
+    index = int(overrides.get("deploy", 0))
+    deploy = deployment(config, index)
+    name = overrides.get("name") or model_service_name(config, index)
+    subscriber = service_subscriber(config, ["features."], [endpoint_of(config, "featurizer")])
+    publisher = service_publisher(config, name, deploy.endpoint)
+    fs = feature_set_of_config(config)
+    return ModelService(name, publisher, [subscriber], Registry(config.registry.path), deploy.model, fs.version,
+                        heartbeat_ms=config.bus.heartbeat_ms, delay_ms=int(overrides.get("delay_ms", deploy.delay_ms)),
+                        nan_every=deploy.nan_every)
+
+
+def _arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--deploy", type=int, default=0, help="index of the [[models.deploy]] entry (default 0)")
+    parser.add_argument("--delay-ms", type=int, help="tests only: sleep this long before each score")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m dope.services.model --config FILE --deploy I``."""
+    return service_main(build, argv, prog="dope.services.model", add_arguments=_arguments, default_name="model")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

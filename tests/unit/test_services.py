@@ -1,0 +1,290 @@
+"""The service framework, the featurizer and the model service, on the in-memory bus (no processes)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from dope.bars import bars_from_frame
+from dope.config import DopeConfig, config_from_dict
+from dope.features import OnlineFeaturizer, default_feature_set, training_matrix
+from dope.market.synthetic import generate_bars
+from dope.messages import AnyMessage, Bar, Features, Heartbeat, Score
+from dope.models import make_model
+from dope.models.registry import FeatureVersionError, Registry
+from dope.services.base import (
+    Service,
+    ServiceLogFilter,
+    endpoint_of,
+    load_service_config,
+    receive_loop,
+    service_main,
+)
+from dope.services.featurizer import FeaturizerService
+from dope.services.model import ModelService
+from dope.transport import InMemoryBus, Subscriber
+
+INTERVAL = 10_000
+START = 1_704_067_200_000  # 2024-01-01
+
+
+def synthetic_bars(symbols: list[str], n: int, seed: int = 3) -> dict[str, list[Bar]]:
+    """``n`` synthetic 10 s bars per symbol, as messages."""
+    frames = generate_bars(symbols, START, START + n * INTERVAL, INTERVAL, seed=seed)
+    return {s: bars_from_frame(frames[s], INTERVAL) for s in symbols}
+
+
+def register_models(root: Path, kinds: dict[str, dict[str, Any]], n_bars: int = 400,
+                    roles: dict[str, str] | None = None) -> dict[str, str]:
+    """Fit small models of ``kinds`` on synthetic bars and register them; ``{kind: model_id}``."""
+    fs = default_feature_set(INTERVAL)
+    frame = generate_bars(["BTCUSDT"], START - n_bars * INTERVAL, START, INTERVAL, seed=11)["BTCUSDT"]
+    X, y, _ = training_matrix(frame, fs, 1)
+    registry = Registry(root)
+    ids = {}
+    for kind, params in kinds.items():
+        model = make_model(kind, **params).fit(X, y)
+        ids[kind] = registry.register(model, feature_set=fs, symbol="BTCUSDT", interval_ms=INTERVAL,
+                                      train_start_ms=int(frame["open_time"].iloc[0]), train_end_ms=START)
+    for kind, role in (roles or {}).items():
+        registry.promote(ids[kind], role)
+    return ids
+
+
+def run_service(service: Service, feed: list[AnyMessage], bus: InMemoryBus, until: Any) -> None:
+    """Publish ``feed`` from a fake upstream, run ``service`` until ``until()`` is true (5 s at most)."""
+    upstream = bus.publisher("upstream")
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(service.run(stop))
+        for msg in feed:
+            upstream.publish(msg)
+        for _ in range(500):
+            await asyncio.sleep(0.01)
+            if until():
+                break
+        stop.set()
+        await asyncio.wait_for(task, 5)
+
+    asyncio.run(main())
+
+
+def drain(sub: Subscriber) -> list[AnyMessage]:
+    found = []
+    while (msg := sub.receive(0)) is not None:
+        found.append(msg)
+    return found
+
+
+class Exploding(Service):
+    """Raises on every bar with a NaN close, keeps the rest."""
+
+    seen: list[int]
+
+    def handle(self, msg: AnyMessage) -> None:
+        if isinstance(msg, Bar) and math.isnan(msg.close):
+            raise ValueError("NaN close")
+        if isinstance(msg, Bar):
+            self.seen = [*getattr(self, "seen", []), msg.open_time]
+
+
+def test_a_failing_handler_is_counted_and_the_loop_goes_on() -> None:
+    bus = InMemoryBus()
+    beats = bus.subscriber(["heartbeat."])
+    service = Exploding("echo", bus.publisher("echo"), [bus.subscriber(["bar."])], heartbeat_ms=20)
+    bars = synthetic_bars(["BTCUSDT"], 5)["BTCUSDT"]
+    import msgspec
+
+    feed: list[AnyMessage] = [bars[0], msgspec.structs.replace(bars[1], close=math.nan), *bars[2:]]
+    run_service(service, feed, bus, lambda: service.counters["handled"] + service.counters["errors"] >= 5)
+    assert service.counters["errors"] == 1 and service.counters["handled"] == 4
+    assert service.seen == [b.open_time for b in bars if b is not bars[1]]
+    last = [m for m in drain(beats) if isinstance(m, Heartbeat)][-1]
+    assert last.service == "echo" and last.counters["errors"] == 1 and last.counters["handled"] == 4
+    assert last.counters["last_event_ms"] == bars[-1].event_time
+
+
+def test_receive_loop_delivers_from_several_subscribers_and_idles() -> None:
+    bus = InMemoryBus()
+    subs = [bus.subscriber(["bar."]), bus.subscriber(["features."])]
+    pub = bus.publisher("p")
+    bar = synthetic_bars(["BTCUSDT"], 1)["BTCUSDT"][0]
+    pub.publish(bar)
+    got: list[AnyMessage] = []
+    idles = []
+
+    async def main() -> None:
+        stop = asyncio.Event()
+
+        def idle() -> None:
+            idles.append(1)
+            if len(idles) >= 3:
+                stop.set()
+
+        await receive_loop(subs, stop, got.append, timeout_ms=5, on_idle=idle)
+
+    asyncio.run(main())
+    assert len(got) == 1 and len(idles) == 3
+
+
+def test_reject_counts_by_kind_and_logs_with_the_symbol(caplog: pytest.LogCaptureFixture) -> None:
+    bus = InMemoryBus()
+    service = Service("svc", bus.publisher("svc"))
+    with caplog.at_level(logging.WARNING):
+        service.reject("nan_prediction", "NaN for bar 7", "ETHUSDT")
+        service.reject("nan_prediction", "NaN for bar 8", "ETHUSDT")
+    assert service.heartbeat_counters()["rejected.nan_prediction"] == 2
+    assert "[ETHUSDT] NaN for bar 7" in caplog.text
+
+
+def test_log_filter_names_service_and_symbol() -> None:
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, "hello", None, None)
+    assert ServiceLogFilter("featurizer").filter(record)
+    assert record.service == "featurizer" and record.symbol == "-"  # type: ignore[attr-defined]
+
+
+def test_endpoints_and_json_config(tmp_path: Path) -> None:
+    config = config_from_dict({"bus": {"publish": "tcp://127.0.0.1:7001"},
+                               "services": {"trader": "tcp://127.0.0.1:7002"}})
+    assert endpoint_of(config, "collector") == "tcp://127.0.0.1:7001"
+    assert endpoint_of(config, "trader") == "tcp://127.0.0.1:7002"
+    path = tmp_path / "c.json"
+    import json
+
+    import msgspec
+
+    path.write_text(json.dumps(msgspec.to_builtins(config)))
+    assert load_service_config(str(path)) == config
+
+
+def test_service_main_reports_a_config_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[services]\ntrader = 'localhost:1'\n")
+    assert service_main(lambda config, **_: None, ["--config", str(bad)], prog="dope.services.x") == 2
+    assert "services.trader" in capsys.readouterr().err
+
+
+# ---- featurizer ------------------------------------------------------------------------------
+
+def test_featurizer_publishes_the_online_features_and_counts_warmup_and_rejects() -> None:
+    bus = InMemoryBus(hwm=10_000)
+    fs = default_feature_set(INTERVAL)
+    out = bus.subscriber(["features."])
+    service = FeaturizerService("featurizer", bus.publisher("featurizer"), [bus.subscriber(["bar."])], fs,
+                                ["BTCUSDT", "ETHUSDT"], catch_up=False)
+    bars = synthetic_bars(["BTCUSDT", "ETHUSDT"], fs.warmup + 20)
+    feed: list[AnyMessage] = [b for pair in zip(bars["BTCUSDT"], bars["ETHUSDT"], strict=True) for b in pair]
+    import msgspec
+
+    feed.insert(10, msgspec.structs.replace(bars["BTCUSDT"][0], symbol="DOGEUSDT"))  # unknown symbol
+    feed.insert(20, bars["BTCUSDT"][3])  # out of order: rejected by the featurizer
+    run_service(service, feed, bus, lambda: service.counters["handled"] >= len(feed))
+    got = [m for m in drain(out) if isinstance(m, Features)]
+    for symbol in ("BTCUSDT", "ETHUSDT"):
+        direct = OnlineFeaturizer(fs, symbol)
+        expected = [v for v in map(direct.update, bars[symbol]) if v is not None]
+        mine = [m for m in got if m.symbol == symbol]
+        assert [(m.open_time, m.values) for m in mine] == [(e.open_time, e.values) for e in expected]
+        assert len(mine) == 21
+    counters = service.heartbeat_counters()
+    assert counters["rejected.unknown_symbol"] == 1 and counters["rejected_order"] == 1
+    assert counters["warmup"] == 2 * (fs.warmup - 1) and counters["features"] == 42
+
+
+# ---- model service ---------------------------------------------------------------------------
+
+def features_stream(n: int, version: str | None = None) -> list[Features]:
+    fs = default_feature_set(INTERVAL)
+    featurizer = OnlineFeaturizer(fs, "BTCUSDT")
+    vectors = [v for v in map(featurizer.update, synthetic_bars(["BTCUSDT"], fs.warmup + n - 1)["BTCUSDT"])
+               if v is not None]
+    if version is None:
+        return vectors
+    import msgspec
+
+    return [msgspec.structs.replace(v, feature_version=version) for v in vectors]
+
+
+def model_service(bus: InMemoryBus, root: Path, target: str, **kwargs: Any) -> ModelService:
+    version = default_feature_set(INTERVAL).version
+    return ModelService("model", bus.publisher("model"), [bus.subscriber(["features."])], Registry(root),
+                        target, version, **kwargs)
+
+
+def test_model_service_scores_like_the_model_and_keeps_the_lookback(tmp_path: Path) -> None:
+    ids = register_models(tmp_path, {"ridge": {}, "momentum": {}})
+    registry = Registry(tmp_path)
+    bus = InMemoryBus(hwm=10_000)
+    out = bus.subscriber(["score."])
+    service = model_service(bus, tmp_path, ids["ridge"])
+    vectors = features_stream(30)
+    run_service(service, list(vectors), bus, lambda: service.counters["handled"] >= 30)
+    scores = [m for m in drain(out) if isinstance(m, Score)]
+    model, _ = registry.load(ids["ridge"])
+    expected = model.predict_many(np.array([v.values for v in vectors]))
+    assert [s.prediction for s in scores] == pytest.approx(expected.tolist(), abs=1e-12)
+    assert all(s.model_id == ids["ridge"] and s.model_kind == "ridge" and s.latency_us >= 0 for s in scores)
+    assert [s.open_time for s in scores] == [v.open_time for v in vectors]
+
+
+def test_model_service_rejects_bad_vectors_and_goes_on(tmp_path: Path) -> None:
+    ids = register_models(tmp_path, {"ridge": {}})
+    bus = InMemoryBus(hwm=10_000)
+    out = bus.subscriber(["score."])
+    service = model_service(bus, tmp_path, ids["ridge"])
+    good = features_stream(3)
+    import msgspec
+
+    feed: list[AnyMessage] = [
+        good[0], features_stream(1, version="0123456789ab")[0],
+        msgspec.structs.replace(good[1], values=[math.nan] * len(good[1].values)),
+        msgspec.structs.replace(good[1], values=good[1].values[:-1]), good[2]]
+    run_service(service, feed, bus, lambda: service.counters["handled"] >= 5)
+    assert len([m for m in drain(out) if isinstance(m, Score)]) == 2
+    counters = service.heartbeat_counters()
+    assert counters["rejected.feature_version"] == 1 and counters["rejected.bad_value"] == 1
+    assert counters["rejected.feature_count"] == 1 and counters["errors"] == 0
+
+
+def test_model_service_refuses_a_model_of_another_feature_version(tmp_path: Path) -> None:
+    ids = register_models(tmp_path, {"zero": {}})
+    bus = InMemoryBus()
+    service = ModelService("model", bus.publisher("model"), [], Registry(tmp_path), ids["zero"], "ffffffffffff")
+    with pytest.raises(FeatureVersionError, match="feature set"):
+        asyncio.run(service.setup())
+
+
+def test_a_role_deployment_follows_a_promotion_without_restart(tmp_path: Path) -> None:
+    ids = register_models(tmp_path, {"ridge": {}, "zero": {}}, roles={"ridge": "champion"})
+    bus = InMemoryBus(hwm=10_000)
+    out = bus.subscriber(["score."])
+    service = model_service(bus, tmp_path, "role:champion")
+    vectors = features_stream(6)
+    run_service(service, vectors[:3], bus, lambda: service.counters["handled"] >= 3)
+    Registry(tmp_path).promote(ids["zero"], "champion")
+    run_service(service, vectors[3:], bus, lambda: service.counters["handled"] >= 6)
+    scores = [m for m in drain(out) if isinstance(m, Score)]
+    assert [s.model_id for s in scores] == [ids["ridge"]] * 3 + [ids["zero"]] * 3
+    assert service.counters["reloads"] == 1
+
+
+def test_a_role_without_holder_waits_and_counts(tmp_path: Path) -> None:
+    register_models(tmp_path, {"zero": {}})
+    bus = InMemoryBus(hwm=10_000)
+    service = model_service(bus, tmp_path, "role:champion")
+    run_service(service, list(features_stream(2)), bus, lambda: service.counters["handled"] >= 2)
+    assert service.counters["no_model"] == 2 and service.counters["scores"] == 0
+
+
+def test_default_config_has_the_service_tables() -> None:
+    config = DopeConfig()
+    assert config.models.deploy == () and config.supervisor.restart_min_ms > 0
+    with pytest.raises(Exception, match="endpoint"):
+        config_from_dict({"models": {"deploy": [{"model": "x", "endpoint": "localhost"}]}})
