@@ -39,7 +39,7 @@ import msgspec
 from dope.config import DopeConfig, ModelDeployConfig, with_overrides
 from dope.services.base import SERVICE_NAMES, endpoint_of, model_service_name
 from dope.services.metrics import MetricsServer, ServiceMetrics, parse_address
-from dope.transport import ZmqSubscriber
+from dope.transport import ZmqSubscriber, client_curve
 
 log = logging.getLogger("dope.supervisor")
 
@@ -242,7 +242,8 @@ class Supervisor:
         self.lock = threading.Lock()
         self.metrics: MetricsServer | None = None
         self._monitor = ZmqSubscriber(sorted({p.spec.endpoint for p in self.processes}) or [config.bus.publish],
-                                      ["heartbeat."], receive_hwm=config.bus.receive_hwm)
+                                      ["heartbeat."], receive_hwm=config.bus.receive_hwm,
+                                      curve=client_curve(config.bus))
         self._last_status = 0.0
         self._quiet_since: float | None = None
 
