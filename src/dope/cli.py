@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 # command name -> (module, function, one-line help). Each module exposes
 # ``add_arguments(parser)`` and the named function taking the parsed namespace.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("dope.commands.demo", "Run DOPE's main job on the embedded default (no network, no account)"),
+    "demo": ("dope.commands.demo", "DOPE's main job on the embedded default: dope up on the synthetic market, no network"),
     "collect": ("dope.commands.collect", "Run the collector: trades from a source -> bars -> bus + store"),
     "ingest": ("dope.commands.ingest", "Import Binance public data files (trades, aggTrades, klines) into the store"),
     "bars": ("dope.commands.bars", "Query or export stored bars (any multiple of the stored interval)"),

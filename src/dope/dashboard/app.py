@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from bokeh.document import Document
@@ -23,6 +24,9 @@ from dope.messages import AnyMessage, Bar, Equity, Fill, Prediction, Score
 from dope.plots import drawdown
 
 UPDATE_MS = 500
+SCORECARD_COLUMNS = ("role", "chosen", "misses", "latency_p50_us", "latency_p99_us", "rmse", "hit_rate", "ic",
+                     "pnl", "divergence_alarm")
+"""The scorecard fields shown, in order (those a scorecard does not have are left out)."""
 WIDTH = 900
 STATUS_COLORS = {"ok": "#2ca02c", "late": "#ff7f0e", "dead": "#d62728"}
 _STATUS_TEMPLATE = ('<span style="color:<%= {ok: \'#2ca02c\', late: \'#ff7f0e\', dead: \'#d62728\'}[value] %>;'
@@ -191,7 +195,9 @@ class Session:
         bus = self.state.bus_counters
         lag = "no bar yet"
         if self.last_bar is not None:
-            lag = f"{(now_ms - self.last_bar.close_time - 1) / 1000:.1f} s behind the wall clock"
+            behind_s = (now_ms - self.last_bar.close_time - 1) / 1000
+            lag = (f"{behind_s:.1f} s behind the wall clock" if abs(behind_s) < 3_600 else
+                   f"at {_utc(self.last_bar.open_time)} (replayed or simulated time)")
         problems = ", ".join(f"{k.removeprefix('bus.')} {v}" for k, v in sorted(bus.items())
                              if v and k != "bus.received")
         return (f"<b>Feed:</b> last {self.symbol or '-'} bar {lag}; <b>bus:</b> "
@@ -199,7 +205,8 @@ class Session:
 
     def _refresh_scorecards(self) -> None:
         cards = self.state.scorecards
-        columns = ["model", *sorted({k for card in cards.values() for k in card if k != "model_id"})]
+        present = {k for card in cards.values() for k in card}
+        columns = ["model", *[c for c in SCORECARD_COLUMNS if c in present]]
         data = {c: [_cell(card.get(c, model) if c != "model" else model) for model, card in sorted(cards.items())]
                 for c in columns}
         if set(data) != set(self.panels.scorecards.data) or data != dict(self.panels.scorecards.data):
@@ -275,6 +282,10 @@ class Session:
                    TableColumn(field="counters", title="counters", width=420)]
         return DataTable(source=self.panels.health, columns=columns, width=WIDTH, height=200, name="health_table",
                          index_position=None)
+
+
+def _utc(time_ms: int) -> str:
+    return datetime.fromtimestamp(time_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def _cell(value: object) -> object:
