@@ -17,11 +17,10 @@ from bokeh.document import Document
 from bokeh.layouts import column, row
 from bokeh.models import ColumnDataSource, DataTable, Div, HTMLTemplateFormatter, Select, Span, TableColumn
 from bokeh.palettes import Category10_10
-from bokeh.plotting import figure
 
 from dope.dashboard.state import DashboardState
 from dope.messages import AnyMessage, Bar, Equity, Fill, Prediction, Score
-from dope.plots import drawdown
+from dope.plots import add_trade_markers, curves_figure, drawdown, time_figure
 
 UPDATE_MS = 500
 SCORECARD_COLUMNS = ("role", "chosen", "misses", "latency_p50_us", "latency_p99_us", "rmse", "hit_rate", "ic",
@@ -39,12 +38,6 @@ class Thresholds:
 
     upper: float | None = None
     lower: float | None = None
-
-
-def _time_figure(title: str, name: str, height: int, x_range: Any = None) -> Any:
-    extra = {"x_range": x_range} if x_range is not None else {}
-    return figure(title=title, name=name, x_axis_type="datetime", width=WIDTH, height=height,
-                  tools="pan,xwheel_zoom,box_zoom,reset,save", **extra)
 
 
 @dataclass
@@ -228,18 +221,15 @@ class Session:
             name="dashboard")
 
     def _price_figure(self) -> Any:
-        fig = _time_figure("Price, buys and sells", "price_plot", 320)
+        fig = time_figure("Price, buys and sells", 320, name="price_plot")
         fig.segment("time", "high", "time", "low", color="color", source=self.panels.bars)
         fig.vbar("time", "width", "open", "close", fill_color="color", line_color="color", source=self.panels.bars)
-        fig.scatter("time", "price", source=self.panels.buys, marker="triangle", size=11, color="#2ca02c",
-                    legend_label="buy", name="buy_markers")
-        fig.scatter("time", "price", source=self.panels.sells, marker="inverted_triangle", size=11,
-                    color="#d62728", legend_label="sell", name="sell_markers")
+        add_trade_markers(fig, self.panels.buys, self.panels.sells)
         fig.legend.location = "top_left"
         return fig
 
     def _prediction_figure(self, x_range: Any) -> Any:
-        fig = _time_figure("Predictions against the return that followed", "prediction_plot", 260, x_range)
+        fig = time_figure("Predictions against the return that followed", 260, x_range, name="prediction_plot")
         fig.line("time", "value", source=self.panels.realised, color="gray", legend_label="realised log return")
         fig.scatter("time", "prediction", source=self.panels.scores, color="color", size=4, alpha=0.6,
                     legend_label="model scores")
@@ -252,20 +242,14 @@ class Session:
         return fig
 
     def _equity_figure(self, x_range: Any) -> Any:
-        fig = _time_figure("Equity against buy-and-hold", "equity_plot", 240, x_range)
-        fig.line("time", "equity", source=self.panels.equity, color=Category10_10[0], legend_label="strategy")
-        fig.line("time", "buy_and_hold", source=self.panels.equity, color=Category10_10[1],
-                 legend_label="buy-and-hold")
-        fig.legend.location = "top_left"
-        return fig
+        return curves_figure(self.panels.equity, {"strategy": "equity", "buy-and-hold": "buy_and_hold"},
+                             "Equity against buy-and-hold", height=240, x_range=x_range, y_label="equity",
+                             name="equity_plot")
 
     def _drawdown_figure(self, x_range: Any) -> Any:
-        fig = _time_figure("Drawdown", "drawdown_plot", 180, x_range)
-        fig.line("time", "drawdown", source=self.panels.equity, color=Category10_10[0], legend_label="strategy")
-        fig.line("time", "bh_drawdown", source=self.panels.equity, color=Category10_10[1],
-                 legend_label="buy-and-hold")
-        fig.legend.location = "bottom_left"
-        return fig
+        return curves_figure(self.panels.equity, {"strategy": "drawdown", "buy-and-hold": "bh_drawdown"},
+                             "Drawdown", height=180, x_range=x_range, y_label="drawdown", legend="bottom_left",
+                             name="drawdown_plot")
 
     def _scorecard_table(self) -> Any:
         self.scorecard_table = DataTable(source=self.panels.scorecards, columns=[TableColumn(field="model")],

@@ -25,26 +25,48 @@ FloatArray = npt.NDArray[np.float64]
 WIDTH = 900
 
 
-def _time_figure(title: str, height: int = 300, **kwargs: Any) -> Any:
+def time_figure(title: str, height: int = 300, x_range: Any = None, name: str | None = None) -> Any:
+    """An empty figure with a datetime x axis (times in epoch ms), sharing ``x_range`` if given."""
+    extra: dict[str, Any] = {"x_range": x_range} if x_range is not None else {}
+    if name is not None:
+        extra["name"] = name
     return figure(title=title, x_axis_type="datetime", width=WIDTH, height=height,
-                  tools="pan,xwheel_zoom,box_zoom,reset,save", **kwargs)
+                  tools="pan,xwheel_zoom,box_zoom,reset,save", **extra)
 
 
-def _datetimes(times_ms: npt.ArrayLike) -> npt.NDArray[np.datetime64]:
-    return np.asarray(times_ms, dtype=np.int64).astype("datetime64[ms]")
+def curves_figure(source: ColumnDataSource, lines: Mapping[str, str], title: str, *, height: int = 300,
+                  x_range: Any = None, y_label: str = "", legend: str = "top_left", name: str | None = None) -> Any:
+    """One line per ``label -> column`` of ``source`` (x = its ``time`` column, epoch ms).
+
+    The live dashboard streams into ``source``; the static report fills it once: the same figure.
+    """
+    fig = time_figure(title, height, x_range, name)
+    for i, (label, column) in enumerate(lines.items()):
+        fig.line("time", column, source=source, legend_label=label, color=Category10_10[i % 10], line_width=1.5)
+    fig.legend.location = legend
+    fig.yaxis.axis_label = y_label
+    return fig
+
+
+def add_trade_markers(fig: Any, buys: ColumnDataSource, sells: ColumnDataSource) -> None:
+    """Buy (green, up) and sell (red, down) markers from sources with ``time`` and ``price`` columns."""
+    fig.scatter("time", "price", source=buys, marker="triangle", size=10, color="#2ca02c", legend_label="buy",
+                name="buy_markers")
+    fig.scatter("time", "price", source=sells, marker="inverted_triangle", size=10, color="#d62728",
+                legend_label="sell", name="sell_markers")
+
+
+def _curves_source(times_ms: npt.ArrayLike, curves: Mapping[str, npt.ArrayLike]) -> tuple[Any, dict[str, str]]:
+    columns = {f"y{i}": np.asarray(values, dtype=np.float64) for i, values in enumerate(curves.values())}
+    source = ColumnDataSource({"time": np.asarray(times_ms, dtype=np.int64), **columns})
+    return source, {label: f"y{i}" for i, label in enumerate(curves)}
 
 
 def equity_figure(times_ms: npt.ArrayLike, curves: Mapping[str, npt.ArrayLike], title: str = "Equity",
                   x_range: Any = None) -> Any:
     """One line per named equity curve (e.g. the strategy and buy-and-hold) over the same bars."""
-    fig = _time_figure(title, **({"x_range": x_range} if x_range is not None else {}))
-    x = _datetimes(times_ms)
-    for i, (name, values) in enumerate(curves.items()):
-        fig.line(x, np.asarray(values, dtype=np.float64), legend_label=name,
-                 color=Category10_10[i % 10], line_width=1.5)
-    fig.legend.location = "top_left"
-    fig.yaxis.axis_label = "equity"
-    return fig
+    source, lines = _curves_source(times_ms, curves)
+    return curves_figure(source, lines, title, x_range=x_range, y_label="equity")
 
 
 def drawdown(equity: npt.ArrayLike) -> FloatArray:
@@ -56,25 +78,18 @@ def drawdown(equity: npt.ArrayLike) -> FloatArray:
 def drawdown_figure(times_ms: npt.ArrayLike, curves: Mapping[str, npt.ArrayLike], title: str = "Drawdown",
                     x_range: Any = None) -> Any:
     """The drawdown of each named equity curve."""
-    fig = _time_figure(title, height=220, **({"x_range": x_range} if x_range is not None else {}))
-    x = _datetimes(times_ms)
-    for i, (name, values) in enumerate(curves.items()):
-        fig.line(x, drawdown(values), legend_label=name, color=Category10_10[i % 10])
-    fig.legend.location = "bottom_left"
-    fig.yaxis.axis_label = "drawdown"
-    return fig
+    source, lines = _curves_source(times_ms, {name: drawdown(values) for name, values in curves.items()})
+    return curves_figure(source, lines, title, height=220, x_range=x_range, y_label="drawdown",
+                         legend="bottom_left")
 
 
 def trades_figure(times_ms: npt.ArrayLike, price: npt.ArrayLike, buys: tuple[npt.ArrayLike, npt.ArrayLike],
                   sells: tuple[npt.ArrayLike, npt.ArrayLike], title: str = "Trades", x_range: Any = None) -> Any:
-    """The price with buy (green, up) and sell (red, down) markers; ``buys``/``sells`` = (times_ms, prices)."""
-    fig = _time_figure(title, **({"x_range": x_range} if x_range is not None else {}))
-    fig.line(_datetimes(times_ms), np.asarray(price, dtype=np.float64), color="gray", legend_label="price")
-    fig.scatter(_datetimes(buys[0]), np.asarray(buys[1], dtype=np.float64), marker="triangle", size=8,
-                color="green", legend_label="buy")
-    fig.scatter(_datetimes(sells[0]), np.asarray(sells[1], dtype=np.float64), marker="inverted_triangle",
-                size=8, color="red", legend_label="sell")
-    fig.legend.location = "top_left"
+    """The price with buy and sell markers; ``buys``/``sells`` = (times_ms, prices)."""
+    source, lines = _curves_source(times_ms, {"price": price})
+    fig = curves_figure(source, lines, title, x_range=x_range)
+    add_trade_markers(fig, *(ColumnDataSource({"time": np.asarray(t, dtype=np.int64),
+                                               "price": np.asarray(p, dtype=np.float64)}) for t, p in (buys, sells)))
     return fig
 
 
