@@ -16,27 +16,20 @@ import logging
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from dope.bars import BarBuilder, align, bars_to_frame
 from dope.clock import Clock
 from dope.config import BarsConfig, CollectorConfig, DopeConfig
 from dope.logs import ProblemCounter
 from dope.market.base import TradeSource
-from dope.messages import AnyMessage, Bar, LateTrades, Trade
+from dope.messages import Bar, LateTrades, Trade
 from dope.store import BarStore
+from dope.transport import Publisher
 
 log = logging.getLogger("dope.collector")
 
 BarSink = Callable[[Bar], None]
-
-
-class Publish(Protocol):
-    """What the collector needs of a bus publisher."""
-
-    def publish(self, msg: AnyMessage) -> bool: ...
-
-    def heartbeat(self, counters: dict[str, int]) -> None: ...
 
 
 @dataclass
@@ -59,7 +52,7 @@ class Collector:
     """Runs one source into bars for the configured symbols."""
 
     def __init__(self, collector: CollectorConfig, bars: BarsConfig, source: TradeSource, store: BarStore,
-                 publisher: Publish | None = None, *, clock: Clock | None = None,
+                 publisher: Publisher | None = None, *, clock: Clock | None = None,
                  on_bar: BarSink | None = None, heartbeat_ms: int = 1_000) -> None:
         self.config = collector
         self.bar_policy = bars
