@@ -15,7 +15,6 @@ import argparse
 import logging
 import signal
 import sys
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +65,20 @@ def config_from_args(args: argparse.Namespace) -> DopeConfig:
     return config
 
 
+class StopFlag:
+    """Set by a signal handler. A plain attribute, no lock: a ``threading.Event`` set from a handler
+    deadlocks when a second signal arrives while the first handler holds the Event's lock."""
+
+    def __init__(self) -> None:
+        self._set = False
+
+    def set(self) -> None:
+        self._set = True
+
+    def is_set(self) -> bool:
+        return self._set
+
+
 def run(args: argparse.Namespace) -> int:
     """Bootstrap models if needed, then supervise every service until Ctrl-C / SIGTERM."""
     from dope.logs import setup_logging
@@ -80,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
         bootstrap_registry(config)
     config = resolve_ports(default_deployments(config, Registry(config.registry.path).roles()))
     supervisor = Supervisor(config, Path(args.run_dir), exit_when_done=args.exit_when_done)
-    stop = threading.Event()
+    stop = StopFlag()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     print(f"dope up: {len(supervisor.processes)} services ({', '.join(p.spec.name for p in supervisor.processes)}); "

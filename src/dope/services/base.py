@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ctypes
 import json
 import logging
 import math
@@ -47,6 +48,7 @@ from dope.transport import Publisher, Subscriber, ZmqPublisher, ZmqSubscriber, c
 SERVICE_LOG_FORMAT: Final = "%(asctime)s %(levelname)s %(service)s[%(symbol)s] %(name)s: %(message)s"
 SERVICE_NAMES: Final = ("collector", "featurizer", "decoy", "rendezvous", "trader", "dashboard")
 _DRAIN_BATCH: Final = 256
+PR_SET_PDEATHSIG: Final = 1  # prctl option (linux/prctl.h)
 
 Handler = Callable[[AnyMessage], None]
 
@@ -339,6 +341,13 @@ def service_parser(prog: str, add_arguments: Callable[[argparse.ArgumentParser],
     return parser
 
 
+def die_with_parent() -> None:
+    """Ask Linux to send SIGTERM when the parent process dies (even by SIGKILL), so no service outlives
+    a killed ``dope up``; a no-op where ``prctl`` is unavailable."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def service_main(build: Callable[..., Any], argv: Sequence[str] | None, *, prog: str,
                  add_arguments: Callable[[argparse.ArgumentParser], None] | None = None,
                  default_name: str | None = None) -> int:
@@ -347,6 +356,7 @@ def service_main(build: Callable[..., Any], argv: Sequence[str] | None, *, prog:
     Returns 0 after a clean stop, 2 on a configuration or user error (printed, named).
     """
     args = vars(service_parser(prog, add_arguments).parse_args(argv))
+    die_with_parent()
     try:
         config = load_service_config(args.pop("config"))
         level = args.pop("log_level") or config.log_level

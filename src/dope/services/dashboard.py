@@ -18,6 +18,7 @@ from dope.config import DopeConfig, with_overrides
 from dope.dashboard.feed import BusFeed, load_history, service_endpoints
 from dope.dashboard.server import make_server
 from dope.dashboard.state import DashboardState
+from dope.errors import UserError
 from dope.services.base import endpoint_of, service_main, service_publisher
 from dope.transport import Publisher, client_curve
 
@@ -38,7 +39,12 @@ class DashboardService:
     async def run(self, stop: asyncio.Event) -> None:
         """Start the feed and the server on this event loop; heartbeat until ``stop``."""
         self.feed.start()
-        self.server, self.url = make_server(self.state, self.config)
+        try:
+            self.server, self.url = make_server(self.state, self.config)
+        except OSError as exc:
+            dash = self.config.dashboard
+            raise UserError(f"the dashboard cannot listen on {dash.address}:{dash.port} ({exc.strerror}); "
+                            f"set [dashboard] port (or DOPE_DASHBOARD__PORT, 0 = any free port)") from None
         self.server.start()
         print(f"DOPE dashboard at {self.url} ({self.history} bars of history)", flush=True)
         log.info("dashboard at %s", self.url)

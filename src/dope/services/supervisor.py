@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import msgspec
 
@@ -186,6 +186,12 @@ def _write_json(path: Path, value: Any) -> None:
     os.replace(tmp, path)
 
 
+class StopSignal(Protocol):
+    """Anything that says whether to stop: a ``threading.Event``, or ``dope up``'s signal-safe flag."""
+
+    def is_set(self) -> bool: ...
+
+
 # ---- processes -----------------------------------------------------------------------------------
 
 @dataclass
@@ -248,7 +254,7 @@ class Supervisor:
         self._quiet_since: float | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------
-    def run(self, stop: threading.Event) -> int:
+    def run(self, stop: StopSignal) -> int:
         """Start everything, supervise until ``stop`` (or drained), stop everything; 0 if no service failed."""
         self._start_metrics()
         try:
@@ -261,7 +267,7 @@ class Supervisor:
             self._close()
         return 1 if any(p.state == "failed" for p in self.processes) else 0
 
-    def _start_all(self, stop: threading.Event) -> bool:
+    def _start_all(self, stop: StopSignal) -> bool:
         """Start the services, then the sources once every other one is ready; False if one failed at start."""
         others = [p for p in self.processes if not p.spec.is_source]
         for process in others:
