@@ -9,6 +9,7 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from dope.commands.options import add_stored_bars_arguments, open_store, time_option
 from dope.errors import UserError
 
 if TYPE_CHECKING:
@@ -24,12 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``dope backtest``."""
     parser.add_argument("--predictions", required=True,
                         help="Parquet (or CSV) file with columns open_time (ms) and prediction")
-    parser.add_argument("--symbol", required=True, help="symbol, e.g. BTCUSDT")
-    parser.add_argument("--interval", help="stored bar interval (default: [bars] interval)")
-    parser.add_argument("--store", help="store folder (default: [store] path)")
-    parser.add_argument("--config", help="TOML configuration file")
-    parser.add_argument("--start", help="first open time: ISO 8601 or epoch ms")
-    parser.add_argument("--end", help="end (exclusive) open time: ISO 8601 or epoch ms")
+    add_stored_bars_arguments(parser)
     parser.add_argument("--upper", type=float, default=0.0, help="buy above this prediction (default 0)")
     parser.add_argument("--lower", type=float, default=0.0, help="sell below this prediction (default 0)")
     parser.add_argument("--fee", type=float, default=0.001, help="fee rate per side (default 0.001)")
@@ -44,13 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Join predictions with the stored bars, backtest, print the metrics beside the baselines."""
-    from dope.config import load_config
-    from dope.store import BarStore
-
-    config = load_config(args.config)
-    interval_ms = _interval(args.interval or config.bars.interval)
-    store = BarStore(args.store or config.store.path)
-    bars = _read_bars(store, args.symbol, interval_ms, _time(args.start), _time(args.end))
+    store, interval_ms = open_store(args)
+    bars = read_bars(store, args.symbol, interval_ms, time_option(args.start), time_option(args.end))
     joined = join_predictions(bars, read_predictions(Path(args.predictions)))
     results = _backtest(joined, _config(args), interval_ms, args.engine)
     print(_as_json(args, interval_ms, results) if args.json else _as_table(args, results))
@@ -85,10 +76,9 @@ def join_predictions(bars: pd.DataFrame, predictions: pd.DataFrame) -> pd.DataFr
     return joined
 
 
-def _read_bars(store: BarStore, symbol: str, interval_ms: int, start: int | None, end: int | None) -> pd.DataFrame:
-    if symbol not in store.symbols(interval_ms):
-        known = ", ".join(store.symbols(interval_ms)) or "none"
-        raise UserError(f"no {symbol} bars at interval {interval_ms} ms in {store.root} (symbols stored: {known})")
+def read_bars(store: BarStore, symbol: str, interval_ms: int, start: int | None, end: int | None) -> pd.DataFrame:
+    """The stored bars a backtest runs on: at least two, of a stored symbol."""
+    store.require_symbol(symbol, interval_ms)
     bars = store.read_bars(symbol, interval_ms, start, end)
     if len(bars) < 2:
         raise UserError(f"{symbol}: {len(bars)} stored bar(s) in that range; a backtest needs at least 2")
@@ -142,18 +132,3 @@ def _as_json(args: argparse.Namespace, interval_ms: int, results: dict[str, Back
 
 def _json_number(value: float) -> float | None:
     return None if math.isnan(value) or math.isinf(value) else value
-
-
-def _interval(text: str) -> int:
-    from dope.bars import parse_interval
-
-    try:
-        return parse_interval(text)
-    except ValueError as exc:
-        raise UserError(f"--interval: {exc}") from None
-
-
-def _time(text: str | None) -> int | None:
-    from dope.timeparse import parse_time
-
-    return None if text is None else parse_time(text)

@@ -7,6 +7,7 @@ import os
 import sys
 from typing import TYPE_CHECKING
 
+from dope.commands.options import interval_option, time_option
 from dope.errors import UserError
 
 if TYPE_CHECKING:
@@ -34,12 +35,12 @@ def run(args: argparse.Namespace) -> int:
     from dope.store import BarStore
 
     config = load_config(args.config)
-    interval_ms = _interval(args.interval or config.bars.interval, "--interval")
-    every_ms = _interval(args.every, "--every") if args.every else interval_ms
+    interval_ms = interval_option(args.interval or config.bars.interval)
+    every_ms = interval_option(args.every, "--every") if args.every else interval_ms
     if every_ms % interval_ms:
         raise UserError(f"--every {args.every} is not a multiple of the stored interval {interval_ms} ms")
     store = BarStore(args.store or config.store.path)
-    frame = _query(store, args.symbol, interval_ms, every_ms, _time(args.start), _time(args.end))
+    frame = _query(store, args.symbol, interval_ms, every_ms, time_option(args.start), time_option(args.end))
     _write(frame, args.format, args.output)
     return 0
 
@@ -49,9 +50,7 @@ def _query(store: BarStore, symbol: str, interval_ms: int, every_ms: int, start_
     """Bars of whole ``every_ms`` windows covering ``[start_ms, end_ms)``, re-aggregated when asked."""
     from dope.bars import align, resample_bars
 
-    if symbol not in store.symbols(interval_ms):
-        known = ", ".join(store.symbols(interval_ms)) or "none"
-        raise UserError(f"no {symbol} bars at interval {interval_ms} ms in {store.root} (symbols stored: {known})")
+    store.require_symbol(symbol, interval_ms)
     start = align(start_ms, every_ms) if start_ms is not None else None
     end = align(end_ms + every_ms - 1, every_ms) if end_ms is not None else None
     frame = store.read_bars(symbol, interval_ms, start, end)
@@ -70,18 +69,3 @@ def _write(frame: pd.DataFrame, fmt: str, output: str | None) -> None:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     else:
         frame.to_csv(output, index=False)
-
-
-def _interval(text: str, option: str) -> int:
-    from dope.bars import parse_interval
-
-    try:
-        return parse_interval(text)
-    except ValueError as exc:
-        raise UserError(f"{option}: {exc}") from None
-
-
-def _time(text: str | None) -> int | None:
-    from dope.timeparse import parse_time
-
-    return None if text is None else parse_time(text)

@@ -15,6 +15,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from dope.commands.options import add_stored_bars_arguments, open_store, time_option
 from dope.errors import UserError
 
 
@@ -22,12 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``dope optimize``."""
     parser.add_argument("--predictions", nargs="+", required=True, metavar="[NAME=]FILE",
                         help="predictions files (Parquet or CSV: open_time, prediction), one per model")
-    parser.add_argument("--symbol", required=True, help="symbol, e.g. BTCUSDT")
-    parser.add_argument("--interval", help="stored bar interval (default: [bars] interval)")
-    parser.add_argument("--store", help="store folder (default: [store] path)")
-    parser.add_argument("--config", help="TOML configuration file")
-    parser.add_argument("--start", help="first open time: ISO 8601 or epoch ms")
-    parser.add_argument("--end", help="end (exclusive) open time: ISO 8601 or epoch ms")
+    add_stored_bars_arguments(parser)
     parser.add_argument("--uppers", default="0:0.002:5", help="upper thresholds: START:STOP:COUNT or a,b,c")
     parser.add_argument("--lowers", default="-0.002:0:5", help="lower thresholds: START:STOP:COUNT or a,b,c")
     parser.add_argument("--method", choices=("grid", "optuna"), default="grid", help="search (default grid)")
@@ -111,14 +107,10 @@ def parse_values(text: str) -> tuple[float, ...]:
 
 def _market(args: argparse.Namespace) -> tuple[Any, int]:
     from dope.backtest.optimize import market_from_frames
-    from dope.commands.backtest import _interval, _read_bars, _time, read_predictions
-    from dope.config import load_config
-    from dope.store import BarStore
+    from dope.commands.backtest import read_bars, read_predictions
 
-    config = load_config(args.config)
-    interval_ms = _interval(args.interval or config.bars.interval)
-    bars = _read_bars(BarStore(args.store or config.store.path), args.symbol, interval_ms, _time(args.start),
-                      _time(args.end))
+    store, interval_ms = open_store(args)
+    bars = read_bars(store, args.symbol, interval_ms, time_option(args.start), time_option(args.end))
     predictions = dict(_named(item) for item in args.predictions)
     try:
         return market_from_frames(bars, {n: read_predictions(p) for n, p in predictions.items()}, interval_ms), \

@@ -12,11 +12,10 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
-from dope.errors import UserError
+from dope.commands.options import open_store, time_option
 
 if TYPE_CHECKING:
     from dope.models.registry import Registry
-    from dope.store import BarStore
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -39,35 +38,13 @@ def run(args: argparse.Namespace) -> int:
     from dope.training.pipeline import predict
 
     store, _ = open_store(args, interval=False)
-    result = predict(store, open_registry(args), args.model_id, args.symbol, time_or_none(args.start),
-                     time_or_none(args.end))
+    result = predict(store, open_registry(args), args.model_id, args.symbol, time_option(args.start),
+                     time_option(args.end))
     for note in result.notes:
         print(f"dope predict: note: {note}", file=sys.stderr)
     result.frame.to_parquet(args.out, index=False)
     print(f"wrote {len(result.frame)} out-of-sample predictions to {args.out}")
     return 0
-
-
-def time_or_none(text: str | None) -> int | None:
-    """Epoch ms of a user's time, or None."""
-    from dope.timeparse import parse_time
-
-    return None if text is None else parse_time(text)
-
-
-def open_store(args: argparse.Namespace, interval: bool = True) -> tuple[BarStore, int]:
-    """The store named by ``--store`` (else the config's) and the ``--interval`` in ms."""
-    from dope.bars.interval import parse_interval
-    from dope.config import load_config
-    from dope.store import BarStore
-
-    config = load_config(args.config)
-    text = (getattr(args, "interval", None) or config.bars.interval) if interval else config.bars.interval
-    try:
-        interval_ms = parse_interval(text)
-    except ValueError as exc:
-        raise UserError(str(exc)) from None
-    return BarStore(args.store or config.store.path), interval_ms
 
 
 def open_registry(args: argparse.Namespace) -> Registry:

@@ -10,7 +10,7 @@ import argparse
 import time
 from pathlib import Path
 
-from dope.bars.interval import parse_interval
+from dope.commands.options import interval_option
 from dope.config import load_config
 from dope.errors import UserError
 from dope.timeparse import parse_duration, parse_time
@@ -46,7 +46,7 @@ def _generate(args: argparse.Namespace) -> int:
     synthetic = config.synthetic
     start = parse_time(args.start or synthetic.start)
     duration = parse_duration(args.duration or synthetic.duration)
-    interval_ms = _interval(args.interval or config.bars.interval)
+    interval_ms = interval_option(args.interval or config.bars.interval)
     seed = synthetic.seed if args.seed is None else args.seed
     params = load_params(synthetic.params or None)
     began = time.perf_counter()
@@ -56,13 +56,6 @@ def _generate(args: argparse.Namespace) -> int:
     rows = sum(store.write_bars(frame, interval_ms) for frame in frames.values())
     print(f"wrote {rows} bars of {len(frames)} symbols to {store.root} in {time.perf_counter() - began:.1f} s")
     return 0
-
-
-def _interval(text: str) -> int:
-    try:
-        return parse_interval(text)
-    except ValueError as exc:
-        raise UserError(str(exc)) from None
 
 
 def _calibrate(data: Path, out: str | None) -> int:

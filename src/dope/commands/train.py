@@ -59,13 +59,14 @@ def run(args: argparse.Namespace) -> int:
     from dope.training.threads import limit_threads
 
     limit_threads(args.threads)
-    from dope.commands.predict import open_registry, open_store, time_or_none
+    from dope.commands.options import open_store, time_option
+    from dope.commands.predict import open_registry
     from dope.training.pipeline import TrainRequest, train
 
     store, interval_ms = open_store(args)
     request = TrainRequest(
-        kind=args.model, symbol=args.symbol, interval_ms=interval_ms, start_ms=time_or_none(args.start),
-        end_ms=time_or_none(args.end), params=parse_params(args.params), horizon=args.horizon, folds=args.folds,
+        kind=args.model, symbol=args.symbol, interval_ms=interval_ms, start_ms=time_option(args.start),
+        end_ms=time_option(args.end), params=parse_params(args.params), horizon=args.horizon, folds=args.folds,
         embargo=args.embargo, max_train_rows=args.max_train_rows, context_symbols=tuple(args.context))
     began = time.perf_counter()
     outcome = train(store, open_registry(args), request, progress=not args.no_progress)

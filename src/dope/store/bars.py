@@ -153,6 +153,13 @@ class BarStore:
         found = {p.parent.parent.name[7:] for p in folder.glob(f"symbol=*/date=*/{FILE_NAME}")}
         return sorted(found)
 
+    def require_symbol(self, symbol: str, interval_ms: int) -> None:
+        """Raise ``StoreError`` naming the symbols stored when ``symbol`` has no bar at ``interval_ms``."""
+        stored = self.symbols(interval_ms)
+        if symbol not in stored:
+            raise StoreError(f"no {symbol} bars at interval {interval_ms} ms in {self.root} "
+                             f"(symbols stored: {', '.join(stored) or 'none'})")
+
     def intervals(self) -> list[int]:
         """Stored intervals in milliseconds, shortest first."""
         found = {parse_interval(p.name[9:]) for p in (self.root / "bars").glob("interval=*") if p.is_dir()}

@@ -303,7 +303,29 @@ class Intake:
         return None
 
 
-class BasePublisher(ABC):
+class _Closable(ABC):
+    """Idempotent ``close()`` and use as a context manager, for publishers and subscribers alike."""
+
+    _closed: bool
+
+    def close(self) -> None:
+        """Release the sockets and threads; idempotent."""
+        if not self._closed:
+            self._closed = True
+            self._close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    @abstractmethod
+    def _close(self) -> None: ...
+
+
+class BasePublisher(_Closable):
     """Stamps, encodes, records and sends; subclasses move the frames (``_send``, never blocking)."""
 
     def __init__(self, name: str, *, snapshot_depth: int = 0, snapshot_kinds: Iterable[str] = DEFAULT_SNAPSHOT_KINDS,
@@ -368,19 +390,6 @@ class BasePublisher(ABC):
             self._await_subscription(min(remaining, 50))
         return True
 
-    def close(self) -> None:
-        """Release the sockets and threads; idempotent."""
-        if not self._closed:
-            self._closed = True
-            self._close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()
-
     def _check_open(self) -> None:
         if self._closed:
             raise RuntimeError(f"publisher {self._name!r} is closed")
@@ -400,11 +409,8 @@ class BasePublisher(ABC):
     def _await_subscription(self, timeout_ms: int) -> None:
         """Count subscriptions that arrived (``stats.subscriptions``), waiting at most ``timeout_ms``."""
 
-    @abstractmethod
-    def _close(self) -> None: ...
 
-
-class BaseSubscriber(ABC):
+class BaseSubscriber(_Closable):
     """Receive loop, catch-up and liveness over an :class:`Intake`; subclasses fetch frames and snapshots."""
 
     def __init__(self, topics: Iterable[str]) -> None:
@@ -474,18 +480,6 @@ class BaseSubscriber(ABC):
         """Publishers heard from whose last heartbeat is more than ``timeout_ms`` before ``now_ms``."""
         return self._intake.heartbeats.dead(now_ms, timeout_ms)
 
-    def close(self) -> None:
-        if not self._closed:
-            self._closed = True
-            self._close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()
-
     def _check_open(self) -> None:
         if self._closed:
             raise RuntimeError(f"subscriber to {self._prefixes} is closed")
@@ -502,6 +496,3 @@ class BaseSubscriber(ABC):
 
     @abstractmethod
     def _fetch_snapshots(self, prefixes: Sequence[str], timeout_ms: int) -> list[Snapshot]: ...
-
-    @abstractmethod
-    def _close(self) -> None: ...
