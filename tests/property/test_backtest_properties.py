@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from dope.backtest import BacktestConfig, BacktestResult, run_event, run_vectorized
+from dope.trading.accounting import HOLD, change_levels, signal
 
 MIN = 60_000
 
@@ -89,3 +90,16 @@ def test_accounting_identities(market: tuple[np.ndarray, ...], cfg: BacktestConf
     assert np.isclose(r.fees_paid, r.trades["entry_fee"].sum() + r.trades["exit_fee"].sum(), rtol=1e-9, atol=1e-12)
     if not cfg.allow_short:
         assert (r.position >= 0).all()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.floats(allow_nan=True, allow_infinity=True), st.floats(-1, 1), st.floats(0, 1), st.booleans(),
+       st.sampled_from([-1, 0, 1]))
+def test_change_levels_are_exactly_the_predictions_that_change_direction(
+        prediction: float, lower: float, width: float, allow_short: bool, direction: int) -> None:
+    if direction < 0 and not allow_short:
+        direction = 0  # a long/flat run is never short
+    upper = lower + width
+    above, below = change_levels(direction, upper, lower, allow_short)
+    wanted = signal(prediction, upper, lower, allow_short)
+    assert (prediction > above or prediction < below) == (wanted not in (HOLD, direction))

@@ -137,7 +137,7 @@ def test_sweep_matches_single_runs() -> None:
     assert len(grid) == 8  # pairs with lower > upper are left out
     for row in grid.to_dict("records"):
         single = run_vectorized(o, c, p, cfg.with_thresholds(row["upper"], row["lower"]), interval_ms=MIN)
-        assert {k: row[k] for k in single.metrics} == pytest.approx(single.metrics, rel=1e-9, nan_ok=True)
+        assert np.array_equal([row[k] for k in single.metrics], list(single.metrics.values()), equal_nan=True)
     curves = sweep_equity(o, c, p, [(0.5, 0.0), (1.0, -1.0)], cfg)
     assert curves[1].tolist() == run_vectorized(o, c, p, cfg.with_thresholds(1.0, -1.0),
                                                 interval_ms=MIN).equity.tolist()
@@ -152,6 +152,40 @@ def test_sweep_matches_single_runs() -> None:
 def test_config_rejects_bad_values(kwargs: dict[str, float], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         BacktestConfig(**kwargs)  # type: ignore[arg-type]
+
+
+def test_many_fills_grow_the_tables_and_both_paths_still_agree() -> None:
+    rng = np.random.default_rng(8)
+    n = 3_000
+    c = 100 * np.exp(np.cumsum(rng.normal(0, 0.002, n)))
+    o = np.r_[100.0, c[:-1]]
+    p = np.where(np.arange(n) % 2 == 0, 1.0, -1.0)  # a reversal at every bar: ~3,000 fills
+    cfg = BacktestConfig(upper=0.0, lower=0.0, fee_rate=0.0005, allow_short=True)
+    times = np.arange(n) * MIN
+    fast = run_vectorized(o, c, p, cfg, times=times)
+    slow = run_event({"open_time": times, "open": o, "close": c}, p, cfg)
+    assert len(fast.trades) == n - 1
+    assert np.array_equal(fast.equity, slow.equity) and np.array_equal(fast.position, slow.position)
+    pd.testing.assert_frame_equal(fast.trades, slow.trades, check_exact=True)
+    assert fast.metrics == slow.metrics
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf, 0.0, -1.0])
+@pytest.mark.parametrize("column", ["open", "close"])
+@pytest.mark.parametrize("pred", [math.nan, 1.0])  # flat throughout, or long from bar 1
+def test_a_bad_price_anywhere_is_named(bad: float, column: str, pred: float) -> None:
+    prices = {"open": np.full(6, 10.0), "close": np.full(6, 10.0)}
+    prices[column][4] = bad
+    with pytest.raises(ValueError, match=f"{column} price at bar 4 is {bad}"):
+        run_vectorized(prices["open"], prices["close"], np.full(6, pred), BacktestConfig(upper=0.0, lower=0.0),
+                       interval_ms=MIN)
+
+
+def test_huge_finite_prices_are_not_mistaken_for_bad_ones() -> None:
+    # Their sum overflows the kernel's quick check; the exact check clears them.
+    r = run_vectorized([1e308] * 3, [1e308] * 3, [1.0, 0.0, 0.0], BacktestConfig(upper=0.5, lower=-0.5),
+                       interval_ms=MIN)
+    assert r.metrics["n_bars"] == 3 and len(r.trades) == 1
 
 
 def test_bad_inputs_are_named() -> None:

@@ -10,7 +10,7 @@ import pandas as pd
 
 from dope.backtest.config import BacktestConfig
 from dope.backtest.metrics import compute_metrics
-from dope.backtest.result import BacktestResult, trades_from_records
+from dope.backtest.result import BacktestResult, RecordedBars, trades_from_records
 from dope.backtest.vectorized import bar_times, check_inputs
 from dope.clock import SimulatedClock
 from dope.trading import PaperBroker, Portfolio, ThresholdStrategy, Trader
@@ -48,7 +48,7 @@ def run_event(bars: Bars, predictions: npt.ArrayLike, config: BacktestConfig, *,
     fees = trader.portfolio.fees_paid
     metrics = compute_metrics(equity, interval, trades, initial_cash=config.initial_cash, position=position,
                               fees_paid=fees)
-    return BacktestResult(config, interval, stamps, equity, position, trades, fees, metrics)
+    return BacktestResult(config, interval, RecordedBars(stamps, equity, position, trades), fees, metrics)
 
 
 def _close_times(bars: Bars, open_time: npt.NDArray[np.int64], interval_ms: int) -> npt.NDArray[np.int64]:

@@ -8,8 +8,9 @@ is zero. Sharpe uses the sample standard deviation (``ddof=1``); Sortino divides
 return by the downside deviation ``sqrt(mean(min(r, 0)**2))`` over all bars. CAGR
 compounds over ``n_bars / periods_per_year`` years; Calmar is CAGR over the maximum
 drawdown (a positive fraction of the running peak, the initial cash included). Turnover
-is the traded value (entries and exits) over the mean equity. Trade statistics count
-closed round trips only; the open position at the end is in the equity, not in them.
+is the traded value (quantity times fill price, entries and exits) over the mean equity.
+Trade statistics count closed round trips only; the open position at the end is in the
+equity, not in them.
 """
 
 from __future__ import annotations
@@ -72,11 +73,21 @@ def bar_returns(equity: FloatArray, initial_cash: float) -> FloatArray:
     return np.asarray(equity / previous - 1.0, dtype=np.float64)
 
 
+#: The running sums of :func:`fold_bar`: peak, max drawdown, sum of returns, of squared returns,
+#: of squared negative returns, of equity, bars exposed, previous equity.
+EquitySums = tuple[float, float, float, float, float, float, int, float]
+
+
 @numba.njit(cache=True, inline="always")
-def fold_bar(eq: float, qty: float, prev: float, peak: float, mdd: float, sum_r: float, sum_r2: float,
-           sum_d2: float, sum_eq: float, n_exposed: int) -> tuple[float, float, float, float, float, float,
-                                                                  int, float]:
-    """Fold one bar's equity into the sums behind the metrics (an unchanged equity adds a zero return)."""
+def start_sums(cash0: float) -> EquitySums:
+    """The sums before the first bar: the initial cash is the first peak and the first 'previous' equity."""
+    return cash0, 0.0, 0.0, 0.0, 0.0, 0.0, 0, cash0
+
+
+@numba.njit(cache=True, inline="always")
+def fold_bar(sums: EquitySums, eq: float, qty: float) -> EquitySums:
+    """Fold one bar's equity (and position) into the sums (an unchanged equity adds a zero return)."""
+    peak, mdd, sum_r, sum_r2, sum_d2, sum_eq, n_exposed, prev = sums
     if eq != prev:
         r = eq / prev - 1.0
         sum_r += r
@@ -87,19 +98,44 @@ def fold_bar(eq: float, qty: float, prev: float, peak: float, mdd: float, sum_r:
             peak = eq
         elif eq < peak * (1.0 - mdd):
             mdd = 1.0 - eq / peak
-    sum_eq += eq
-    n_exposed += qty != 0.0
-    return peak, mdd, sum_r, sum_r2, sum_d2, sum_eq, n_exposed, eq
+    return peak, mdd, sum_r, sum_r2, sum_d2, sum_eq + eq, n_exposed + (qty != 0.0), eq
+
+
+@numba.njit(cache=True)
+def sums_row(sums: EquitySums, n_bars: int) -> FloatArray:
+    """The sums as an array in ``EquityStats`` order."""
+    peak, mdd, sum_r, sum_r2, sum_d2, sum_eq, n_exposed, prev = sums
+    return np.array([n_bars, prev, sum_r, sum_r2, sum_d2, mdd, n_exposed, sum_eq], dtype=np.float64)
 
 
 @numba.njit(cache=True)
 def equity_sums(equity: FloatArray, position: FloatArray, cash0: float) -> FloatArray:
-    """The equity sums (``EquityStats`` order) of a curve, folded exactly as the backtest kernels fold them."""
-    peak, mdd, sum_r, sum_r2, sum_d2, sum_eq, n_exposed, prev = cash0, 0.0, 0.0, 0.0, 0.0, 0.0, 0, cash0
+    """The equity sums (``EquityStats`` order) of a curve, folded exactly as the backtest kernel folds them."""
+    sums = start_sums(cash0)
     for t in range(equity.shape[0]):
-        peak, mdd, sum_r, sum_r2, sum_d2, sum_eq, n_exposed, prev = fold_bar(
-            equity[t], position[t], prev, peak, mdd, sum_r, sum_r2, sum_d2, sum_eq, n_exposed)
-    return np.array([equity.shape[0], prev, sum_r, sum_r2, sum_d2, mdd, n_exposed, sum_eq])
+        sums = fold_bar(sums, equity[t], position[t])
+    return sums_row(sums, equity.shape[0])
+
+
+@numba.njit(cache=True)
+def trade_sums(qty: FloatArray, entry_price: FloatArray, exit_price: FloatArray, pnl: FloatArray,
+               ret: FloatArray, is_open: FloatArray) -> FloatArray:
+    """Closed trades, wins, sum of P&L, of returns and the traded value, folded trade by trade in order.
+
+    The traded value adds each trade's entry value (``qty * entry_price``), then its exit
+    value when it is closed: the order in which the fills happened.
+    """
+    n_closed = n_wins = 0
+    sum_pnl = sum_ret = traded = 0.0
+    for k in range(qty.shape[0]):
+        traded += qty[k] * entry_price[k]
+        if is_open[k] == 0.0:
+            traded += qty[k] * exit_price[k]
+            n_closed += 1
+            n_wins += pnl[k] > 0.0
+            sum_pnl += pnl[k]
+            sum_ret += ret[k]
+    return np.array([n_closed, n_wins, sum_pnl, sum_ret, traded], dtype=np.float64)
 
 
 def stats_from_sums(row: FloatArray) -> EquityStats:
@@ -115,14 +151,19 @@ def equity_stats(equity: FloatArray, initial_cash: float, position: FloatArray |
     return stats if position is not None else stats._replace(n_exposed=-1)
 
 
-def trade_stats(trades: pd.DataFrame) -> TradeStats:
-    """The sums behind the trade metrics (``trades`` as in :class:`BacktestResult`)."""
-    closed = trades[~trades["is_open"].to_numpy(dtype=bool)]
-    entry_value = (trades["qty"] * trades["entry_price"]).sum()
-    exit_value = (closed["qty"] * closed["exit_price"]).sum()
-    fees = trades["entry_fee"].sum() + closed["exit_fee"].sum()
-    return TradeStats(len(closed), int((closed["pnl"] > 0).sum()), float(closed["pnl"].sum()),
-                      float(closed["return"].sum()), float(entry_value + exit_value), float(fees))
+def trade_stats(trades: pd.DataFrame, fees: float | None = None) -> TradeStats:
+    """The sums behind the trade metrics (``trades`` as in :class:`BacktestResult`; fees summed unless given)."""
+    columns = [trades[name].to_numpy(dtype=np.float64)
+               for name in ("qty", "entry_price", "exit_price", "pnl", "return", "is_open")]
+    if fees is None:
+        closed = ~trades["is_open"].to_numpy(dtype=bool)
+        fees = float(trades["entry_fee"].sum() + trades["exit_fee"].to_numpy()[closed].sum())
+    return trade_stats_from_sums(trade_sums(*columns), fees)
+
+
+def trade_stats_from_sums(row: FloatArray, fees: float) -> TradeStats:
+    """``TradeStats`` from :func:`trade_sums`' array and the fees paid."""
+    return TradeStats(int(row[0]), int(row[1]), float(row[2]), float(row[3]), float(row[4]), fees)
 
 
 def finish_metrics(eq: EquityStats, tr: TradeStats, initial_cash: float, interval_ms: int) -> dict[str, float]:
@@ -154,9 +195,7 @@ def compute_metrics(equity: FloatArray, interval_ms: int, trades: pd.DataFrame, 
     overrides the sum of the trades' fees.
     """
     equity = np.asarray(equity, dtype=np.float64)
-    tr = trade_stats(trades)
-    if fees_paid is not None:
-        tr = tr._replace(fees=fees_paid)
+    tr = trade_stats(trades, fees_paid)
     return finish_metrics(equity_stats(equity, initial_cash, position), tr, initial_cash, interval_ms)
 
 

@@ -1,10 +1,17 @@
-"""What a backtest returns: equity and position per bar, the trades, the fees and the metrics."""
+"""What a backtest returns: the metrics at once; equity, position and trades when first asked for.
+
+The vectorized kernel keeps only what changes at a fill (the bar, the cash and the
+position from then on) and the trades as a raw table, so a backtest costs one pass over
+the inputs; :class:`BacktestResult` turns them into per-bar arrays and a trades frame on
+first use. The event path records the arrays as it goes and hands them over as they are.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Final
+from functools import cached_property
+from typing import Final, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -27,22 +34,75 @@ FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
 
+class BarRecord(Protocol):
+    """Where a result's per-bar arrays and trades come from."""
+
+    def times(self) -> IntArray:
+        """Open time of every bar (epoch ms)."""
+        ...
+
+    def curves(self) -> tuple[FloatArray, FloatArray]:
+        """Equity and position per bar."""
+        ...
+
+    def trades(self) -> pd.DataFrame:
+        """The trades frame (``TRADE_COLUMNS``)."""
+        ...
+
+
 @dataclass(frozen=True)
+class RecordedBars:
+    """Per-bar arrays and trades recorded as the bars went by (the event path)."""
+
+    bar_times: IntArray
+    equity: FloatArray
+    position: FloatArray
+    trade_frame: pd.DataFrame
+
+    def times(self) -> IntArray:
+        return self.bar_times
+
+    def curves(self) -> tuple[FloatArray, FloatArray]:
+        return self.equity, self.position
+
+    def trades(self) -> pd.DataFrame:
+        return self.trade_frame
+
+
+@dataclass(frozen=True, eq=False)
 class BacktestResult:
     """The outcome of one threshold backtest.
 
     ``times`` are the bars' open times (epoch ms); ``equity`` is marked at each bar's
-    close; ``position`` is the signed quantity held over that close.
+    close; ``position`` is the signed quantity held over that close. Those and ``trades``
+    are built from ``record`` on first use and kept.
     """
 
     config: BacktestConfig
     interval_ms: int
-    times: IntArray
-    equity: FloatArray
-    position: FloatArray
-    trades: pd.DataFrame
+    record: BarRecord = field(repr=False)
     fees_paid: float
-    metrics: dict[str, float] = field(default_factory=dict)
+    metrics: dict[str, float]
+
+    @cached_property
+    def times(self) -> IntArray:
+        return self.record.times()
+
+    @cached_property
+    def _curves(self) -> tuple[FloatArray, FloatArray]:
+        return self.record.curves()
+
+    @property
+    def equity(self) -> FloatArray:
+        return self._curves[0]
+
+    @property
+    def position(self) -> FloatArray:
+        return self._curves[1]
+
+    @cached_property
+    def trades(self) -> pd.DataFrame:
+        return self.record.trades()
 
     def returns(self) -> FloatArray:
         """Simple return of each bar (the first against the initial cash)."""

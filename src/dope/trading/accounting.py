@@ -12,6 +12,8 @@ buy and ``-1`` for a sell.
 
 from __future__ import annotations
 
+import math
+
 from numba.extending import register_jitable
 
 #: A signal meaning "no change": keep the current position.
@@ -30,6 +32,24 @@ def signal(prediction: float, upper: float, lower: float, allow_short: bool) -> 
     if prediction < lower:
         return -1 if allow_short else 0
     return HOLD
+
+
+@register_jitable
+def change_levels(direction: int, upper: float, lower: float, allow_short: bool) -> tuple[float, float]:
+    """(above, below): a prediction above ``above`` or below ``below`` asks :func:`signal` for a direction
+    other than ``direction``, and no other prediction does (NaN never does).
+
+    A loop over bars that tests only these two levels branches on the one threshold that
+    matters for the position held.
+
+    >>> change_levels(1, 0.01, -0.01, False), change_levels(0, 0.01, -0.01, False)
+    ((inf, -0.01), (0.01, -inf))
+    """
+    if direction > 0:
+        return math.inf, lower
+    if direction < 0:
+        return upper, -math.inf
+    return upper, lower if allow_short else -math.inf
 
 
 @register_jitable
