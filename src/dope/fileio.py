@@ -1,4 +1,4 @@
-"""Crash-safe file writes and an advisory lock: the one implementation every writer uses.
+"""Crash-safe file writes and advisory locks: the one implementation every writer uses.
 
 A file is replaced atomically: written to a temporary file beside it, fsynced,
 renamed over the old one, and the folder fsynced, so a reader (or a process
@@ -57,3 +57,19 @@ def exclusive_lock(path: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def try_lock(path: Path) -> IO[bytes]:
+    """Take an advisory exclusive lock on ``path`` (created if needed) without waiting.
+
+    The returned handle holds the lock until it is closed or the process dies;
+    ``BlockingIOError`` when someone else holds it.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(path, "a+b")  # noqa: SIM115 - the caller owns the handle: it is the lock
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise
+    return handle

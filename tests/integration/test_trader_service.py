@@ -16,9 +16,10 @@ import pytest
 
 from dope.backtest.event import make_trader, run_event
 from dope.clock import SimulatedClock
-from dope.config import DopeConfig, config_from_dict
+from dope.config import ConfigError, DopeConfig, config_from_dict
 from dope.messages import AnyMessage, Decision, Equity, Fill, Heartbeat
-from dope.services.trader import TraderService, build, reset_flag_path
+from dope.services.trader import TraderService, build, journal_path, reset_flag_path
+from dope.trading.journal import StepRecord, fold, read_journal
 from dope.trading.live import backtest_config
 from dope.transport import ZmqPublisher, ZmqSubscriber
 from tests.trader_helpers import make_bar, make_prediction, walk
@@ -177,3 +178,32 @@ def test_predictions_arriving_before_their_bars_wait_for_them(running: Running) 
     result = core_fills(bars, preds, running)
     assert np.array_equal([e.equity for e in running.of(Equity)], result.equity)
     assert not [d for d in running.of(Decision) if d.reason.startswith("no prediction")]
+
+
+def test_a_restarted_service_compacts_its_journal_and_goes_on_where_it_stopped(tmp_path: Path) -> None:
+    bars, preds = walk(90, seed=6)
+    first = Running(tmp_path)
+    try:
+        for bar, pred in zip(bars[:60], preds[:60], strict=True):
+            first.bars.publish(bar)
+            first.preds.publish(make_prediction(bar.open_time, pred))
+        first.until(lambda: len(first.of(Decision)) >= 60)
+        with pytest.raises(ConfigError, match="already running"):
+            build(first.config, no_catch_up=True)  # a second trader on the same journal is refused
+    finally:
+        first.close()
+    journal = journal_path(first.config.trader, first.service.name)
+    whole = read_journal(journal)
+    second = Running(tmp_path)
+    try:
+        compacted = read_journal(journal)
+        assert fold(compacted) == fold(whole)
+        assert sum(isinstance(r, StepRecord) for r in compacted) == 1 < sum(isinstance(r, StepRecord) for r in whole)
+        for bar, pred in zip(bars[60:], preds[60:], strict=True):
+            second.bars.publish(bar)
+            second.preds.publish(make_prediction(bar.open_time, pred))
+        second.until(lambda: len(second.of(Decision)) >= 30)
+        result = core_fills(bars, preds, second)
+        assert np.array_equal([e.equity for e in first.of(Equity) + second.of(Equity)], result.equity)
+    finally:
+        second.close()

@@ -18,6 +18,8 @@ from dope.trading.journal import (
     JournalError,
     ResetRecord,
     StepRecord,
+    compact,
+    compact_journal,
     encode_record,
     fold,
     read_journal,
@@ -86,8 +88,10 @@ def drive(trader: SymbolTrader, bars: list, preds: list, start: int, stop: int) 
     return out
 
 
+@pytest.mark.parametrize("compacted", [False, True])
 @pytest.mark.parametrize("crash_at", [1, 17, 33, 58])
-def test_a_restarted_trader_ends_where_an_uninterrupted_one_does(tmp_path: Path, crash_at: int) -> None:
+def test_a_restarted_trader_ends_where_an_uninterrupted_one_does(tmp_path: Path, crash_at: int,
+                                                                 compacted: bool) -> None:
     bars, preds = walk(80, seed=11)
     whole = SymbolTrader("BTCUSDT", CONFIG, None)
     expected = drive(whole, bars, preds, 0, len(bars))
@@ -97,6 +101,9 @@ def test_a_restarted_trader_ends_where_an_uninterrupted_one_does(tmp_path: Path,
         first = SymbolTrader("BTCUSDT", CONFIG, None, journal=journal)
         got = drive(first, bars, preds, 0, crash_at)
         first.on_bar(bars[crash_at], bars[crash_at].close_time)  # handled, then killed before its decision
+    if compacted:
+        before, after = compact_journal(path)
+        assert after < before or crash_at == 1
     with Journal(path) as journal:
         second = SymbolTrader("BTCUSDT", CONFIG, fold(read_journal(path)).get("BTCUSDT"), journal=journal)
         assert second.on_bar(bars[crash_at - 1], 0) == []  # already handled: skipped
@@ -121,3 +128,21 @@ def test_order_records_are_fsynced_at_once_and_bar_steps_in_groups(tmp_path: Pat
         assert len(synced) == 1                   # an order intent is on disk before the order is sent
     assert len(synced) == 1                       # nothing left to sync at close
     assert len(read_journal(tmp_path / "t.journal")) == 101
+
+
+def test_compaction_keeps_what_a_restart_folds_and_only_that(tmp_path: Path) -> None:
+    bars, preds = walk(200, seed=4)
+    path = tmp_path / "t.journal"
+    with Journal(path) as journal:
+        trader = SymbolTrader("BTCUSDT", CONFIG, None, journal=journal)
+        drive(trader, bars, preds, 0, len(bars))
+        journal.append(ResetRecord(symbol="BTCUSDT", time_ms=1))  # after the last step: it must survive
+    records = read_journal(path)
+    kept = compact(records)
+    assert fold(kept) == fold(records) and fold(kept)["BTCUSDT"].resets == 1
+    assert sum(isinstance(r, StepRecord) for r in kept) == 1
+    assert len(kept) == len(records) - sum(isinstance(r, StepRecord) for r in records) + 1 + sum(
+        len(r.fills) for r in records[:-2] if isinstance(r, StepRecord))
+    assert compact(kept) == kept  # compacting twice changes nothing
+    assert compact_journal(path) == (len(records), len(kept))
+    assert read_journal(path) == kept

@@ -5,8 +5,10 @@ A thin loop around :class:`dope.trading.live.LiveTrader`-style per-symbol trader
 The paper broker is the default; the Binance broker needs ``trader.broker = "binance"`` *and*
 an explicit opt-in (``--live``, or ``trader.i_understand_real_orders = "yes"``, e.g. the env
 ``DOPE_TRADER__I_UNDERSTAND_REAL_ORDERS=yes``) and keys in ``BINANCE_API_KEY`` /
-``BINANCE_API_SECRET``. State is journaled in ``<trader.state_dir>/<name>.journal``; creating
-the file ``<trader.state_dir>/<name>.reset-kill-switch`` resets the kill switch of every symbol.
+``BINANCE_API_SECRET``. State is journaled in ``<trader.state_dir>/<name>.journal`` (compacted
+when the trader starts); creating the file ``<trader.state_dir>/<name>.reset-kill-switch``
+(``dope trader reset-kill-switch``) resets the kill switch of every symbol. A trader holds
+``<name>.lock`` while it runs, so a second one with the same name and state folder is refused.
 
     python -m dope.services.trader --config dope.toml [--live] [--no-catch-up]
 """
@@ -17,19 +19,21 @@ import argparse
 import asyncio
 import math
 import threading
-from collections.abc import Coroutine, Mapping, Sequence
+from collections.abc import Coroutine, Iterator, Mapping, Sequence
 from concurrent.futures import Future
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
 import aiohttp
 
 from dope.clock import Clock, LiveClock
 from dope.config import ConfigError, DopeConfig, TraderConfig
+from dope.fileio import try_lock
 from dope.messages import AnyMessage, Bar, Prediction
 from dope.services.base import Service, endpoint_of, service_main, service_publisher, service_subscriber
 from dope.trading.binance_broker import BinanceBroker, BinanceOrderClient, Credentials, reconcile
-from dope.trading.journal import Journal, ResetRecord, SymbolHistory, fold, read_journal
+from dope.trading.journal import Journal, ResetRecord, SymbolHistory, compact_journal, fold, read_journal
 from dope.trading.live import SymbolTrader
 from dope.trading.orders import Fill
 from dope.trading.portfolio import Portfolio
@@ -49,6 +53,26 @@ def journal_path(config: TraderConfig, name: str) -> Path:
 def reset_flag_path(config: TraderConfig, name: str) -> Path:
     """The file whose creation resets the kill switch: ``<state_dir>/<name>.reset-kill-switch``."""
     return Path(config.state_dir) / f"{name}.reset-kill-switch"
+
+
+def take_trader_lock(config: TraderConfig, name: str) -> IO[bytes]:
+    """Lock ``<state_dir>/<name>.lock`` (held until the handle closes); ConfigError when a trader holds it."""
+    path = Path(config.state_dir) / f"{name}.lock"
+    try:
+        return try_lock(path)
+    except BlockingIOError:
+        raise ConfigError(f"a trader named {name!r} is already running on {config.state_dir} "
+                          f"(it holds {path}); stop it first, or give this one another name") from None
+
+
+@contextmanager
+def trader_lock(config: TraderConfig, name: str) -> Iterator[None]:
+    """Hold the trader's lock for a ``with`` block (to work on its journal while it is not running)."""
+    handle = take_trader_lock(config, name)
+    try:
+        yield
+    finally:
+        handle.close()
 
 
 class LoopThread:
@@ -123,13 +147,25 @@ class TraderService(Service):
         self.catch_up = catch_up
         self.trade_counters: dict[str, int] = {}
         self.journal_file = journal_path(config, name)
-        histories = fold(read_journal(self.journal_file))
+        self._lock = take_trader_lock(config, name)
+        try:
+            histories = self._compacted_history()
+        except BaseException:
+            self._lock.close()
+            raise
         self.journal = Journal(self.journal_file, fsync=config.journal_fsync)
         self.traders = {s: self._symbol_trader(s, histories.get(s)) for s in symbols}
         self._next_reset_check = 0
         resumed = {s: t.last_open_time for s, t in self.traders.items() if t.last_open_time >= 0}
         if resumed:
             self.log.info("%s: resumed from %s at bars %s", name, self.journal_file, resumed)
+
+    def _compacted_history(self) -> dict[str, SymbolHistory]:
+        """Compact the journal (under the lock, before anything appends) and fold it."""
+        before, after = compact_journal(self.journal_file)
+        if after < before:
+            self.log.info("%s: journal compacted from %d to %d records", self.name, before, after)
+        return fold(read_journal(self.journal_file))
 
     def _symbol_trader(self, symbol: str, history: SymbolHistory | None) -> SymbolTrader:
         rt = self.binance
@@ -211,9 +247,11 @@ class TraderService(Service):
 
     def finish(self) -> None:
         self.journal.close()
+        self._lock.close()
 
     def close(self) -> None:
         super().close()
+        self.finish()
         if self.binance is not None:
             self.binance.close()
 

@@ -83,7 +83,7 @@ class SymbolTrader:
         self.counters = counters if counters is not None else {}
         self.problems = ProblemCounter(logging.LoggerAdapter(log, {"symbol": symbol}))  # type: ignore[arg-type]
         self.clock = SimulatedClock()
-        self.portfolio = _restored_portfolio(config.initial_cash, history)
+        self.portfolio = restored_portfolio(config.initial_cash, history)
         self.broker = make_broker(self.portfolio) if make_broker is not None else self._paper_broker(history)
         strategy = ThresholdStrategy(config.upper, config.lower, allow_short=config.allow_short)
         self.core = Trader(symbol, strategy, self.broker, self.portfolio, self.clock)
@@ -337,7 +337,7 @@ def waiting_open(waiting: _Waiting | None) -> int:
     return waiting.bar.open_time if waiting is not None else -1
 
 
-def _restored_portfolio(cash: float, history: SymbolHistory | None) -> Portfolio:
+def restored_portfolio(cash: float, history: SymbolHistory | None) -> Portfolio:
     """A portfolio with the journal's fills booked again, in order (the same arithmetic, the same state)."""
     portfolio = Portfolio(cash)
     for fill in history.fills if history is not None else []:
