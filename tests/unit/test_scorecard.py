@@ -159,6 +159,10 @@ def test_scorecards_command_prints_the_saved_cards(tmp_path: Path, capsys: pytes
     assert main(["models", "scorecards", "zero", "--json", "--config", str(config)]) == 0
     [card] = json.loads(capsys.readouterr().out)
     assert card["model_id"] == "zero" and card["misses"] == 10 and card["role"] == "canary"
+    assert main(["models", "scorecards", "--symbol", SYM, "--json", "--config", str(config)]) == 0
+    assert sorted(c["model_id"] for c in json.loads(capsys.readouterr().out)) == ["rf", "zero"]
+    assert main(["models", "scorecards", "--symbol", "NOPEUSDT", "--json", "--config", str(config)]) == 0
+    assert json.loads(capsys.readouterr().out) == []
     (tmp_path / "store" / "scorecards" / "rendezvous.json").unlink()
     assert main(["models", "scorecards", "--config", str(config)]) == 0
     assert "no scorecards" in capsys.readouterr().out

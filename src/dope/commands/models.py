@@ -4,7 +4,7 @@
     dope models show lightgbm-20260101T0000-ab12cd
     dope models promote lightgbm-20260101T0000-ab12cd --role champion
     dope models retire ridge-20251201T0900-0f1e2d
-    dope models scorecards            # live scorecards saved by the rendezvous (dope.commands.scorecards)
+    dope models scorecards [ID] [--symbol S]   # live scorecards saved by the rendezvous
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model_id", nargs="?", metavar="MODEL_ID", help="the model (show, promote, retire)")
     parser.add_argument("--role", default="champion",
                         help="role for promote: champion, challenger, shadow, canary (default champion)")
-    parser.add_argument("--json", action="store_true", help="machine-readable output (list, show)")
+    parser.add_argument("--json", action="store_true", help="machine-readable output (list, show, scorecards)")
+    parser.add_argument("--symbol", help="only this symbol's cards (scorecards)")
     parser.add_argument("--registry", help="registry folder (default: [registry] path)")
     parser.add_argument("--config", help="TOML configuration file")
 

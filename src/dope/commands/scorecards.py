@@ -67,7 +67,7 @@ def show(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     folder = Path(getattr(args, "store", None) or config.store.path) / "scorecards"
-    cards = select(load_scorecards(folder), args.model_id, getattr(args, "symbol", None))
+    cards = select(load_scorecards(folder), args.model_id, args.symbol)
     if args.json:
         print(json.dumps(msgspec.to_builtins(cards), indent=2))
     elif not cards:
