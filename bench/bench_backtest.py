@@ -115,7 +115,11 @@ def main() -> None:
                                "read": lambda: read_pass(o, c, p)}, rounds=21)
     ours, bare = min(turns["ours"]), min(turns["read"])
     with_times = best_time(lambda: run_vectorized(o, c, p, cfg, times=t, interval_ms=INTERVAL_MS), repeat=3)
-    curves = best_time(lambda: run_vectorized(o, c, p, cfg, interval_ms=INTERVAL_MS).equity, repeat=3)
+    def with_curves() -> object:
+        result = run_vectorized(o, c, p, cfg, interval_ms=INTERVAL_MS)
+        return result.equity, result.position
+
+    curves = best_time(with_curves, repeat=3)
     frames = best_time(lambda: run_vectorized(o, c, p, cfg, interval_ms=INTERVAL_MS).trades, repeat=3)
     result = run_vectorized(o, c, p, cfg, times=t, interval_ms=INTERVAL_MS)
     print(f"trades: {len(result.trades):,}, exposure {result.metrics['exposure']:.2f}")

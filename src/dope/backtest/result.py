@@ -41,8 +41,12 @@ class BarRecord(Protocol):
         """Open time of every bar (epoch ms)."""
         ...
 
-    def curves(self) -> tuple[FloatArray, FloatArray]:
-        """Equity and position per bar."""
+    def equity(self) -> FloatArray:
+        """Equity per bar, marked at the close."""
+        ...
+
+    def position(self) -> FloatArray:
+        """Signed quantity held over each bar's close."""
         ...
 
     def trades(self) -> pd.DataFrame:
@@ -55,15 +59,18 @@ class RecordedBars:
     """Per-bar arrays and trades recorded as the bars went by (the event path)."""
 
     bar_times: IntArray
-    equity: FloatArray
-    position: FloatArray
+    equity_curve: FloatArray
+    positions: FloatArray
     trade_frame: pd.DataFrame
 
     def times(self) -> IntArray:
         return self.bar_times
 
-    def curves(self) -> tuple[FloatArray, FloatArray]:
-        return self.equity, self.position
+    def equity(self) -> FloatArray:
+        return self.equity_curve
+
+    def position(self) -> FloatArray:
+        return self.positions
 
     def trades(self) -> pd.DataFrame:
         return self.trade_frame
@@ -89,16 +96,12 @@ class BacktestResult:
         return self.record.times()
 
     @cached_property
-    def _curves(self) -> tuple[FloatArray, FloatArray]:
-        return self.record.curves()
-
-    @property
     def equity(self) -> FloatArray:
-        return self._curves[0]
+        return self.record.equity()
 
-    @property
+    @cached_property
     def position(self) -> FloatArray:
-        return self._curves[1]
+        return self.record.position()
 
     @cached_property
     def trades(self) -> pd.DataFrame:

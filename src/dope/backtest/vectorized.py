@@ -211,18 +211,22 @@ def _table_sums(trades: FloatArray) -> FloatArray:
 
 
 @numba.njit(cache=True)
-def curves_from_fills(close: FloatArray, fills: FloatArray) -> tuple[FloatArray, FloatArray]:
-    """Equity and position per bar from the fill log, marked exactly as the kernel marks them."""
+def equity_from_fills(close: FloatArray, fills: FloatArray) -> FloatArray:
+    """Equity per bar from the fill log, marked exactly as the kernel marks it."""
     n = close.shape[0]
-    equity, position = np.empty(n), np.empty(n)
+    equity = np.empty(n)
     for k in range(fills.shape[0]):
-        start = int(fills[k, _FROM_BAR])
         end = int(fills[k + 1, _FROM_BAR]) if k + 1 < fills.shape[0] else n
         cash, qty = fills[k, _CASH], fills[k, _POSITION]
-        for t in range(start, end):
+        for t in range(int(fills[k, _FROM_BAR]), end):
             equity[t] = _mark(cash, qty, close[t])
-            position[t] = qty
-    return equity, position
+    return equity
+
+
+def position_from_fills(n: int, fills: FloatArray) -> FloatArray:
+    """Position per bar from the fill log: each fill's position until the next fill."""
+    starts = fills[:, _FROM_BAR].astype(np.int64)
+    return np.repeat(fills[:, _POSITION], np.diff(np.append(starts, n)))
 
 
 @numba.njit(cache=True, parallel=True)
@@ -318,8 +322,11 @@ class FillRecord:
             return self.stamps
         return np.arange(len(self.close), dtype=np.int64) * self.interval_ms
 
-    def curves(self) -> tuple[FloatArray, FloatArray]:
-        return curves_from_fills(self.close, self.fills)
+    def equity(self) -> FloatArray:
+        return equity_from_fills(self.close, self.fills)
+
+    def position(self) -> FloatArray:
+        return position_from_fills(len(self.close), self.fills)
 
     def trades(self) -> pd.DataFrame:
         return trades_from_array(_with_times(self.trade_table.copy(), self._bar_time))
@@ -419,5 +426,5 @@ def sweep_equity(open: npt.ArrayLike, close: npt.ArrayLike, prediction: npt.Arra
     out = np.empty((len(pairs), len(c)))
     for k, (upper, lower) in enumerate(pairs):
         _, fills, _, _ = _backtest(o, c, p, config.with_thresholds(upper, lower))
-        out[k] = curves_from_fills(c, fills)[0]
+        out[k] = equity_from_fills(c, fills)
     return out
