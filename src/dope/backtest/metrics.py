@@ -74,20 +74,21 @@ def bar_returns(equity: FloatArray, initial_cash: float) -> FloatArray:
 
 
 #: The running sums of :func:`fold_bar`: peak, max drawdown, sum of returns, of squared returns,
-#: of squared negative returns, of equity, bars exposed, previous equity.
-EquitySums = tuple[float, float, float, float, float, float, int, float]
+#: of squared negative returns, of equity, bars exposed, previous equity, and the drawdown floor
+#: ``peak * (1 - max drawdown)`` (kept, not recomputed per bar: the same value either way).
+EquitySums = tuple[float, float, float, float, float, float, int, float, float]
 
 
 @numba.njit(cache=True, inline="always")
 def start_sums(cash0: float) -> EquitySums:
     """The sums before the first bar: the initial cash is the first peak and the first 'previous' equity."""
-    return cash0, 0.0, 0.0, 0.0, 0.0, 0.0, 0, cash0
+    return cash0, 0.0, 0.0, 0.0, 0.0, 0.0, 0, cash0, cash0
 
 
 @numba.njit(cache=True, inline="always")
 def fold_bar(sums: EquitySums, eq: float, qty: float) -> EquitySums:
     """Fold one bar's equity (and position) into the sums (an unchanged equity adds a zero return)."""
-    peak, mdd, sum_r, sum_r2, sum_d2, sum_eq, n_exposed, prev = sums
+    peak, mdd, sum_r, sum_r2, sum_d2, sum_eq, n_exposed, prev, floor = sums
     if eq != prev:
         r = eq / prev - 1.0
         sum_r += r
@@ -96,15 +97,17 @@ def fold_bar(sums: EquitySums, eq: float, qty: float) -> EquitySums:
             sum_d2 += r * r
         if eq > peak:
             peak = eq
-        elif eq < peak * (1.0 - mdd):
+            floor = peak * (1.0 - mdd)
+        elif eq < floor:
             mdd = 1.0 - eq / peak
-    return peak, mdd, sum_r, sum_r2, sum_d2, sum_eq + eq, n_exposed + (qty != 0.0), eq
+            floor = peak * (1.0 - mdd)
+    return peak, mdd, sum_r, sum_r2, sum_d2, sum_eq + eq, n_exposed + (qty != 0.0), eq, floor
 
 
 @numba.njit(cache=True)
 def sums_row(sums: EquitySums, n_bars: int) -> FloatArray:
     """The sums as an array in ``EquityStats`` order."""
-    peak, mdd, sum_r, sum_r2, sum_d2, sum_eq, n_exposed, prev = sums
+    peak, mdd, sum_r, sum_r2, sum_d2, sum_eq, n_exposed, prev, _ = sums
     return np.array([n_bars, prev, sum_r, sum_r2, sum_d2, mdd, n_exposed, sum_eq], dtype=np.float64)
 
 
