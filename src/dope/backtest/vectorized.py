@@ -46,7 +46,9 @@ _mark = accounting.mark
 _HOLD = accounting.HOLD
 _N_COLS = len(TRADE_COLUMNS)
 (_DIRECTION, _ENTRY_BAR, _EXIT_BAR, _ENTRY_TIME, _EXIT_TIME, _QTY, _ENTRY_PRICE, _EXIT_PRICE, _ENTRY_FEE,
- _EXIT_FEE, _PNL, _RETURN, _IS_OPEN) = range(_N_COLS)
+ _EXIT_FEE, _PNL, _RETURN, _IS_OPEN) = (TRADE_COLUMNS.index(name) for name in (
+    "direction", "entry_bar", "exit_bar", "entry_time", "exit_time", "qty", "entry_price", "exit_price",
+    "entry_fee", "exit_fee", "pnl", "return", "is_open"))
 #: Columns of the fill log: the bar from which the cash and the position hold.
 _FROM_BAR, _CASH, _POSITION = range(3)
 
