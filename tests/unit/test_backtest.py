@@ -21,6 +21,7 @@ from dope.backtest import (
     zero_baseline,
 )
 from dope.backtest.result import empty_trades
+from dope.backtest.vectorized import START_TRADE_ROWS
 
 MIN = 60_000
 
@@ -156,10 +157,10 @@ def test_config_rejects_bad_values(kwargs: dict[str, float], message: str) -> No
 
 def test_many_fills_grow_the_tables_and_both_paths_still_agree() -> None:
     rng = np.random.default_rng(8)
-    n = 3_000
-    c = 100 * np.exp(np.cumsum(rng.normal(0, 0.002, n)))
+    n = START_TRADE_ROWS + 20_000  # more trades than the tables start with
+    c = 100 * np.exp(np.cumsum(rng.normal(0, 0.0002, n)))
     o = np.r_[100.0, c[:-1]]
-    p = np.where(np.arange(n) % 2 == 0, 1.0, -1.0)  # a reversal at every bar: ~3,000 fills
+    p = np.where(np.arange(n) % 2 == 0, 1.0, -1.0)  # a reversal at every bar
     cfg = BacktestConfig(upper=0.0, lower=0.0, fee_rate=0.0005, allow_short=True)
     times = np.arange(n) * MIN
     fast = run_vectorized(o, c, p, cfg, times=times)

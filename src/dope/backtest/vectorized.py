@@ -55,6 +55,10 @@ _FROM_BAR, _CASH, _POSITION = range(3)
 #: (lowest price, sum of prices) seen so far: see :func:`_check_prices`.
 PriceChecks = tuple[float, float]
 
+#: Trade rows the kernel starts with (fewer for fewer bars); the table doubles when full, and growing
+#: copies it, so the start is big enough for most runs over a year of 10-second bars.
+START_TRADE_ROWS = 1 << 17
+
 
 @numba.njit(cache=True, inline="always")
 def _fill(pending: int, d: int, q_abs: float, cash: float, o: float, slippage: float, fee_rate: float,
@@ -136,7 +140,8 @@ def _run_kernel(open_: FloatArray, close: FloatArray, pred: FloatArray, upper: f
     (growing them inside the loop would cost reference counting on every fill).
     """
     n = np.uint64(close.shape[0])
-    trades, fills = np.empty((256, _N_COLS)), np.empty((256, 3))
+    rows = min(close.shape[0], START_TRADE_ROWS)
+    trades, fills = np.empty((rows + 2, _N_COLS)), np.empty((2 * rows + 2, 3))
     fills[0, _FROM_BAR], fills[0, _CASH], fills[0, _POSITION] = 0.0, cash0, 0.0
     nt, nf = 0, 1
     book: Book = (cash0, 0.0, 0, _HOLD, 0.0)
@@ -346,7 +351,12 @@ def _backtest(o: FloatArray, c: FloatArray, p: FloatArray, config: BacktestConfi
                                                         config.initial_cash)
     if not ok:
         check_inputs(o, c, p)  # raises, naming the first bad price (or passes: the quick sum overflowed)
-    return trades[:nt], fills[:nf], sums, fees
+    return _fitted(trades, nt), _fitted(fills, nf), sums, fees
+
+
+def _fitted(table: FloatArray, rows: int) -> FloatArray:
+    """The first ``rows`` of ``table``: a view, or a copy when the view would keep 4x its size alive."""
+    return table[:rows] if 4 * rows >= table.shape[0] else table[:rows].copy()
 
 
 def run_vectorized(open: npt.ArrayLike, close: npt.ArrayLike, prediction: npt.ArrayLike,
