@@ -171,6 +171,17 @@ def test_many_fills_grow_the_tables_and_both_paths_still_agree() -> None:
     assert fast.metrics == slow.metrics
 
 
+def test_a_result_keeps_no_table_much_bigger_than_its_rows() -> None:
+    n = 5_000
+    c = 100 * np.exp(np.cumsum(np.random.default_rng(2).normal(0, 0.001, n)))
+    p = np.where(np.arange(n) % 500 < 250, 1.0, -1.0)  # ten round trips in tables sized for 5,000 bars
+    r = run_vectorized(np.r_[100.0, c[:-1]], c, p, BacktestConfig(upper=0.0, lower=0.0), interval_ms=MIN)
+    for table in (r.record.trade_table, r.record.fills):  # type: ignore[attr-defined]
+        kept = table.base if table.base is not None else table
+        assert len(table) > 0 and kept.shape[0] <= 4 * len(table)
+    assert len(r.trades) == 10
+
+
 @pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf, 0.0, -1.0])
 @pytest.mark.parametrize("column", ["open", "close"])
 @pytest.mark.parametrize("pred", [math.nan, 1.0])  # flat throughout, or long from bar 1

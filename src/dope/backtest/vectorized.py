@@ -311,7 +311,12 @@ def checked_times(n: int, times: npt.ArrayLike | None, interval_ms: int | None) 
 def bar_times(n: int, times: npt.ArrayLike | None, interval_ms: int | None) -> tuple[IntArray, int]:
     """Open times of the bars (one interval apart from 0 when not given) and the bar interval."""
     stamps, interval = checked_times(n, times, interval_ms)
-    return (stamps if stamps is not None else np.arange(n, dtype=np.int64) * interval), interval
+    return (stamps if stamps is not None else spaced_times(n, interval)), interval
+
+
+def spaced_times(n: int, interval_ms: int) -> IntArray:
+    """``n`` open times one interval apart from 0 (bars given without their times)."""
+    return np.arange(n, dtype=np.int64) * interval_ms
 
 
 @dataclass(frozen=True)
@@ -325,9 +330,7 @@ class FillRecord:
     interval_ms: int
 
     def times(self) -> IntArray:
-        if self.stamps is not None:
-            return self.stamps
-        return np.arange(len(self.close), dtype=np.int64) * self.interval_ms
+        return self.stamps if self.stamps is not None else spaced_times(len(self.close), self.interval_ms)
 
     def equity(self) -> FloatArray:
         return equity_from_fills(self.close, self.fills)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from typing import TYPE_CHECKING, Any
 
 from dope.errors import UserError
@@ -54,11 +53,10 @@ def symbol_state(symbol: str, history: SymbolHistory, initial_cash: float) -> di
 
     portfolio = restored_portfolio(initial_cash, history)
     step = history.last_step
-    close = step.close if step is not None else math.nan
     killed = step is not None and step.risk.killed and history.resets == 0
     return {"symbol": symbol, "last_bar_open_time": step.open_time if step is not None else None,
             "position": portfolio.qty, "cash": portfolio.cash,
-            "equity": portfolio.equity(close) if step is not None else portfolio.cash,
+            "equity": portfolio.equity(step.close) if step is not None else portfolio.cash,
             "round_trips": len(portfolio.trades), "fees_paid": portfolio.fees_paid,
             "kill_switch": killed, "kill_reason": step.risk.reason if killed and step is not None else "",
             "pending_order": step is not None and step.pending is not None,

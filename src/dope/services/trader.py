@@ -33,7 +33,7 @@ from dope.fileio import try_lock
 from dope.messages import AnyMessage, Bar, Prediction
 from dope.services.base import Service, endpoint_of, service_main, service_publisher, service_subscriber
 from dope.trading.binance_broker import BinanceBroker, BinanceOrderClient, Credentials, reconcile
-from dope.trading.journal import Journal, ResetRecord, SymbolHistory, compact_journal, fold, read_journal
+from dope.trading.journal import Journal, ResetRecord, SymbolHistory, compacted_records, fold
 from dope.trading.live import SymbolTrader
 from dope.trading.orders import Fill
 from dope.trading.portfolio import Portfolio
@@ -162,10 +162,10 @@ class TraderService(Service):
 
     def _compacted_history(self) -> dict[str, SymbolHistory]:
         """Compact the journal (under the lock, before anything appends) and fold it."""
-        before, after = compact_journal(self.journal_file)
-        if after < before:
-            self.log.info("%s: journal compacted from %d to %d records", self.name, before, after)
-        return fold(read_journal(self.journal_file))
+        before, kept = compacted_records(self.journal_file)
+        if len(kept) < before:
+            self.log.info("%s: journal compacted from %d to %d records", self.name, before, len(kept))
+        return fold(kept)
 
     def _symbol_trader(self, symbol: str, history: SymbolHistory | None) -> SymbolTrader:
         rt = self.binance

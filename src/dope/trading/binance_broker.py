@@ -37,8 +37,9 @@ import msgspec
 
 from dope.clock import Clock
 from dope.config import ConfigError
+from dope.trading.broker import OrderSlot
 from dope.trading.journal import BaselineRecord, FillRecord, IntentRecord, OrderRecord, Record, SymbolHistory
-from dope.trading.orders import Fill, Order
+from dope.trading.orders import Fill
 from dope.trading.portfolio import Portfolio
 
 log = logging.getLogger("dope.trader.binance")
@@ -394,7 +395,7 @@ JournalHook = Callable[[Record], None]
 """Where the broker writes its ``intent`` (before sending), ``fill`` and ``order`` records."""
 
 
-class BinanceBroker:
+class BinanceBroker(OrderSlot):
     """Market orders on Binance for the core :class:`~dope.trading.Trader` of one symbol (long/flat).
 
     :meth:`submit` only records the target (the core decides synchronously); the live trader
@@ -405,6 +406,7 @@ class BinanceBroker:
     def __init__(self, client: BinanceOrderClient, filters: SymbolFilters, portfolio: Portfolio, *,
                  fee_rate: float = 0.001, fraction: float = 1.0, journal: JournalHook | None = None,
                  known_orders: set[str] | None = None) -> None:
+        super().__init__()
         self.client = client
         self.filters = filters
         self.portfolio = portfolio
@@ -415,20 +417,9 @@ class BinanceBroker:
         self.dust = 0.0
         self.last_ids: list[str] = []
         """Client order ids of the fills the last :meth:`execute` returned, in order."""
-        self._pending: Order | None = None
 
     def __repr__(self) -> str:
         return f"BinanceBroker({self.filters.symbol}, client={self.client!r})"
-
-    @property
-    def pending(self) -> Order | None:
-        return self._pending
-
-    def submit(self, order: Order) -> None:
-        self._pending = order
-
-    def cancel(self) -> None:
-        self._pending = None
 
     def on_open(self, time_ms: int, open_price: float) -> tuple[Fill, ...]:
         return _NO_FILLS

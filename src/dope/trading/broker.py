@@ -32,31 +32,40 @@ class Broker(Protocol):
     def on_open(self, time_ms: int, open_price: float) -> tuple[Fill, ...]: ...
 
 
-class PaperBroker:
-    """Simulated market orders against a :class:`Portfolio`, filled at the next open."""
+class OrderSlot:
+    """The one order a broker holds between the decision and its execution (a new one replaces it)."""
 
-    __slots__ = ("_pending", "fee_rate", "fraction", "portfolio", "slippage")
+    __slots__ = ("_pending",)
 
-    def __init__(self, portfolio: Portfolio, *, fee_rate: float = 0.001, slippage_bps: float = 0.0,
-                 fraction: float = 1.0) -> None:
-        self.portfolio = portfolio
-        self.fee_rate = fee_rate
-        self.slippage = slippage_bps / 10_000.0
-        self.fraction = fraction
+    def __init__(self) -> None:
         self._pending: Order | None = None
 
     @property
     def pending(self) -> Order | None:
-        """The order waiting for the next open, if any."""
+        """The order waiting to be executed, if any."""
         return self._pending
 
     def submit(self, order: Order) -> None:
-        """Queue ``order`` for the next open (it replaces an order still waiting)."""
+        """Hold ``order`` for execution (it replaces an order still waiting)."""
         self._pending = order
 
     def cancel(self) -> None:
         """Drop the waiting order."""
         self._pending = None
+
+
+class PaperBroker(OrderSlot):
+    """Simulated market orders against a :class:`Portfolio`, filled at the next open."""
+
+    __slots__ = ("fee_rate", "fraction", "portfolio", "slippage")
+
+    def __init__(self, portfolio: Portfolio, *, fee_rate: float = 0.001, slippage_bps: float = 0.0,
+                 fraction: float = 1.0) -> None:
+        super().__init__()
+        self.portfolio = portfolio
+        self.fee_rate = fee_rate
+        self.slippage = slippage_bps / 10_000.0
+        self.fraction = fraction
 
     def on_open(self, time_ms: int, open_price: float) -> tuple[Fill, ...]:
         """A new bar opened at ``open_price``: fill the waiting order there, book and return its fills."""

@@ -281,11 +281,17 @@ def compact(records: list[Record]) -> list[Record]:
 def compact_journal(path: Path) -> tuple[int, int]:
     """Replace the journal at ``path`` by its :func:`compact` form, atomically: (records before, after).
 
-    Only while no trader appends to it (the trader service calls this before it opens its journal,
+    Only while no trader appends to it (the trader service does this before it opens its journal,
     holding its state lock).
     """
+    before, kept = compacted_records(path)
+    return before, len(kept)
+
+
+def compacted_records(path: Path) -> tuple[int, list[Record]]:
+    """:func:`compact_journal`, returning the number of records before and the records kept."""
     records = read_journal(path)
     kept = compact(records)
     if len(kept) < len(records):
         atomic_write(path, lambda handle: handle.write(b"".join(encode_record(r) for r in kept)))
-    return len(records), len(kept)
+    return len(records), kept
