@@ -111,8 +111,10 @@ def main() -> None:
     print(f"{n:,} bars of {INTERVAL_MS // 1000} s; numba threads {numba.get_num_threads()}; "
           f"load average {load:.1f} on {os.cpu_count()} CPUs (ratios are only fair on an idle machine)")
 
+    calm = BacktestConfig(upper=1e-4, lower=-1e-4, fee_rate=0.0)
     turns = interleaved_times({"ours": lambda: run_vectorized(o, c, p, cfg, interval_ms=INTERVAL_MS),
-                               "read": lambda: read_pass(o, c, p)}, rounds=21)
+                               "read": lambda: read_pass(o, c, p),
+                               "calm": lambda: run_vectorized(o, c, p, calm, interval_ms=INTERVAL_MS)}, rounds=21)
     ours, bare = min(turns["ours"]), min(turns["read"])
     with_times = best_time(lambda: run_vectorized(o, c, p, cfg, times=t, interval_ms=INTERVAL_MS), repeat=3)
     def with_curves() -> object:
@@ -134,6 +136,9 @@ def main() -> None:
     print(f"  ratio ours / bare read: best {ours / bare:5.2f}x, median of {len(turns['read'])} turns "
           f"{median_ratio(turns['ours'], turns['read']):5.2f}x   (target <= 2x)")
     print(f"  ratio ours with equity/position / bare read: {curves / bare:5.2f}x")
+    calm_trades = run_vectorized(o, c, p, calm, interval_ms=INTERVAL_MS).metrics["n_trades"]
+    print(f"  a calmer strategy (thresholds +-{calm.upper:g}, {calm_trades:,.0f} round trips): best "
+          f"{min(turns['calm']) / bare:5.2f}x, median {median_ratio(turns['calm'], turns['read']):5.2f}x the read")
 
     uppers = np.linspace(0.0, 9e-5, 10)
     lowers = np.linspace(-9e-5, 0.0, 10)

@@ -11,6 +11,11 @@ drawdown (a positive fraction of the running peak, the initial cash included). T
 is the traded value (quantity times fill price, entries and exits) over the mean equity.
 Trade statistics count closed round trips only; the open position at the end is in the
 equity, not in them.
+
+The equity sums are kept in four lanes, bar ``t`` in lane ``t % 4``, and the lanes are added
+as ``(l0 + l1) + (l2 + l3)`` at the end (:mod:`dope.backtest.lanes`). Every path folds the
+same bars into the same lanes in the same order, so the event path, the kernel and the
+sweep agree to the bit, and the kernel folds four bars per vector instruction.
 """
 
 from __future__ import annotations
@@ -22,6 +27,23 @@ import numba
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
+
+from dope.backtest.lanes import (
+    WIDTH,
+    Lanes,
+    add_where,
+    address,
+    bits_gt,
+    bits_lt,
+    bits_ne,
+    lane,
+    lane_sum,
+    lanes_from,
+    load,
+    load_part,
+    previous_lanes,
+    splat,
+)
 
 YEAR_MS: Final = 365 * 24 * 3600 * 1000
 
@@ -73,51 +95,121 @@ def bar_returns(equity: FloatArray, initial_cash: float) -> FloatArray:
     return np.asarray(equity / previous - 1.0, dtype=np.float64)
 
 
-#: The running sums of :func:`fold_bar`: peak, max drawdown, sum of returns, of squared returns,
-#: of squared negative returns, of equity, bars exposed, previous equity, and the drawdown floor
-#: ``peak * (1 - max drawdown)`` (kept, not recomputed per bar: the same value either way).
-EquitySums = tuple[float, float, float, float, float, float, int, float, float]
+#: The running sums of :func:`fold_lanes`: peak, max drawdown, the drawdown floor ``peak * (1 - max
+#: drawdown)`` (kept, not recomputed per bar), the previous equity, then in lanes (bar ``t`` in lane
+#: ``t % 4``) the sums of returns, of squared returns, of squared negative returns and of equity, and
+#: last the bars exposed.
+EquitySums = tuple[float, float, float, float, Lanes, Lanes, Lanes, Lanes, int]
 
 
 @numba.njit(cache=True, inline="always")
 def start_sums(cash0: float) -> EquitySums:
     """The sums before the first bar: the initial cash is the first peak and the first 'previous' equity."""
-    return cash0, 0.0, 0.0, 0.0, 0.0, 0.0, 0, cash0, cash0
+    zero = splat(0.0)
+    return cash0, 0.0, cash0, cash0, zero, zero, zero, zero, 0
 
 
 @numba.njit(cache=True, inline="always")
-def fold_bar(sums: EquitySums, eq: float, qty: float) -> EquitySums:
-    """Fold one bar's equity (and position) into the sums (an unchanged equity adds a zero return)."""
-    peak, mdd, sum_r, sum_r2, sum_d2, sum_eq, n_exposed, prev, floor = sums
-    if eq != prev:
-        r = eq / prev - 1.0
-        sum_r += r
-        sum_r2 += r * r
-        if r < 0.0:
-            sum_d2 += r * r
-        if eq > peak:
-            peak = eq
-            floor = peak * (1.0 - mdd)
-        elif eq < floor:
-            mdd = 1.0 - eq / peak
-            floor = peak * (1.0 - mdd)
-    return peak, mdd, sum_r, sum_r2, sum_d2, sum_eq + eq, n_exposed + (qty != 0.0), eq, floor
+def fold_lanes(sums: EquitySums, equity: Lanes, first: int, last: int) -> EquitySums:
+    """Fold the equity of lanes ``first`` to ``last`` of a group of four bars (the group starts at a
+    multiple of 4) into the sums; an unchanged equity adds no return.
+
+    Each lane's sums take their bars in order, and the peak and drawdown walk the lanes in
+    order, so any walk over the same bars in aligned groups gives the same bits.
+    """
+    peak, mdd, floor = sums[0], sums[1], sums[2]
+    sums, moved = fold_returns(sums, equity, first, last)
+    if moved & (bits_gt(equity, splat(peak)) | bits_lt(equity, splat(floor))):
+        for j in range(WIDTH):
+            if moved >> j & 1:
+                peak, mdd, floor = step_drawdown(peak, mdd, floor, lane(equity, j))
+        sums = (peak, mdd, floor) + sums[3:]
+    return sums
+
+
+@numba.njit(cache=True, inline="always")
+def fold_returns(sums: EquitySums, equity: Lanes, first: int, last: int) -> tuple[EquitySums, int]:
+    """:func:`fold_lanes` without the peak and drawdown: the sums, and the lanes whose equity moved
+    (those the drawdown must walk)."""
+    peak, mdd, floor, prev, sum_r, sum_r2, sum_d2, sum_eq, n_exposed = sums
+    valid = lanes_from(first, last)
+    before = previous_lanes(equity, prev, first)
+    moved = valid & bits_ne(equity, before)
+    if moved:
+        r = equity / before - splat(1.0)
+        r2 = r * r
+        sum_r, sum_r2 = add_where(sum_r, r, moved), add_where(sum_r2, r2, moved)
+        sum_d2 = add_where(sum_d2, r2, moved & bits_lt(r, splat(0.0)))
+    sum_eq = add_where(sum_eq, equity, valid)
+    return (peak, mdd, floor, lane(equity, last), sum_r, sum_r2, sum_d2, sum_eq, n_exposed), moved
+
+
+@numba.njit(cache=True, inline="always")
+def step_drawdown(peak: float, mdd: float, floor: float, eq: float) -> tuple[float, float, float]:
+    """Peak, max drawdown and floor after an equity that moved (the one step every walk takes)."""
+    if eq > peak:
+        peak = eq
+        floor = peak * (1.0 - mdd)
+    elif eq < floor:
+        mdd = 1.0 - eq / peak
+        floor = peak * (1.0 - mdd)
+    return peak, mdd, floor
+
+
+@numba.njit(cache=True, inline="always")
+def add_exposed(sums: EquitySums, bars: int) -> EquitySums:
+    """The sums with ``bars`` more bars exposed."""
+    return sums[:8] + (sums[8] + bars,)
 
 
 @numba.njit(cache=True)
 def sums_row(sums: EquitySums, n_bars: int) -> FloatArray:
-    """The sums as an array in ``EquityStats`` order."""
-    peak, mdd, sum_r, sum_r2, sum_d2, sum_eq, n_exposed, prev, _ = sums
-    return np.array([n_bars, prev, sum_r, sum_r2, sum_d2, mdd, n_exposed, sum_eq], dtype=np.float64)
+    """The sums as an array in ``EquityStats`` order (the lanes added as :func:`lane_sum` adds them)."""
+    _, mdd, _, prev, sum_r, sum_r2, sum_d2, sum_eq, n_exposed = sums
+    return np.array([n_bars, prev, lane_sum(sum_r), lane_sum(sum_r2), lane_sum(sum_d2), mdd, n_exposed,
+                     lane_sum(sum_eq)], dtype=np.float64)
 
 
 @numba.njit(cache=True)
 def equity_sums(equity: FloatArray, position: FloatArray, cash0: float) -> FloatArray:
     """The equity sums (``EquityStats`` order) of a curve, folded exactly as the backtest kernel folds them."""
-    sums = start_sums(cash0)
-    for t in range(equity.shape[0]):
-        sums = fold_bar(sums, equity[t], position[t])
-    return sums_row(sums, equity.shape[0])
+    n = equity.shape[0]
+    full = n - n % WIDTH
+    sums, curve = start_sums(cash0), address(equity)
+    for g in range(0, full, WIDTH):
+        sums = fold_lanes(sums, load(curve, g), 0, WIDTH - 1)
+    if full < n:
+        sums = fold_lanes(sums, load_part(curve, full, n - full, 0.0), 0, n - full - 1)
+    return sums_row(add_exposed(sums, int(np.count_nonzero(position))), n)
+
+
+#: The running sums over the fills: closed trades, wins, sum of P&L, of returns, and the traded value.
+TradeSums = tuple[int, int, float, float, float]
+
+
+@numba.njit(cache=True, inline="always")
+def start_trade_sums() -> TradeSums:
+    return 0, 0, 0.0, 0.0, 0.0
+
+
+@numba.njit(cache=True, inline="always")
+def fold_entry(sums: TradeSums, qty: float, price: float) -> TradeSums:
+    """The sums after a trade's entry: its value is traded."""
+    n_closed, n_wins, sum_pnl, sum_ret, traded = sums
+    return n_closed, n_wins, sum_pnl, sum_ret, traded + qty * price
+
+
+@numba.njit(cache=True, inline="always")
+def fold_exit(sums: TradeSums, qty: float, price: float, pnl: float, ret: float) -> TradeSums:
+    """The sums after a trade's exit: its value is traded and the trade counts as closed."""
+    n_closed, n_wins, sum_pnl, sum_ret, traded = sums
+    return n_closed + 1, n_wins + (pnl > 0.0), sum_pnl + pnl, sum_ret + ret, traded + qty * price
+
+
+@numba.njit(cache=True)
+def trade_sums_row(sums: TradeSums) -> FloatArray:
+    """The trade sums as an array (the order :func:`trade_stats_from_sums` reads)."""
+    return np.array(sums, dtype=np.float64)
 
 
 @numba.njit(cache=True)
@@ -125,20 +217,15 @@ def trade_sums(qty: FloatArray, entry_price: FloatArray, exit_price: FloatArray,
                ret: FloatArray, is_open: FloatArray) -> FloatArray:
     """Closed trades, wins, sum of P&L, of returns and the traded value, folded trade by trade in order.
 
-    The traded value adds each trade's entry value (``qty * entry_price``), then its exit
-    value when it is closed: the order in which the fills happened.
+    Each trade's entry, then its exit when it is closed: the order in which the fills
+    happened, as the backtest kernel folds them.
     """
-    n_closed = n_wins = 0
-    sum_pnl = sum_ret = traded = 0.0
+    sums = start_trade_sums()
     for k in range(qty.shape[0]):
-        traded += qty[k] * entry_price[k]
+        sums = fold_entry(sums, qty[k], entry_price[k])
         if is_open[k] == 0.0:
-            traded += qty[k] * exit_price[k]
-            n_closed += 1
-            n_wins += pnl[k] > 0.0
-            sum_pnl += pnl[k]
-            sum_ret += ret[k]
-    return np.array([n_closed, n_wins, sum_pnl, sum_ret, traded], dtype=np.float64)
+            sums = fold_exit(sums, qty[k], exit_price[k], pnl[k], ret[k])
+    return trade_sums_row(sums)
 
 
 def stats_from_sums(row: FloatArray) -> EquityStats:

@@ -2,9 +2,11 @@
 
 The kernel runs the trader core's own arithmetic (:mod:`dope.trading.accounting`,
 compiled by numba) in the same order as the event path, so both give the same bits. It
-writes nothing per bar: it folds each bar into the metric sums and logs only what
-changes at a fill (the trades, and the cash and position from that bar on), from which
+writes nothing per bar: it folds the bars four at a time into the metric sums (the lanes
+of :mod:`dope.backtest.lanes`) and logs only what changes at a fill (the trades, and the
+cash and position from that bar on), from which
 :class:`~dope.backtest.result.BacktestResult` rebuilds equity and position when asked.
+The loops pass the arrays on as plain addresses, so nothing in them counts references.
 """
 
 from __future__ import annotations
@@ -19,16 +21,37 @@ import numpy.typing as npt
 import pandas as pd
 
 from dope.backtest.config import BacktestConfig
+from dope.backtest.lanes import (
+    ALL_LANES,
+    WIDTH,
+    Lanes,
+    address,
+    bits_gt,
+    bits_lt,
+    first_lane,
+    lane,
+    lane_min,
+    load,
+    load_one,
+    load_part,
+    splat,
+    store_one,
+)
 from dope.backtest.metrics import (
     METRIC_NAMES,
     EquitySums,
+    TradeSums,
+    add_exposed,
     finish_metrics,
-    fold_bar,
+    fold_entry,
+    fold_exit,
+    fold_lanes,
     start_sums,
+    start_trade_sums,
     stats_from_sums,
     sums_row,
     trade_stats_from_sums,
-    trade_sums,
+    trade_sums_row,
 )
 from dope.backtest.result import TRADE_COLUMNS, BacktestResult, trades_from_array
 from dope.trading import accounting
@@ -51,9 +74,13 @@ _N_COLS = len(TRADE_COLUMNS)
     "entry_fee", "exit_fee", "pnl", "return", "is_open"))
 #: Columns of the fill log: the bar from which the cash and the position hold.
 _FROM_BAR, _CASH, _POSITION = range(3)
+_FILL_COLS = 3
 
-#: (lowest price, sum of prices) seen so far: see :func:`_check_prices`.
-PriceChecks = tuple[float, float]
+#: The addresses of the open, close and prediction arrays (:func:`~dope.backtest.lanes.address`).
+Inputs = tuple[int, int, int]
+
+#: (lowest price, sum of prices) seen so far, lane by lane: see :func:`_check_prices`.
+PriceChecks = tuple[Lanes, Lanes]
 
 #: Trade rows the kernel starts with (fewer for fewer bars); the table doubles when full, and growing
 #: copies it, so the start is big enough for most runs over a year of 10-second bars.
@@ -95,126 +122,205 @@ def first_bad_price(open_: FloatArray, close: FloatArray) -> int:
 
 
 @numba.njit(cache=True, inline="always")
-def _check_prices(checks: PriceChecks, o: float, c: float) -> PriceChecks:
-    """Fold a bar's prices into (lowest, sum): every price was finite and > 0 iff the lowest is > 0 and the
-    sum finite (NaN and infinity reach the sum). A sum that overflows only calls for the exact check."""
+def _check_prices(checks: PriceChecks, o: Lanes, c: Lanes) -> PriceChecks:
+    """Fold four bars' prices into (lowest, sum), lane by lane: every price was finite and > 0 iff every
+    lowest is > 0 and every sum finite (NaN and infinity reach the sum). A sum that overflows only
+    calls for the exact check, and a bar folded twice changes nothing."""
     lowest, total = checks
-    return min(lowest, min(o, c)), total + (o + c)
+    return lane_min(lowest, lane_min(o, c)), total + (o + c)
 
 
 @numba.njit(cache=True, inline="always")
-def _run_bars(t: np.uint64, n: np.uint64, held: bool, cash: float, qty: float, d: int, open_: FloatArray,
-              close: FloatArray, pred: FloatArray, upper: float, lower: float, allow_short: bool,
-              sums: EquitySums, checks: PriceChecks) -> tuple[np.uint64, int, EquitySums, PriceChecks]:
+def _prices_passed(checks: PriceChecks) -> bool:
+    lowest, total = checks
+    return bool(bits_gt(lowest, splat(0.0)) == ALL_LANES and bits_lt(total, splat(np.inf)) == ALL_LANES)
+
+
+@numba.njit(cache=True, inline="always")
+def _run_bars(t: int, n: int, held: bool, cash: float, qty: float, d: int, inputs: Inputs, upper: float,
+              lower: float, allow_short: bool, sums: EquitySums, checks: PriceChecks
+              ) -> tuple[int, int, EquitySums, PriceChecks]:
     """Mark and fold bars from ``t`` with the cash and position fixed, until a bar's prediction asks for
     another direction: returns the next bar and that direction (``HOLD`` when the bars ran out).
 
-    Called with a constant ``held`` (False: flat, the equity is the cash), so each call site
-    compiles to its own loop. Indexes are unsigned so the loop carries no negative-index
-    wraparound, and it tests only the prediction levels that can change direction ``d``.
+    The bars go four at a time, in groups that start at multiples of 4 (the lanes of
+    :func:`~dope.backtest.metrics.fold_lanes`); the first group starts at ``t``'s lane and
+    the group with the turning prediction ends at its lane. Called with a constant ``held``
+    (False: flat, the equity is the cash), so each call site compiles to its own loop, which
+    tests only the prediction levels that can change direction ``d``.
     """
     above, below = _change_levels(d, upper, lower, allow_short)
-    while t < n:
-        checks = _check_prices(checks, open_[t], close[t])
-        sums = fold_bar(sums, _mark(cash, qty, close[t]), qty) if held else fold_bar(sums, cash, 0.0)
-        prediction = pred[t]
-        t += np.uint64(1)
-        if prediction > above or prediction < below:
-            return t, _signal(prediction, upper, lower, allow_short), sums, checks
-    return t, _HOLD, sums, checks
+    above_v, below_v, cash_v, qty_v = splat(above), splat(below), splat(cash), splat(qty)
+    first = t & (WIDTH - 1)
+    g = t - first
+    o, c, p = _load_group(inputs, g, n)
+    checks = _check_prices(checks, o, c)
+    turns = (bits_gt(p, above_v) | bits_lt(p, below_v)) >> first << first
+    last = first_lane(turns) if turns else min(WIDTH, n - g) - 1
+    sums = fold_lanes(sums, cash_v + qty_v * c if held else cash_v, first, last)
+    if not turns:
+        open_, close, pred = inputs
+        full = n - n % WIDTH
+        g += WIDTH
+        equity = cash_v
+        while g < full:
+            o, c, p = load(open_, g), load(close, g), load(pred, g)
+            checks = _check_prices(checks, o, c)
+            equity = cash_v + qty_v * c if held else cash_v
+            turns = bits_gt(p, above_v) | bits_lt(p, below_v)
+            if turns:
+                last = first_lane(turns)
+                break
+            sums = fold_lanes(sums, equity, 0, WIDTH - 1)
+            g += WIDTH
+        if not turns and g < n:  # the last bars, fewer than four
+            o, c, p = _load_group(inputs, g, n)
+            checks = _check_prices(checks, o, c)
+            turns = bits_gt(p, above_v) | bits_lt(p, below_v)
+            last = first_lane(turns) if turns else n - g - 1
+            equity = cash_v + qty_v * c if held else cash_v
+        if g < n:  # the group the stretch ends in
+            sums = fold_lanes(sums, equity, 0, last)
+    end = g + last + 1 if turns else n
+    direction = _signal(lane(p, last), upper, lower, allow_short) if turns else _HOLD
+    return end, direction, add_exposed(sums, end - t if qty != 0.0 else 0), checks
 
 
-#: What a run carries from bar to bar: cash, quantity (unsigned), direction, pending direction, fees paid.
-Book = tuple[float, float, int, int, float]
+@numba.njit(cache=True, inline="always")
+def _load_group(inputs: Inputs, g: int, n: int) -> tuple[Lanes, Lanes, Lanes]:
+    """Open, close and prediction of the group of bars from ``g``; past the last bar, lanes that pass the
+    price checks and never turn."""
+    open_, close, pred = inputs
+    if g + WIDTH <= n:
+        return load(open_, g), load(close, g), load(pred, g)
+    return load_part(open_, g, n - g, 1.0), load_part(close, g, n - g, 1.0), load_part(pred, g, n - g, math.nan)
+
+
+#: What a run carries from bar to bar: cash, quantity (unsigned), direction, pending direction, fees
+#: paid, and the open trade's entry price and fee.
+Book = tuple[float, float, int, int, float, float, float]
 
 
 @numba.njit(cache=True, error_model="numpy")
 def _run_kernel(open_: FloatArray, close: FloatArray, pred: FloatArray, upper: float, lower: float,
                 allow_short: bool, fee_rate: float, slippage: float, fraction: float, cash0: float
-                ) -> tuple[FloatArray, int, FloatArray, int, FloatArray, float, bool]:
+                ) -> tuple[FloatArray, int, FloatArray, int, FloatArray, FloatArray, float, bool]:
     """One backtest in one pass: returns the trades table (times not set) and its row count, the fill log
-    and its row count, the equity sums (``EquityStats`` order), the fees, and whether the prices passed
-    the quick check (when not, :func:`first_bad_price` decides).
+    and its row count, the equity sums (``EquityStats`` order), the trade sums (:func:`trade_sums`'
+    order), the fees, and whether the prices passed the quick check (when not,
+    :func:`first_bad_price` decides).
 
     The bars run in spans that stop when a table is full; the tables grow between spans
     (growing them inside the loop would cost reference counting on every fill).
     """
-    n = np.uint64(close.shape[0])
+    n = close.shape[0]
     rows = min(close.shape[0], START_TRADE_ROWS)
     trades, fills = np.empty((rows + 2, _N_COLS)), np.empty((2 * rows + 2, 3))
     fills[0, _FROM_BAR], fills[0, _CASH], fills[0, _POSITION] = 0.0, cash0, 0.0
     nt, nf = 0, 1
-    book: Book = (cash0, 0.0, 0, _HOLD, 0.0)
-    sums, checks = start_sums(cash0), (np.inf, 0.0)
-    t = np.uint64(0)
+    book: Book = (cash0, 0.0, 0, _HOLD, 0.0, math.nan, math.nan)
+    sums, checks, traded = start_sums(cash0), (splat(np.inf), splat(0.0)), start_trade_sums()
+    t = 0
     while True:
-        t, book, sums, checks, nt, nf = _run_span(t, n, open_, close, pred, upper, lower, allow_short, fee_rate,
-                                                  slippage, fraction, book, sums, checks, trades, nt, fills, nf)
+        t, book, sums, checks, traded, nt, nf = _run_span(t, n, open_, close, pred, upper, lower, allow_short,
+                                                          fee_rate, slippage, fraction, book, sums, checks, traded,
+                                                          trades, nt, fills, nf)
         if t >= n:
             break
         trades, fills = _grow(trades), _grow(fills)
-    d = book[2]
-    if d != 0:
-        _finish(trades, nt, -1, close[n - np.uint64(1)], 0.0)
+    _, q_abs, d, _, fees, entry_price, entry_fee = book
+    if d != 0:  # the open trade, marked at the last close
+        pnl = _pnl(d, q_abs, entry_price, close[n - 1], entry_fee, 0.0)
+        _finish(address(trades), nt, -1, close[n - 1], 0.0, pnl, _ret(pnl, q_abs, entry_price))
         trades[nt, _IS_OPEN] = 1.0
         nt += 1
-    lowest, total = checks
-    return trades, nt, fills, nf, sums_row(sums, close.shape[0]), book[4], lowest > 0.0 and total < np.inf
+    return (trades, nt, fills, nf, sums_row(sums, n), trade_sums_row(traded), fees, _prices_passed(checks))
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _run_span(t: np.uint64, n: np.uint64, open_: FloatArray, close: FloatArray, pred: FloatArray, upper: float,
+def _run_span(t: int, n: int, open_: FloatArray, close: FloatArray, pred: FloatArray, upper: float,
               lower: float, allow_short: bool, fee_rate: float, slippage: float, fraction: float, book: Book,
-              sums: EquitySums, checks: PriceChecks, trades: FloatArray, nt: int, fills: FloatArray, nf: int
-              ) -> tuple[np.uint64, Book, EquitySums, PriceChecks, int, int]:
-    """Bars from ``t`` until the end, or until a table has no room for the next fill (a pending order)."""
-    cash, q_abs, d, pending, fees = book
-    qty = d * q_abs
+              sums: EquitySums, checks: PriceChecks, traded: TradeSums, trades: FloatArray, nt: int,
+              fills: FloatArray, nf: int) -> tuple[int, Book, EquitySums, PriceChecks, TradeSums, int, int]:
+    """Bars from ``t`` until the end, or until a table has no room for the next fill (a pending order).
+
+    The flat and the held stretches run at their own call sites, each followed by its own
+    fill, so every branch at a site goes the same way stretch after stretch (the branch
+    predictor learns them, which it could not after a loop of varying length).
+    """
+    inputs = (address(open_), address(close), address(pred))
+    n_trade_rows, n_fill_rows = trades.shape[0], fills.shape[0]
+    tables = (address(trades), address(fills))
+    if book[3] != _HOLD and t < n:  # a fill that waited for the tables to grow
+        book, traded, nt, nf = _fill_logged(t, book, traded, inputs, slippage, fee_rate, fraction, tables, nt, nf)
     while t < n:
-        if pending != _HOLD:
-            if nt + 2 > trades.shape[0] or nf + 1 > fills.shape[0]:
+        if book[2] == 0:
+            t, pending, sums, checks = _run_bars(t, n, False, book[0], 0.0, 0, inputs, upper, lower, allow_short,
+                                                 sums, checks)
+            book = book[:3] + (pending,) + book[4:]
+            if pending == _HOLD or t >= n or nt + 2 > n_trade_rows or nf >= n_fill_rows:
                 break
-            cash, d, q_abs, xp, xf, ep, ef = _fill(pending, d, q_abs, cash, open_[t], slippage, fee_rate,
-                                                   fraction)
-            if not math.isnan(xp):
-                fees += xf
-                _finish(trades, nt, int(t), xp, xf)
-                nt += 1
-            if not math.isnan(ep):
-                fees += ef
-                _start(trades, nt, d, int(t), q_abs, ep, ef)
-            qty = d * q_abs
-            fills[nf, _FROM_BAR], fills[nf, _CASH], fills[nf, _POSITION] = t, cash, qty
-            nf += 1
-        if d == 0:
-            t, pending, sums, checks = _run_bars(t, n, False, cash, qty, d, open_, close, pred, upper, lower,
-                                                 allow_short, sums, checks)
-        else:
-            t, pending, sums, checks = _run_bars(t, n, True, cash, qty, d, open_, close, pred, upper, lower,
-                                                 allow_short, sums, checks)
-    return t, (cash, q_abs, d, pending, fees), sums, checks, nt, nf
+            book, traded, nt, nf = _fill_logged(t, book, traded, inputs, slippage, fee_rate, fraction, tables, nt, nf)
+        if book[2] != 0:
+            t, pending, sums, checks = _run_bars(t, n, True, book[0], book[2] * book[1], book[2], inputs, upper,
+                                                 lower, allow_short, sums, checks)
+            book = book[:3] + (pending,) + book[4:]
+            if pending == _HOLD or t >= n or nt + 2 > n_trade_rows or nf >= n_fill_rows:
+                break
+            book, traded, nt, nf = _fill_logged(t, book, traded, inputs, slippage, fee_rate, fraction, tables, nt, nf)
+    return t, book, sums, checks, traded, nt, nf
 
 
 @numba.njit(cache=True, inline="always")
-def _start(trades: FloatArray, k: int, d: int, t: int, qty: float, price: float, fee: float) -> None:
-    trades[k, _DIRECTION], trades[k, _ENTRY_BAR], trades[k, _QTY] = d, t, qty
-    trades[k, _ENTRY_PRICE], trades[k, _ENTRY_FEE] = price, fee
+def _fill_logged(t: int, book: Book, traded: TradeSums, inputs: Inputs, slippage: float, fee_rate: float,
+                 fraction: float, tables: tuple[int, int], nt: int, nf: int) -> tuple[Book, TradeSums, int, int]:
+    """The pending fill at bar ``t``'s open, folded into the trade sums and written to the trades table
+    and the fill log (at their :func:`address`, with room for it): the book, the trade sums and the
+    tables' row counts."""
+    cash, q_abs, d, pending, fees, entry_price, entry_fee = book
+    trade_rows, fill_rows = tables
+    cash, direction, qty, xp, xf, ep, ef = _fill(pending, d, q_abs, cash, load_one(inputs[0], t), slippage,
+                                                 fee_rate, fraction)
+    if not math.isnan(xp):
+        fees += xf
+        pnl = _pnl(d, q_abs, entry_price, xp, entry_fee, xf)
+        ret = _ret(pnl, q_abs, entry_price)
+        _finish(trade_rows, nt, t, xp, xf, pnl, ret)
+        traded = fold_exit(traded, q_abs, xp, pnl, ret)
+        nt += 1
+    if not math.isnan(ep):
+        fees += ef
+        _start(trade_rows, nt, direction, t, qty, ep, ef)
+        traded = fold_entry(traded, qty, ep)
+        entry_price, entry_fee = ep, ef
+    row = nf * _FILL_COLS
+    store_one(fill_rows, row + _FROM_BAR, t)
+    store_one(fill_rows, row + _CASH, cash)
+    store_one(fill_rows, row + _POSITION, direction * qty)
+    return (cash, qty, direction, _HOLD, fees, entry_price, entry_fee), traded, nt, nf + 1
 
 
 @numba.njit(cache=True, inline="always")
-def _finish(trades: FloatArray, k: int, t: int, price: float, fee: float) -> None:
-    pnl = _pnl(int(trades[k, _DIRECTION]), trades[k, _QTY], trades[k, _ENTRY_PRICE], price,
-               trades[k, _ENTRY_FEE], fee)
-    trades[k, _EXIT_BAR], trades[k, _EXIT_PRICE], trades[k, _EXIT_FEE], trades[k, _PNL] = t, price, fee, pnl
-    trades[k, _RETURN] = _ret(pnl, trades[k, _QTY], trades[k, _ENTRY_PRICE])
-    trades[k, _IS_OPEN] = 0.0
+def _start(trades: int, k: int, d: int, t: int, qty: float, price: float, fee: float) -> None:
+    """Write the entry of trade ``k`` (``trades``: the :func:`address` of the trades table)."""
+    row = k * _N_COLS
+    store_one(trades, row + _DIRECTION, d)
+    store_one(trades, row + _ENTRY_BAR, t)
+    store_one(trades, row + _QTY, qty)
+    store_one(trades, row + _ENTRY_PRICE, price)
+    store_one(trades, row + _ENTRY_FEE, fee)
 
 
-@numba.njit(cache=True)
-def _table_sums(trades: FloatArray) -> FloatArray:
-    """:func:`trade_sums` of a raw trades table."""
-    return trade_sums(trades[:, _QTY], trades[:, _ENTRY_PRICE], trades[:, _EXIT_PRICE], trades[:, _PNL],
-                      trades[:, _RETURN], trades[:, _IS_OPEN])
+@numba.njit(cache=True, inline="always")
+def _finish(trades: int, k: int, t: int, price: float, fee: float, pnl: float, ret: float) -> None:
+    """Write the exit of trade ``k`` with its P&L and return (``trades``: the :func:`address` of the table)."""
+    row = k * _N_COLS
+    store_one(trades, row + _EXIT_BAR, t)
+    store_one(trades, row + _EXIT_PRICE, price)
+    store_one(trades, row + _EXIT_FEE, fee)
+    store_one(trades, row + _PNL, pnl)
+    store_one(trades, row + _RETURN, ret)
+    store_one(trades, row + _IS_OPEN, 0.0)
 
 
 @numba.njit(cache=True)
@@ -246,10 +352,9 @@ def _sweep_kernel(open_: FloatArray, close: FloatArray, pred: FloatArray, uppers
     tr_stats = np.empty((g, 5))
     fees = np.empty(g)
     for k in numba.prange(g):
-        trades, nt, _, _, sums, fees[k], _ = _run_kernel(open_, close, pred, uppers[k], lowers[k], allow_short,
-                                                        fee_rate, slippage, fraction, cash0)
-        eq_stats[k] = sums
-        tr_stats[k] = _table_sums(trades[:nt])
+        _, _, _, _, eq_stats[k], tr_stats[k], fees[k], _ = _run_kernel(open_, close, pred, uppers[k], lowers[k],
+                                                                      allow_short, fee_rate, slippage, fraction,
+                                                                      cash0)
     return eq_stats, tr_stats, fees
 
 
@@ -347,14 +452,16 @@ class FillRecord:
 
 
 def _backtest(o: FloatArray, c: FloatArray, p: FloatArray, config: BacktestConfig
-              ) -> tuple[FloatArray, FloatArray, FloatArray, float]:
-    """The kernel on checked-length arrays: trades table, fill log, equity sums and fees (bad prices raise)."""
-    trades, nt, fills, nf, sums, fees, ok = _run_kernel(o, c, p, config.upper, config.lower, config.allow_short,
-                                                        config.fee_rate, config.slippage, config.fraction,
-                                                        config.initial_cash)
+              ) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray, float]:
+    """The kernel on checked-length arrays: trades table, fill log, equity sums, trade sums and fees (bad
+    prices raise)."""
+    trades, nt, fills, nf, sums, traded, fees, ok = _run_kernel(o, c, p, config.upper, config.lower,
+                                                                config.allow_short, config.fee_rate,
+                                                                config.slippage, config.fraction,
+                                                                config.initial_cash)
     if not ok:
         check_inputs(o, c, p)  # raises, naming the first bad price (or passes: the quick sum overflowed)
-    return _fitted(trades, nt), _fitted(fills, nf), sums, fees
+    return _fitted(trades, nt), _fitted(fills, nf), sums, traded, fees
 
 
 def _fitted(table: FloatArray, rows: int) -> FloatArray:
@@ -377,8 +484,8 @@ def run_vectorized(open: npt.ArrayLike, close: npt.ArrayLike, prediction: npt.Ar
     """
     o, c, p = as_arrays(open, close, prediction)
     stamps, interval = checked_times(len(c), times, interval_ms)
-    trades, fills, sums, fees = _backtest(o, c, p, config)
-    metrics = finish_metrics(stats_from_sums(sums), trade_stats_from_sums(_table_sums(trades), fees),
+    trades, fills, sums, traded, fees = _backtest(o, c, p, config)
+    metrics = finish_metrics(stats_from_sums(sums), trade_stats_from_sums(traded, fees),
                              config.initial_cash, interval)
     return BacktestResult(config, interval, FillRecord(c, fills, trades, stamps, interval), fees, metrics)
 
@@ -440,6 +547,6 @@ def sweep_equity(open: npt.ArrayLike, close: npt.ArrayLike, prediction: npt.Arra
     o, c, p = check_inputs(open, close, prediction)
     out = np.empty((len(pairs), len(c)))
     for k, (upper, lower) in enumerate(pairs):
-        _, fills, _, _ = _backtest(o, c, p, config.with_thresholds(upper, lower))
+        _, fills, _, _, _ = _backtest(o, c, p, config.with_thresholds(upper, lower))
         out[k] = equity_from_fills(c, fills)
     return out

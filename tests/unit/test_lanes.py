@@ -1,0 +1,164 @@
+"""The four-lane vectors behind the backtest kernel, and the lane-wise metric sums they fold."""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from dope.backtest.lanes import (
+    add_where,
+    address,
+    bits_gt,
+    bits_lt,
+    bits_ne,
+    first_lane,
+    lane,
+    lane_min,
+    lane_sum,
+    lanes_from,
+    load,
+    load_one,
+    load_part,
+    previous_lanes,
+    splat,
+    store_one,
+)
+from dope.backtest.metrics import equity_sums
+
+
+@numba.njit
+def _lanes(v):  # type: ignore[no-untyped-def]
+    return lane(v, 0), lane(v, 1), lane(v, 2), lane(v, 3)
+
+
+@numba.njit
+def _arithmetic(a, b):  # type: ignore[no-untyped-def]
+    x, y = load(address(a), 0), load(address(b), 0)
+    return _lanes(x + y), _lanes(x - y), _lanes(x * y), _lanes(x / y), _lanes(lane_min(x, y))
+
+
+@numba.njit
+def _compares(a, b):  # type: ignore[no-untyped-def]
+    x, y = load(address(a), 0), load(address(b), 0)
+    return bits_gt(x, y), bits_lt(x, y), bits_ne(x, y)
+
+
+def test_lane_arithmetic_rounds_each_lane_as_python_does() -> None:
+    a = np.array([0.1, -3.0, 1e308, 7.0])
+    b = np.array([0.2, 3.0, 10.0, 3.0])
+    added, subtracted, multiplied, divided, lowest = _arithmetic(a, b)
+    assert added == tuple(x + y for x, y in zip(a, b, strict=True))
+    assert subtracted == tuple(x - y for x, y in zip(a, b, strict=True))
+    assert multiplied[:2] + multiplied[3:] == (0.1 * 0.2, -9.0, 21.0) and math.isinf(multiplied[2])
+    assert divided == tuple(x / y for x, y in zip(a, b, strict=True))
+    assert lowest == (0.1, -3.0, 10.0, 3.0)
+
+
+def test_lane_masks_compare_as_python_compares_floats_nan_included() -> None:
+    a = np.array([1.0, np.nan, 2.0, -np.inf])
+    b = np.array([0.0, 1.0, 2.0, np.nan])
+    gt, lt, ne = _compares(a, b)
+    python = [(x > y, x < y, x != y) for x, y in zip(a, b, strict=True)]
+    assert gt == sum(1 << j for j, (g, _, _) in enumerate(python) if g) == 0b0001
+    assert lt == sum(1 << j for j, (_, lo, _) in enumerate(python) if lo) == 0
+    assert ne == sum(1 << j for j, (_, _, n) in enumerate(python) if n) == 0b1011
+
+
+@numba.njit
+def _masked(a, b, bits):  # type: ignore[no-untyped-def]
+    return _lanes(add_where(load(address(a), 0), load(address(b), 0), bits))
+
+
+def test_add_where_adds_only_in_the_masked_lanes() -> None:
+    a, b = np.array([1.0, 2.0, 3.0, 4.0]), np.array([10.0, 20.0, 30.0, np.nan])
+    assert _masked(a, b, 0b0101) == (11.0, 2.0, 33.0, 4.0)
+    assert _masked(a, b, 0) == (1.0, 2.0, 3.0, 4.0)
+
+
+@numba.njit
+def _shifts(a, before, j):  # type: ignore[no-untyped-def]
+    return _lanes(previous_lanes(load(address(a), 0), before, j))
+
+
+def test_previous_lanes_puts_each_lanes_left_neighbour_and_the_value_before() -> None:
+    a = np.array([1.0, 2.0, 3.0, 4.0])
+    assert _shifts(a, 9.0, 0) == (9.0, 1.0, 2.0, 3.0)
+    assert _shifts(a, 9.0, 2)[2:] == (9.0, 3.0)
+
+
+@numba.njit
+def _masks(bits, first, last):  # type: ignore[no-untyped-def]
+    return first_lane(bits), lanes_from(first, last)
+
+
+def test_first_lane_and_lanes_from() -> None:
+    assert _masks(0b1000, 0, 3) == (3, 0b1111)
+    assert _masks(0b0110, 1, 2) == (1, 0b0110)
+    assert _masks(0b0001, 2, 2) == (0, 0b0100)
+
+
+@numba.njit
+def _memory(a, start, count):  # type: ignore[no-untyped-def]
+    base = address(a)
+    part = _lanes(load_part(base, start, count, -1.0))
+    store_one(base, start, lane(splat(42), 3))
+    return part, load_one(base, start), lane_sum(load(base, 0))
+
+
+def test_load_part_fills_missing_lanes_and_store_one_writes_in_place() -> None:
+    a = np.array([1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
+    part, stored, total = _memory(a, 4, 2)
+    assert part == (5.0, 6.0, -1.0, -1.0)
+    assert stored == 42.0 and a[4] == 42.0
+    assert total == (1.0 + 2.0) + (3.0 + 4.0)
+
+
+def _plain_lane_fold(equity: np.ndarray, position: np.ndarray, cash0: float) -> list[float]:
+    """The definition of the lane sums in plain Python: bar t in lane t % 4, lanes added pairwise."""
+    sums = {name: [0.0] * 4 for name in ("r", "r2", "d2", "eq")}
+    peak = floor = prev = cash0
+    mdd = 0.0
+    for t, eq in enumerate(equity.tolist()):
+        j = t % 4
+        if eq != prev:
+            r = eq / prev - 1.0
+            sums["r"][j] += r
+            sums["r2"][j] += r * r
+            if r < 0.0:
+                sums["d2"][j] += r * r
+            if eq > peak:
+                peak = eq
+                floor = peak * (1.0 - mdd)
+            elif eq < floor:
+                mdd = 1.0 - eq / peak
+                floor = peak * (1.0 - mdd)
+        sums["eq"][j] += eq
+        prev = eq
+
+    def pairwise(v: list[float]) -> float:
+        return (v[0] + v[1]) + (v[2] + v[3])
+
+    final = float(equity[-1]) if len(equity) else cash0
+    return [len(equity), final, pairwise(sums["r"]), pairwise(sums["r2"]), pairwise(sums["d2"]), mdd,
+            int(np.count_nonzero(position)), pairwise(sums["eq"])]
+
+
+@settings(max_examples=200, deadline=None)
+@given(arrays(np.float64, st.integers(0, 41), elements=st.sampled_from([90.0, 95.5, 100.0, 101.25, 120.0, 80.0])),
+       st.floats(50.0, 150.0))
+def test_equity_sums_are_the_plain_lane_by_lane_fold(equity: np.ndarray, cash0: float) -> None:
+    position = (np.arange(len(equity)) % 3 == 0).astype(np.float64)
+    assert equity_sums(equity, position, cash0).tolist() == _plain_lane_fold(equity, position, cash0)
+
+
+def test_equity_sums_on_a_long_random_curve_are_the_plain_fold() -> None:
+    rng = np.random.default_rng(5)
+    equity = 1e4 * np.exp(np.cumsum(rng.normal(0.0, 0.01, 1003)))
+    equity[100:140] = equity[99]  # unchanged equity adds no return
+    position = rng.choice([0.0, 1.0, -1.0], len(equity))
+    assert equity_sums(equity, position, 1e4).tolist() == _plain_lane_fold(equity, position, 1e4)
