@@ -21,7 +21,7 @@ from dope.backtest import (
     zero_baseline,
 )
 from dope.backtest.result import empty_trades
-from dope.backtest.vectorized import START_TRADE_ROWS
+from dope.backtest.vectorized import START_TRADE_ROWS, checked_times
 
 MIN = 60_000
 
@@ -198,6 +198,16 @@ def test_huge_finite_prices_are_not_mistaken_for_bad_ones() -> None:
     r = run_vectorized([1e308] * 3, [1e308] * 3, [1.0, 0.0, 0.0], BacktestConfig(upper=0.5, lower=-0.5),
                        interval_ms=MIN)
     assert r.metrics["n_bars"] == 3 and len(r.trades) == 1
+
+
+def test_bar_times_give_the_smallest_step_and_name_the_first_that_does_not_increase() -> None:
+    times = np.arange(10_000, dtype=np.int64) * 2 * MIN
+    times[5000:] -= MIN  # one step of MIN among steps of 2 * MIN
+    assert checked_times(len(times), times, None)[1] == MIN
+    bad = times.copy()
+    bad[7000], bad[8000] = bad[6999], 0
+    with pytest.raises(ValueError, match="do not at bar 7000"):
+        checked_times(len(bad), bad, None)
 
 
 def test_bad_inputs_are_named() -> None:

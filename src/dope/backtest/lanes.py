@@ -1,4 +1,4 @@
-"""Four float64 lanes for the backtest kernel: LLVM vector operations callable from numba code.
+"""Eight float64 lanes for the backtest kernel: LLVM vector operations callable from numba code.
 
 numba leaves LLVM's SLP vectorizer off, so scalar code never becomes SIMD; these
 intrinsics give the kernel explicit vectors instead. Every lane operation is the IEEE
@@ -17,8 +17,8 @@ loop. The caller keeps the arrays alive and the indexes in bounds.
     ... def demo(a):
     ...     v = load(address(a), 0) * splat(2.0)
     ...     return lane(v, 3), bits_gt(v, splat(4.0)), lane_sum(v)
-    >>> demo(np.array([1.0, 2.0, 3.0, 4.0]))
-    (8.0, 12, 20.0)
+    >>> demo(np.arange(1.0, 9.0))
+    (8.0, 252, 72.0)
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from numba.core.datamodel.models import PrimitiveModel
 from numba.extending import intrinsic, overload, register_model
 
 #: Lanes in a vector, and the mask with every lane set.
-WIDTH: Final = 4
+WIDTH: Final = 8
 ALL_LANES: Final = (1 << WIDTH) - 1
 
 #: A vector as numba code sees it (Python code only passes one along).
@@ -46,18 +46,18 @@ _MASK_BITS = ir.IntType(WIDTH)
 _I64 = ir.IntType(64)
 
 
-class F64x4Type(types.Type):  # type: ignore[misc]
-    """numba's type of a vector of four float64 lanes."""
+class LanesType(types.Type):  # type: ignore[misc]
+    """numba's type of a vector of ``WIDTH`` float64 lanes."""
 
     def __init__(self) -> None:
-        super().__init__(name="F64x4")
+        super().__init__(name=f"F64x{WIDTH}")
 
 
-f64x4 = F64x4Type()
+lanes_type = LanesType()
 
 
-@register_model(F64x4Type)
-class _F64x4Model(PrimitiveModel):  # type: ignore[misc]
+@register_model(LanesType)
+class _LanesModel(PrimitiveModel):  # type: ignore[misc]
     def __init__(self, dmm: Any, fe_type: Any) -> None:
         super().__init__(dmm, fe_type, _VECTOR)  # type: ignore[no-untyped-call]
 
@@ -94,11 +94,11 @@ def _element(builder: ir.IRBuilder, base: ir.Value, index: ir.Value) -> ir.Value
 
 @_intrinsic
 def load(typingctx: Any, base: Any, start: Any) -> Any:
-    """The four values from index ``start`` of the data at :func:`address` ``base`` (kept in bounds by the
+    """The ``WIDTH`` values from index ``start`` of the data at :func:`address` ``base`` (kept in bounds by the
     caller)."""
     def codegen(context: Any, builder: ir.IRBuilder, sig: Any, args: Any) -> ir.Value:
         return builder.load(builder.bitcast(_element(builder, args[0], args[1]), _VECTOR.as_pointer()), align=8)
-    return f64x4(types.int64, types.int64), codegen
+    return lanes_type(types.int64, types.int64), codegen
 
 
 @_intrinsic
@@ -126,7 +126,7 @@ def splat(typingctx: Any, x: Any) -> Any:
         value = context.cast(builder, args[0], sig.args[0], types.float64)
         one = builder.insert_element(ir.Constant(_VECTOR, ir.Undefined), value, ir.Constant(ir.IntType(32), 0))
         return builder.shuffle_vector(one, one, ir.Constant(ir.VectorType(ir.IntType(32), WIDTH), [0] * WIDTH))
-    return f64x4(x), codegen
+    return lanes_type(x), codegen
 
 
 @_intrinsic
@@ -143,7 +143,7 @@ def with_lane(typingctx: Any, vector: Any, j: Any, x: Any) -> Any:
     def codegen(context: Any, builder: ir.IRBuilder, sig: Any, args: Any) -> ir.Value:
         value = context.cast(builder, args[2], sig.args[2], types.float64)
         return builder.insert_element(args[0], value, args[1])
-    return f64x4(vector, j, x), codegen
+    return lanes_type(vector, j, x), codegen
 
 
 @_intrinsic
@@ -153,22 +153,22 @@ def previous_lanes(typingctx: Any, vector: Any, before: Any, j: Any) -> Any:
         order = ir.Constant(ir.VectorType(ir.IntType(32), WIDTH), [0, *range(WIDTH - 1)])
         shifted = builder.shuffle_vector(args[0], args[0], order)
         return builder.insert_element(shifted, args[1], args[2])
-    return f64x4(vector, types.float64, j), codegen
+    return lanes_type(vector, types.float64, j), codegen
 
 
 def _arithmetic(op: str) -> Callable[..., Any]:
     @_intrinsic
     def arithmetic(typingctx: Any, a: Any, b: Any) -> Any:
-        if not (isinstance(a, F64x4Type) and isinstance(b, F64x4Type)):
+        if not (isinstance(a, LanesType) and isinstance(b, LanesType)):
             return None
-        return f64x4(a, b), lambda context, builder, sig, args: getattr(builder, op)(args[0], args[1])
+        return lanes_type(a, b), lambda context, builder, sig, args: getattr(builder, op)(args[0], args[1])
     return arithmetic
 
 
 def _overload_operator(python_op: Callable[..., Any], vector_op: Callable[..., Any]) -> None:
     @overload(python_op)  # type: ignore[misc]
     def vector_operator(a: Any, b: Any) -> Any:
-        if not (isinstance(a, F64x4Type) and isinstance(b, F64x4Type)):
+        if not (isinstance(a, LanesType) and isinstance(b, LanesType)):
             return None
 
         def on_vectors(a: Any, b: Any) -> Any:  # the same parameters as the overload, as numba asks
@@ -187,7 +187,7 @@ def _comparison(op: str, ordered: bool) -> Callable[..., Any]:
         def codegen(context: Any, builder: ir.IRBuilder, sig: Any, args: Any) -> ir.Value:
             compare = builder.fcmp_ordered if ordered else builder.fcmp_unordered
             return _mask_bits(builder, compare(op, args[0], args[1]))
-        return types.int64(f64x4, f64x4), codegen
+        return types.int64(lanes_type, lanes_type), codegen
     return comparison
 
 
@@ -202,7 +202,7 @@ def add_where(typingctx: Any, total: Any, x: Any, bits: Any) -> Any:
     """``total + x`` in the lanes of mask ``bits``, ``total`` untouched elsewhere."""
     def codegen(context: Any, builder: ir.IRBuilder, sig: Any, args: Any) -> ir.Value:
         return builder.select(_lane_mask(builder, args[2]), builder.fadd(args[0], args[1]), args[0])
-    return f64x4(f64x4, f64x4, types.int64), codegen
+    return lanes_type(lanes_type, lanes_type, types.int64), codegen
 
 
 @_intrinsic
@@ -210,7 +210,7 @@ def lane_min(typingctx: Any, a: Any, b: Any) -> Any:
     """Lane by lane ``a if a < b else b``."""
     def codegen(context: Any, builder: ir.IRBuilder, sig: Any, args: Any) -> ir.Value:
         return builder.select(builder.fcmp_ordered("<", args[0], args[1]), args[0], args[1])
-    return f64x4(f64x4, f64x4), codegen
+    return lanes_type(lanes_type, lanes_type), codegen
 
 
 @_intrinsic
@@ -229,13 +229,16 @@ def lanes_from(first: int, last: int) -> int:
 
 @numba.njit(cache=True, inline="always")
 def lane_sum(vector: Any) -> float:
-    """The lanes added pairwise, ``(l0 + l1) + (l2 + l3)``: the one order every path combines them in."""
-    return float((lane(vector, 0) + lane(vector, 1)) + (lane(vector, 2) + lane(vector, 3)))
+    """The lanes added pairwise, ``((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7))``: the one order every
+    path combines them in."""
+    low = (lane(vector, 0) + lane(vector, 1)) + (lane(vector, 2) + lane(vector, 3))
+    high = (lane(vector, 4) + lane(vector, 5)) + (lane(vector, 6) + lane(vector, 7))
+    return float(low + high)
 
 
 @numba.njit(cache=True, inline="always")
 def load_part(base: int, start: int, count: int, fill: float) -> Any:
-    """The ``count`` values (at most 4) from index ``start`` of the data at :func:`address` ``base`` in the
+    """The ``count`` values (at most ``WIDTH``) from index ``start`` of the data at :func:`address` ``base`` in the
     first lanes, ``fill`` in the others."""
     vector = splat(fill)
     for j in range(count):

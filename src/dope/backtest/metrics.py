@@ -12,10 +12,10 @@ is the traded value (quantity times fill price, entries and exits) over the mean
 Trade statistics count closed round trips only; the open position at the end is in the
 equity, not in them.
 
-The equity sums are kept in four lanes, bar ``t`` in lane ``t % 4``, and the lanes are added
-as ``(l0 + l1) + (l2 + l3)`` at the end (:mod:`dope.backtest.lanes`). Every path folds the
-same bars into the same lanes in the same order, so the event path, the kernel and the
-sweep agree to the bit, and the kernel folds four bars per vector instruction.
+The equity sums are kept in eight lanes, bar ``t`` in lane ``t % 8``, and the lanes are added
+pairwise at the end (:func:`dope.backtest.lanes.lane_sum`). Every path folds the same bars
+into the same lanes in the same order, so the event path, the kernel and the sweep agree to
+the bit, and the kernel folds eight bars per vector instruction.
 """
 
 from __future__ import annotations
@@ -97,7 +97,7 @@ def bar_returns(equity: FloatArray, initial_cash: float) -> FloatArray:
 
 #: The running sums of :func:`fold_lanes`: peak, max drawdown, the drawdown floor ``peak * (1 - max
 #: drawdown)`` (kept, not recomputed per bar), the previous equity, then in lanes (bar ``t`` in lane
-#: ``t % 4``) the sums of returns, of squared returns, of squared negative returns and of equity, and
+#: ``t % 8``) the sums of returns, of squared returns, of squared negative returns and of equity, and
 #: last the bars exposed.
 EquitySums = tuple[float, float, float, float, Lanes, Lanes, Lanes, Lanes, int]
 
@@ -111,8 +111,8 @@ def start_sums(cash0: float) -> EquitySums:
 
 @numba.njit(cache=True, inline="always")
 def fold_lanes(sums: EquitySums, equity: Lanes, first: int, last: int) -> EquitySums:
-    """Fold the equity of lanes ``first`` to ``last`` of a group of four bars (the group starts at a
-    multiple of 4) into the sums; an unchanged equity adds no return.
+    """Fold the equity of lanes ``first`` to ``last`` of a group of ``WIDTH`` bars (the group starts at a
+    multiple of ``WIDTH``) into the sums; an unchanged equity adds no return.
 
     Each lane's sums take their bars in order, and the peak and drawdown walk the lanes in
     order, so any walk over the same bars in aligned groups gives the same bits.

@@ -2,7 +2,7 @@
 
 The kernel runs the trader core's own arithmetic (:mod:`dope.trading.accounting`,
 compiled by numba) in the same order as the event path, so both give the same bits. It
-writes nothing per bar: it folds the bars four at a time into the metric sums (the lanes
+writes nothing per bar: it folds the bars eight at a time into the metric sums (the lanes
 of :mod:`dope.backtest.lanes`) and logs only what changes at a fill (the trades, and the
 cash and position from that bar on), from which
 :class:`~dope.backtest.result.BacktestResult` rebuilds equity and position when asked.
@@ -87,24 +87,6 @@ PriceChecks = tuple[Lanes, Lanes]
 START_TRADE_ROWS = 1 << 17
 
 
-@numba.njit(cache=True, inline="always")
-def _fill(pending: int, d: int, q_abs: float, cash: float, o: float, slippage: float, fee_rate: float,
-          fraction: float) -> tuple[float, int, float, float, float, float, float]:
-    """Move from direction ``d`` to ``pending`` at open ``o``: the paper broker's rule.
-
-    Returns cash, direction, quantity, then price and fee of the exit and of the entry
-    (NaN where that fill did not happen).
-    """
-    x_price = x_fee = e_price = e_fee = math.nan
-    if d != 0:
-        cash, x_price, _, x_fee = _close(cash, d, q_abs, o, slippage, fee_rate)
-        d = 0
-    if pending != 0 and cash > 0:
-        cash, q_abs, e_price, _, e_fee = _open(cash, pending, o, slippage, fee_rate, fraction)
-        d = pending
-    return cash, d, q_abs, x_price, x_fee, e_price, e_fee
-
-
 @numba.njit(cache=True)
 def _grow(table: FloatArray) -> FloatArray:
     bigger = np.empty((2 * table.shape[0], table.shape[1]))
@@ -123,7 +105,7 @@ def first_bad_price(open_: FloatArray, close: FloatArray) -> int:
 
 @numba.njit(cache=True, inline="always")
 def _check_prices(checks: PriceChecks, o: Lanes, c: Lanes) -> PriceChecks:
-    """Fold four bars' prices into (lowest, sum), lane by lane: every price was finite and > 0 iff every
+    """Fold a group's prices into (lowest, sum), lane by lane: every price was finite and > 0 iff every
     lowest is > 0 and every sum finite (NaN and infinity reach the sum). A sum that overflows only
     calls for the exact check, and a bar folded twice changes nothing."""
     lowest, total = checks
@@ -143,7 +125,7 @@ def _run_bars(t: int, n: int, held: bool, cash: float, qty: float, d: int, input
     """Mark and fold bars from ``t`` with the cash and position fixed, until a bar's prediction asks for
     another direction: returns the next bar and that direction (``HOLD`` when the bars ran out).
 
-    The bars go four at a time, in groups that start at multiples of 4 (the lanes of
+    The bars go ``WIDTH`` at a time, in groups that start at multiples of ``WIDTH`` (the lanes of
     :func:`~dope.backtest.metrics.fold_lanes`); the first group starts at ``t``'s lane and
     the group with the turning prediction ends at its lane. Called with a constant ``held``
     (False: flat, the equity is the cash), so each call site compiles to its own loop, which
@@ -173,7 +155,7 @@ def _run_bars(t: int, n: int, held: bool, cash: float, qty: float, d: int, input
                 break
             sums = fold_lanes(sums, equity, 0, WIDTH - 1)
             g += WIDTH
-        if not turns and g < n:  # the last bars, fewer than four
+        if not turns and g < n:  # the last bars, fewer than a group
             o, c, p = _load_group(inputs, g, n)
             checks = _check_prices(checks, o, c)
             turns = bits_gt(p, above_v) | bits_lt(p, below_v)
@@ -274,30 +256,32 @@ def _run_span(t: int, n: int, open_: FloatArray, close: FloatArray, pred: FloatA
 @numba.njit(cache=True, inline="always")
 def _fill_logged(t: int, book: Book, traded: TradeSums, inputs: Inputs, slippage: float, fee_rate: float,
                  fraction: float, tables: tuple[int, int], nt: int, nf: int) -> tuple[Book, TradeSums, int, int]:
-    """The pending fill at bar ``t``'s open, folded into the trade sums and written to the trades table
-    and the fill log (at their :func:`address`, with room for it): the book, the trade sums and the
-    tables' row counts."""
+    """The pending fill at bar ``t``'s open (the paper broker's rule), folded into the trade sums and
+    written to the trades table and the fill log (at their :func:`address`, with room for it): the
+    book, the trade sums and the tables' row counts."""
     cash, q_abs, d, pending, fees, entry_price, entry_fee = book
     trade_rows, fill_rows = tables
-    cash, direction, qty, xp, xf, ep, ef = _fill(pending, d, q_abs, cash, load_one(inputs[0], t), slippage,
-                                                 fee_rate, fraction)
-    if not math.isnan(xp):
-        fees += xf
-        pnl = _pnl(d, q_abs, entry_price, xp, entry_fee, xf)
+    open_price = load_one(inputs[0], t)
+    if d != 0:  # the paper broker's rule: close what is held, then open what is asked for
+        cash, price, _, fee = _close(cash, d, q_abs, open_price, slippage, fee_rate)
+        fees += fee
+        pnl = _pnl(d, q_abs, entry_price, price, entry_fee, fee)
         ret = _ret(pnl, q_abs, entry_price)
-        _finish(trade_rows, nt, t, xp, xf, pnl, ret)
-        traded = fold_exit(traded, q_abs, xp, pnl, ret)
+        _finish(trade_rows, nt, t, price, fee, pnl, ret)
+        traded = fold_exit(traded, q_abs, price, pnl, ret)
         nt += 1
-    if not math.isnan(ep):
-        fees += ef
-        _start(trade_rows, nt, direction, t, qty, ep, ef)
-        traded = fold_entry(traded, qty, ep)
-        entry_price, entry_fee = ep, ef
+        d = 0
+    if pending != 0 and cash > 0:
+        cash, q_abs, entry_price, _, entry_fee = _open(cash, pending, open_price, slippage, fee_rate, fraction)
+        fees += entry_fee
+        d = pending
+        _start(trade_rows, nt, d, t, q_abs, entry_price, entry_fee)
+        traded = fold_entry(traded, q_abs, entry_price)
     row = nf * _FILL_COLS
     store_one(fill_rows, row + _FROM_BAR, t)
     store_one(fill_rows, row + _CASH, cash)
-    store_one(fill_rows, row + _POSITION, direction * qty)
-    return (cash, qty, direction, _HOLD, fees, entry_price, entry_fee), traded, nt, nf + 1
+    store_one(fill_rows, row + _POSITION, d * q_abs)
+    return (cash, q_abs, d, _HOLD, fees, entry_price, entry_fee), traded, nt, nf + 1
 
 
 @numba.njit(cache=True, inline="always")
@@ -384,13 +368,18 @@ def _bad_price(o: FloatArray, c: FloatArray, t: int) -> ValueError:
 
 @numba.njit(cache=True)
 def _check_times(stamps: IntArray) -> tuple[int, int]:
-    """(first bar whose time does not increase or -1, smallest step)."""
+    """(first bar whose time does not increase or -1, smallest step).
+
+    The smallest step comes from a loop with no exit, which compiles to SIMD; only when it is
+    not positive is the first bad bar searched for.
+    """
     smallest = np.iinfo(np.int64).max
     for t in range(1, stamps.shape[0]):
-        step = stamps[t] - stamps[t - 1]
-        if step <= 0:
-            return t, 0
-        smallest = min(smallest, step)
+        smallest = min(smallest, stamps[t] - stamps[t - 1])
+    if smallest <= 0:
+        for t in range(1, stamps.shape[0]):
+            if stamps[t] <= stamps[t - 1]:
+                return t, 0
     return -1, smallest
 
 
