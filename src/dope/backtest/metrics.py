@@ -115,22 +115,9 @@ def fold_lanes(sums: EquitySums, equity: Lanes, first: int, last: int) -> Equity
     multiple of ``WIDTH``) into the sums; an unchanged equity adds no return.
 
     Each lane's sums take their bars in order, and the peak and drawdown walk the lanes in
-    order, so any walk over the same bars in aligned groups gives the same bits.
+    order (only in a group where some equity passed the peak or the drawdown floor), so any
+    walk over the same bars in aligned groups gives the same bits.
     """
-    peak, mdd, floor = sums[0], sums[1], sums[2]
-    sums, moved = fold_returns(sums, equity, first, last)
-    if moved & (bits_gt(equity, splat(peak)) | bits_lt(equity, splat(floor))):
-        for j in range(WIDTH):
-            if moved >> j & 1:
-                peak, mdd, floor = step_drawdown(peak, mdd, floor, lane(equity, j))
-        sums = (peak, mdd, floor) + sums[3:]
-    return sums
-
-
-@numba.njit(cache=True, inline="always")
-def fold_returns(sums: EquitySums, equity: Lanes, first: int, last: int) -> tuple[EquitySums, int]:
-    """:func:`fold_lanes` without the peak and drawdown: the sums, and the lanes whose equity moved
-    (those the drawdown must walk)."""
     peak, mdd, floor, prev, sum_r, sum_r2, sum_d2, sum_eq, n_exposed = sums
     valid = lanes_from(first, last)
     before = previous_lanes(equity, prev, first)
@@ -140,8 +127,12 @@ def fold_returns(sums: EquitySums, equity: Lanes, first: int, last: int) -> tupl
         r2 = r * r
         sum_r, sum_r2 = add_where(sum_r, r, moved), add_where(sum_r2, r2, moved)
         sum_d2 = add_where(sum_d2, r2, moved & bits_lt(r, splat(0.0)))
+        if moved & (bits_gt(equity, splat(peak)) | bits_lt(equity, splat(floor))):
+            for j in range(WIDTH):
+                if moved >> j & 1:
+                    peak, mdd, floor = step_drawdown(peak, mdd, floor, lane(equity, j))
     sum_eq = add_where(sum_eq, equity, valid)
-    return (peak, mdd, floor, lane(equity, last), sum_r, sum_r2, sum_d2, sum_eq, n_exposed), moved
+    return peak, mdd, floor, lane(equity, last), sum_r, sum_r2, sum_d2, sum_eq, n_exposed
 
 
 @numba.njit(cache=True, inline="always")
