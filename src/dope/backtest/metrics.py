@@ -180,6 +180,7 @@ TradeSums = tuple[int, int, float, float, float]
 
 @numba.njit(cache=True, inline="always")
 def start_trade_sums() -> TradeSums:
+    """The trade sums before the first fill."""
     return 0, 0, 0.0, 0.0, 0.0
 
 

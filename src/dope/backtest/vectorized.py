@@ -197,7 +197,7 @@ def _run_kernel(open_: FloatArray, close: FloatArray, pred: FloatArray, upper: f
     """
     n = close.shape[0]
     rows = min(close.shape[0], START_TRADE_ROWS)
-    trades, fills = np.empty((rows + 2, _N_COLS)), np.empty((2 * rows + 2, 3))
+    trades, fills = np.empty((rows + 2, _N_COLS)), np.empty((2 * rows + 2, _FILL_COLS))
     fills[0, _FROM_BAR], fills[0, _CASH], fills[0, _POSITION] = 0.0, cash0, 0.0
     nt, nf = 0, 1
     book: Book = (cash0, 0.0, 0, _HOLD, 0.0, math.nan, math.nan)
@@ -240,17 +240,23 @@ def _run_span(t: int, n: int, open_: FloatArray, close: FloatArray, pred: FloatA
             t, pending, sums, checks = _run_bars(t, n, False, book[0], 0.0, 0, inputs, upper, lower, allow_short,
                                                  sums, checks)
             book = book[:3] + (pending,) + book[4:]
-            if pending == _HOLD or t >= n or nt + 2 > n_trade_rows or nf >= n_fill_rows:
+            if pending == _HOLD or t >= n or not _has_room(nt, n_trade_rows, nf, n_fill_rows):
                 break
             book, traded, nt, nf = _fill_logged(t, book, traded, inputs, slippage, fee_rate, fraction, tables, nt, nf)
         if book[2] != 0:
             t, pending, sums, checks = _run_bars(t, n, True, book[0], book[2] * book[1], book[2], inputs, upper,
                                                  lower, allow_short, sums, checks)
             book = book[:3] + (pending,) + book[4:]
-            if pending == _HOLD or t >= n or nt + 2 > n_trade_rows or nf >= n_fill_rows:
+            if pending == _HOLD or t >= n or not _has_room(nt, n_trade_rows, nf, n_fill_rows):
                 break
             book, traded, nt, nf = _fill_logged(t, book, traded, inputs, slippage, fee_rate, fraction, tables, nt, nf)
     return t, book, sums, checks, traded, nt, nf
+
+
+@numba.njit(cache=True, inline="always")
+def _has_room(nt: int, n_trade_rows: int, nf: int, n_fill_rows: int) -> bool:
+    """Whether the tables hold one more fill: an exit and an entry row, and a fill-log row."""
+    return nt + 2 <= n_trade_rows and nf < n_fill_rows
 
 
 @numba.njit(cache=True, inline="always")
