@@ -1,4 +1,4 @@
-"""The four-lane vectors behind the backtest kernel, and the lane-wise metric sums they fold."""
+"""The eight-lane vectors behind the backtest kernel, and the lane-wise metric sums they fold."""
 
 from __future__ import annotations
 
@@ -23,11 +23,19 @@ from dope.backtest.lanes import (
     load,
     load_one,
     load_part,
+    prefetch,
     previous_lanes,
     splat,
     store_one,
 )
-from dope.backtest.metrics import equity_sums
+from dope.backtest.metrics import (
+    EquitySums,
+    equity_sums,
+    fold_lanes,
+    fold_return,
+    fold_unmoved,
+    start_sums,
+)
 
 
 @numba.njit
@@ -116,6 +124,19 @@ def _memory(a, start, count):  # type: ignore[no-untyped-def]
     return part, load_one(base, start), lane_sum(load(base, 0))
 
 
+@numba.njit
+def _prefetch_past_the_end(a):  # type: ignore[no-untyped-def]
+    base = address(a)
+    for k in (0, a.shape[0], 1 << 20, 1 << 40):
+        prefetch(base, k)
+    return lane_sum(load(base, 0))
+
+
+def test_prefetch_is_only_a_hint_even_far_past_the_end() -> None:
+    a = np.arange(1.0, 9.0)
+    assert _prefetch_past_the_end(a) == 36.0 and a.tolist() == list(range(1, 9))
+
+
 def test_load_part_fills_missing_lanes_and_store_one_writes_in_place() -> None:
     a = np.arange(1.0, 11.0)
     part, stored, total = _memory(a, 8, 2)
@@ -168,3 +189,34 @@ def test_equity_sums_on_a_long_random_curve_are_the_plain_fold() -> None:
     equity[100:140] = equity[99]  # unchanged equity adds no return
     position = rng.choice([0.0, 1.0, -1.0], len(equity))
     assert equity_sums(equity, position, 1e4).tolist() == _plain_lane_fold(equity, position, 1e4)
+
+
+@numba.njit
+def _plain(sums: EquitySums):  # type: ignore[no-untyped-def]
+    """The sums with their lanes as arrays (numba cannot hand a vector to Python)."""
+    peak, mdd, floor, prev, sum_r, sum_r2, sum_d2, sum_eq, n_exposed = sums
+    return peak, mdd, floor, prev, _lanes(sum_r), _lanes(sum_r2), _lanes(sum_d2), _lanes(sum_eq), n_exposed
+
+
+@numba.njit
+def _flat_group_both_ways(before, cash, j, last, peak_drop):  # type: ignore[no-untyped-def]
+    """A group folded whole by fold_lanes, then its bars to ``j - 1`` the same way and lanes ``j`` to ``last``
+    (the cash, unmoved after bar ``j``; never NaN, as prices that would make it NaN are refused) by
+    fold_return and fold_unmoved."""
+    sums = start_sums(before[0] * (1.0 + peak_drop))
+    sums = fold_lanes(sums, load(address(before), 0), 0, WIDTH - 1)
+    prior = fold_lanes(sums, load(address(before), 0), 0, j - 1) if j > 0 else sums
+    group = load(address(np.full(WIDTH, cash)), 0)
+    return _plain(fold_lanes(prior, group, j, last)), _plain(fold_unmoved(fold_return(prior, cash, j), group, j, last))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from([90.0, 95.5, 100.0, 120.0, 60.0]), min_size=WIDTH, max_size=WIDTH),
+       st.sampled_from([90.0, 95.5, 100.0, 130.0, 50.0, np.inf]), st.integers(0, WIDTH - 1), st.integers(0, WIDTH - 1),
+       st.sampled_from([0.0, 0.3]))
+def test_a_flat_stretch_folded_as_its_fill_bar_and_unmoved_lanes_gives_fold_lanes_bits(
+        before: list[float], cash: float, j: int, extra: int, peak_drop: float) -> None:
+    last = min(WIDTH - 1, j + extra)
+    whole, split = _flat_group_both_ways(np.array(before), cash, j, last, peak_drop)
+    as_lists = [[x.tolist() if isinstance(x, np.ndarray) else x for x in sums] for sums in (whole, split)]
+    assert repr(as_lists[1]) == repr(as_lists[0])  # repr: NaN equals NaN, -0.0 differs from 0.0

@@ -120,6 +120,20 @@ def store_one(typingctx: Any, base: Any, index: Any, value: Any) -> Any:
 
 
 @_intrinsic
+def prefetch(typingctx: Any, base: Any, index: Any) -> Any:
+    """Ask the CPU to start loading the cache line at ``index`` of the data at :func:`address` ``base`` (a hint:
+    it never faults, so an index past the end is harmless)."""
+    def codegen(context: Any, builder: ir.IRBuilder, sig: Any, args: Any) -> ir.Value:
+        pointer = builder.gep(builder.inttoptr(args[0], ir.DoubleType().as_pointer()), [args[1]])
+        hint = ir.FunctionType(ir.VoidType(), [pointer.type, *[ir.IntType(32)] * 3])
+        function = builder.module.globals.get("llvm.prefetch.p0") or ir.Function(builder.module, hint,
+                                                                                 "llvm.prefetch.p0")
+        builder.call(function, [pointer, *(ir.Constant(ir.IntType(32), k) for k in (0, 3, 1))])
+        return context.get_dummy_value()
+    return types.none(types.int64, types.int64), codegen
+
+
+@_intrinsic
 def splat(typingctx: Any, x: Any) -> Any:
     """Every lane ``x``."""
     def codegen(context: Any, builder: ir.IRBuilder, sig: Any, args: Any) -> ir.Value:

@@ -136,6 +136,31 @@ def fold_lanes(sums: EquitySums, equity: Lanes, first: int, last: int) -> Equity
 
 
 @numba.njit(cache=True, inline="always")
+def fold_unmoved(sums: EquitySums, equity: Lanes, first: int, last: int) -> EquitySums:
+    """Fold lanes ``first`` to ``last`` of a group whose equity is the previous bar's in each of them (a flat
+    stretch after its first bar): the bits :func:`fold_lanes` gives, which finds no return there (for an
+    equity that is a number: NaN differs even from itself, and only a refused price makes one)."""
+    peak, mdd, floor, prev, sum_r, sum_r2, sum_d2, sum_eq, n_exposed = sums
+    sum_eq = add_where(sum_eq, equity, lanes_from(first, last))
+    return peak, mdd, floor, prev, sum_r, sum_r2, sum_d2, sum_eq, n_exposed
+
+
+@numba.njit(cache=True, inline="always")
+def fold_return(sums: EquitySums, equity: float, j: int) -> EquitySums:
+    """Fold the return of one bar, in lane ``j``, that ends at ``equity``: the bits :func:`fold_lanes` gives
+    that bar, except its equity sum (folded with its group by :func:`fold_unmoved`)."""
+    peak, mdd, floor, prev, sum_r, sum_r2, sum_d2, sum_eq, n_exposed = sums
+    if equity != prev:
+        r = equity / prev - 1.0
+        r2 = r * r
+        bit = 1 << j
+        sum_r, sum_r2 = add_where(sum_r, splat(r), bit), add_where(sum_r2, splat(r2), bit)
+        sum_d2 = add_where(sum_d2, splat(r2), bit if r < 0.0 else 0)
+        peak, mdd, floor = step_drawdown(peak, mdd, floor, equity)
+    return peak, mdd, floor, equity, sum_r, sum_r2, sum_d2, sum_eq, n_exposed
+
+
+@numba.njit(cache=True, inline="always")
 def step_drawdown(peak: float, mdd: float, floor: float, eq: float) -> tuple[float, float, float]:
     """Peak, max drawdown and floor after an equity that moved (the one step every walk takes)."""
     if eq > peak:

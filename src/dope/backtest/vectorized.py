@@ -34,6 +34,7 @@ from dope.backtest.lanes import (
     load,
     load_one,
     load_part,
+    prefetch,
     splat,
     store_one,
 )
@@ -46,6 +47,8 @@ from dope.backtest.metrics import (
     fold_entry,
     fold_exit,
     fold_lanes,
+    fold_return,
+    fold_unmoved,
     start_sums,
     start_trade_sums,
     stats_from_sums,
@@ -85,6 +88,10 @@ PriceChecks = tuple[Lanes, Lanes]
 #: Trade rows the kernel starts with (fewer for fewer bars); the table doubles when full, and growing
 #: copies it, so the start is big enough for most runs over a year of 10-second bars.
 START_TRADE_ROWS = 1 << 17
+
+#: Bars ahead of the one a loop reads that it asks the CPU to start loading (4 KB of each array): the
+#: inputs stream in while the kernel works on fills, which are not bound by memory.
+AHEAD = 512
 
 
 @numba.njit(cache=True)
@@ -139,13 +146,17 @@ def _run_bars(t: int, n: int, held: bool, cash: float, qty: float, d: int, input
     checks = _check_prices(checks, o, c)
     turns = (bits_gt(p, above_v) | bits_lt(p, below_v)) >> first << first
     last = first_lane(turns) if turns else min(WIDTH, n - g) - 1
-    sums = fold_lanes(sums, cash_v + qty_v * c if held else cash_v, first, last)
+    if held:
+        sums = fold_lanes(sums, cash_v + qty_v * c, first, last)
+    else:  # the fill bar may change the equity, the bars after it cannot
+        sums = fold_unmoved(fold_return(sums, cash, first), cash_v, first, last)
     if not turns:
         open_, close, pred = inputs
         full = n - n % WIDTH
         g += WIDTH
         equity = cash_v
         while g < full:
+            _prefetch_ahead(inputs, g)
             o, c, p = load(open_, g), load(close, g), load(pred, g)
             checks = _check_prices(checks, o, c)
             equity = cash_v + qty_v * c if held else cash_v
@@ -153,7 +164,7 @@ def _run_bars(t: int, n: int, held: bool, cash: float, qty: float, d: int, input
             if turns:
                 last = first_lane(turns)
                 break
-            sums = fold_lanes(sums, equity, 0, WIDTH - 1)
+            sums = _fold_stretch(sums, held, equity, 0, WIDTH - 1)
             g += WIDTH
         if not turns and g < n:  # the last bars, fewer than a group
             o, c, p = _load_group(inputs, g, n)
@@ -162,16 +173,33 @@ def _run_bars(t: int, n: int, held: bool, cash: float, qty: float, d: int, input
             last = first_lane(turns) if turns else n - g - 1
             equity = cash_v + qty_v * c if held else cash_v
         if g < n:  # the group the stretch ends in
-            sums = fold_lanes(sums, equity, 0, last)
+            sums = _fold_stretch(sums, held, equity, 0, last)
     end = g + last + 1 if turns else n
     direction = _signal(lane(p, last), upper, lower, allow_short) if turns else _HOLD
     return end, direction, add_exposed(sums, end - t if qty != 0.0 else 0), checks
 
 
 @numba.njit(cache=True, inline="always")
+def _fold_stretch(sums: EquitySums, held: bool, equity: Lanes, first: int, last: int) -> EquitySums:
+    """Fold lanes ``first`` to ``last`` of a group inside a stretch (after its first bar): a held position's
+    equity moves with the close, a flat one's is the cash, which moved only at the fill."""
+    return fold_lanes(sums, equity, first, last) if held else fold_unmoved(sums, equity, first, last)
+
+
+@numba.njit(cache=True, inline="always")
+def _prefetch_ahead(inputs: Inputs, g: int) -> None:
+    """Start loading the inputs ``AHEAD`` bars after bar ``g``."""
+    open_, close, pred = inputs
+    prefetch(open_, g + AHEAD)
+    prefetch(close, g + AHEAD)
+    prefetch(pred, g + AHEAD)
+
+
+@numba.njit(cache=True, inline="always")
 def _load_group(inputs: Inputs, g: int, n: int) -> tuple[Lanes, Lanes, Lanes]:
     """Open, close and prediction of the group of bars from ``g``; past the last bar, lanes that pass the
     price checks and never turn."""
+    _prefetch_ahead(inputs, g)
     open_, close, pred = inputs
     if g + WIDTH <= n:
         return load(open_, g), load(close, g), load(pred, g)
