@@ -21,7 +21,7 @@ from dope.backtest import (
     zero_baseline,
 )
 from dope.backtest.result import empty_trades
-from dope.backtest.vectorized import START_TRADE_ROWS, checked_times
+from dope.backtest.vectorized import START_FILL_ROWS, checked_times
 
 MIN = 60_000
 
@@ -155,9 +155,9 @@ def test_config_rejects_bad_values(kwargs: dict[str, float], message: str) -> No
         BacktestConfig(**kwargs)  # type: ignore[arg-type]
 
 
-def test_many_fills_grow_the_tables_and_both_paths_still_agree() -> None:
+def test_many_fills_grow_the_fill_log_and_both_paths_still_agree() -> None:
     rng = np.random.default_rng(8)
-    n = START_TRADE_ROWS + 20_000  # more trades than the tables start with
+    n = START_FILL_ROWS + 20_000  # more fills than the log starts with
     c = 100 * np.exp(np.cumsum(rng.normal(0, 0.0002, n)))
     o = np.r_[100.0, c[:-1]]
     p = np.where(np.arange(n) % 2 == 0, 1.0, -1.0)  # a reversal at every bar
@@ -171,14 +171,30 @@ def test_many_fills_grow_the_tables_and_both_paths_still_agree() -> None:
     assert fast.metrics == slow.metrics
 
 
-def test_a_result_keeps_no_table_much_bigger_than_its_rows() -> None:
+def test_a_short_wiped_out_cannot_reopen_and_both_paths_log_the_same_trades() -> None:
+    # Short at 100, the price triples: closing leaves the cash negative, so each later order to open is
+    # refused (cash <= 0) and only logged; the trades are rebuilt by replaying those fills.
+    o = np.array([100.0, 100.0, 300.0, 300.0, 310.0, 320.0, 330.0, 340.0])
+    c = np.array([100.0, 100.0, 300.0, 300.0, 310.0, 320.0, 330.0, 340.0])
+    p = np.array([-1.0, 1.0, -1.0, 1.0, -1.0, 1.0, 0.0, 0.0])
+    cfg = BacktestConfig(upper=0.5, lower=-0.5, fee_rate=0.001, allow_short=True)
+    times = np.arange(len(c)) * MIN
+    fast = run_vectorized(o, c, p, cfg, times=times)
+    slow = run_event({"open_time": times, "open": o, "close": c}, p, cfg)
+    assert fast.equity[-1] < 0 and np.count_nonzero(fast.position) == 1  # only the first short was held
+    assert len(fast.trades) == 1 and fast.trades["pnl"].iloc[0] < -cfg.initial_cash
+    pd.testing.assert_frame_equal(fast.trades, slow.trades, check_exact=True)
+    assert np.array_equal(fast.equity, slow.equity) and fast.metrics == slow.metrics
+
+
+def test_a_result_keeps_no_fill_log_much_bigger_than_its_rows() -> None:
     n = 5_000
     c = 100 * np.exp(np.cumsum(np.random.default_rng(2).normal(0, 0.001, n)))
     p = np.where(np.arange(n) % 500 < 250, 1.0, -1.0)  # ten round trips in tables sized for 5,000 bars
     r = run_vectorized(np.r_[100.0, c[:-1]], c, p, BacktestConfig(upper=0.0, lower=0.0), interval_ms=MIN)
-    for table in (r.record.trade_table, r.record.fills):  # type: ignore[attr-defined]
-        kept = table.base if table.base is not None else table
-        assert len(table) > 0 and kept.shape[0] <= 4 * len(table)
+    fills = r.record.fills  # type: ignore[attr-defined]
+    kept = fills.base if fills.base is not None else fills
+    assert len(fills) == 21 and kept.shape[0] <= 4 * len(fills)  # the start, then an entry and an exit per trip
     assert len(r.trades) == 10
 
 

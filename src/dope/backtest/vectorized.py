@@ -3,9 +3,9 @@
 The kernel runs the trader core's own arithmetic (:mod:`dope.trading.accounting`,
 compiled by numba) in the same order as the event path, so both give the same bits. It
 writes nothing per bar: it folds the bars eight at a time into the metric sums (the lanes
-of :mod:`dope.backtest.lanes`) and logs only what changes at a fill (the trades, and the
-cash and position from that bar on), from which
-:class:`~dope.backtest.result.BacktestResult` rebuilds equity and position when asked.
+of :mod:`dope.backtest.lanes`) and logs only what changes at a fill (the cash and position
+from that bar on), from which :class:`~dope.backtest.result.BacktestResult` rebuilds equity,
+position and the trades (replaying the fills with the kernel's own :func:`_fill`) when asked.
 The loops pass the arrays on as plain addresses, so nothing in them counts references.
 """
 
@@ -85,9 +85,9 @@ Inputs = tuple[int, int, int]
 #: (lowest price, sum of prices) seen so far, lane by lane: see :func:`_check_prices`.
 PriceChecks = tuple[Lanes, Lanes]
 
-#: Trade rows the kernel starts with (fewer for fewer bars); the table doubles when full, and growing
+#: Fill-log rows the kernel starts with (fewer for fewer bars); the log doubles when full, and growing
 #: copies it, so the start is big enough for most runs over a year of 10-second bars.
-START_TRADE_ROWS = 1 << 17
+START_FILL_ROWS = 1 << 18
 
 #: Bars ahead of the one a loop reads that it asks the CPU to start loading (4 KB of each array): the
 #: inputs stream in while the kernel works on fills, which are not bound by memory.
@@ -214,108 +214,138 @@ Book = tuple[float, float, int, int, float, float, float]
 @numba.njit(cache=True, error_model="numpy")
 def _run_kernel(open_: FloatArray, close: FloatArray, pred: FloatArray, upper: float, lower: float,
                 allow_short: bool, fee_rate: float, slippage: float, fraction: float, cash0: float
-                ) -> tuple[FloatArray, int, FloatArray, int, FloatArray, FloatArray, float, bool]:
-    """One backtest in one pass: returns the trades table (times not set) and its row count, the fill log
-    and its row count, the equity sums (``EquityStats`` order), the trade sums (:func:`trade_sums`'
-    order), the fees, and whether the prices passed the quick check (when not,
-    :func:`first_bad_price` decides).
+                ) -> tuple[FloatArray, int, FloatArray, FloatArray, float, bool]:
+    """One backtest in one pass: returns the fill log and its row count, the equity sums (``EquityStats``
+    order), the trade sums (:func:`trade_sums`' order), the fees, and whether the prices passed the
+    quick check (when not, :func:`first_bad_price` decides).
 
-    The bars run in spans that stop when a table is full; the tables grow between spans
-    (growing them inside the loop would cost reference counting on every fill).
+    The bars run in spans that stop when the fill log is full; it grows between spans
+    (growing it inside the loop would cost reference counting on every fill).
     """
     n = close.shape[0]
-    rows = min(close.shape[0], START_TRADE_ROWS)
-    trades, fills = np.empty((rows + 2, _N_COLS)), np.empty((2 * rows + 2, _FILL_COLS))
+    fills = np.empty((min(n + 1, START_FILL_ROWS), _FILL_COLS))
     fills[0, _FROM_BAR], fills[0, _CASH], fills[0, _POSITION] = 0.0, cash0, 0.0
-    nt, nf = 0, 1
+    nf = 1
     book: Book = (cash0, 0.0, 0, _HOLD, 0.0, math.nan, math.nan)
     sums, checks, traded = start_sums(cash0), (splat(np.inf), splat(0.0)), start_trade_sums()
     t = 0
     while True:
-        t, book, sums, checks, traded, nt, nf = _run_span(t, n, open_, close, pred, upper, lower, allow_short,
-                                                          fee_rate, slippage, fraction, book, sums, checks, traded,
-                                                          trades, nt, fills, nf)
+        t, book, sums, checks, traded, nf = _run_span(t, n, open_, close, pred, upper, lower, allow_short,
+                                                      fee_rate, slippage, fraction, book, sums, checks, traded,
+                                                      fills, nf)
         if t >= n:
             break
-        trades, fills = _grow(trades), _grow(fills)
-    _, q_abs, d, _, fees, entry_price, entry_fee = book
-    if d != 0:  # the open trade, marked at the last close
-        pnl = _pnl(d, q_abs, entry_price, close[n - 1], entry_fee, 0.0)
-        _finish(address(trades), nt, -1, close[n - 1], 0.0, pnl, _ret(pnl, q_abs, entry_price))
-        trades[nt, _IS_OPEN] = 1.0
-        nt += 1
-    return (trades, nt, fills, nf, sums_row(sums, n), trade_sums_row(traded), fees, _prices_passed(checks))
+        fills = _grow(fills)
+    return fills, nf, sums_row(sums, n), trade_sums_row(traded), book[4], _prices_passed(checks)
 
 
 @numba.njit(cache=True, error_model="numpy")
 def _run_span(t: int, n: int, open_: FloatArray, close: FloatArray, pred: FloatArray, upper: float,
               lower: float, allow_short: bool, fee_rate: float, slippage: float, fraction: float, book: Book,
-              sums: EquitySums, checks: PriceChecks, traded: TradeSums, trades: FloatArray, nt: int,
-              fills: FloatArray, nf: int) -> tuple[int, Book, EquitySums, PriceChecks, TradeSums, int, int]:
-    """Bars from ``t`` until the end, or until a table has no room for the next fill (a pending order).
+              sums: EquitySums, checks: PriceChecks, traded: TradeSums, fills: FloatArray, nf: int
+              ) -> tuple[int, Book, EquitySums, PriceChecks, TradeSums, int]:
+    """Bars from ``t`` until the end, or until the fill log has no room for the next fill (a pending order).
 
     The flat and the held stretches run at their own call sites, each followed by its own
     fill, so every branch at a site goes the same way stretch after stretch (the branch
     predictor learns them, which it could not after a loop of varying length).
     """
     inputs = (address(open_), address(close), address(pred))
-    n_trade_rows, n_fill_rows = trades.shape[0], fills.shape[0]
-    tables = (address(trades), address(fills))
+    n_fill_rows, fill_rows = fills.shape[0], address(fills)
     if book[3] != _HOLD and t < n:  # a fill that waited for the tables to grow
-        book, traded, nt, nf = _fill_logged(t, book, traded, inputs, slippage, fee_rate, fraction, tables, nt, nf)
+        book, traded, nf = _fill_logged(t, book, traded, inputs, slippage, fee_rate, fraction, fill_rows, nf)
     while t < n:
         if book[2] == 0:
             t, pending, sums, checks = _run_bars(t, n, False, book[0], 0.0, 0, inputs, upper, lower, allow_short,
                                                  sums, checks)
             book = book[:3] + (pending,) + book[4:]
-            if pending == _HOLD or t >= n or not _has_room(nt, n_trade_rows, nf, n_fill_rows):
+            if pending == _HOLD or t >= n or nf >= n_fill_rows:
                 break
-            book, traded, nt, nf = _fill_logged(t, book, traded, inputs, slippage, fee_rate, fraction, tables, nt, nf)
+            book, traded, nf = _fill_logged(t, book, traded, inputs, slippage, fee_rate, fraction, fill_rows, nf)
         if book[2] != 0:
             t, pending, sums, checks = _run_bars(t, n, True, book[0], book[2] * book[1], book[2], inputs, upper,
                                                  lower, allow_short, sums, checks)
             book = book[:3] + (pending,) + book[4:]
-            if pending == _HOLD or t >= n or not _has_room(nt, n_trade_rows, nf, n_fill_rows):
+            if pending == _HOLD or t >= n or nf >= n_fill_rows:
                 break
-            book, traded, nt, nf = _fill_logged(t, book, traded, inputs, slippage, fee_rate, fraction, tables, nt, nf)
-    return t, book, sums, checks, traded, nt, nf
-
-
-@numba.njit(cache=True, inline="always")
-def _has_room(nt: int, n_trade_rows: int, nf: int, n_fill_rows: int) -> bool:
-    """Whether the tables hold one more fill: an exit and an entry row, and a fill-log row."""
-    return nt + 2 <= n_trade_rows and nf < n_fill_rows
+            book, traded, nf = _fill_logged(t, book, traded, inputs, slippage, fee_rate, fraction, fill_rows, nf)
+    return t, book, sums, checks, traded, nf
 
 
 @numba.njit(cache=True, inline="always")
 def _fill_logged(t: int, book: Book, traded: TradeSums, inputs: Inputs, slippage: float, fee_rate: float,
-                 fraction: float, tables: tuple[int, int], nt: int, nf: int) -> tuple[Book, TradeSums, int, int]:
-    """The pending fill at bar ``t``'s open (the paper broker's rule), folded into the trade sums and
-    written to the trades table and the fill log (at their :func:`address`, with room for it): the
-    book, the trade sums and the tables' row counts."""
+                 fraction: float, fill_rows: int, nf: int) -> tuple[Book, TradeSums, int]:
+    """The pending fill at bar ``t``'s open, folded into the trade sums and written to the fill log (at
+    its :func:`address`, with room for it): the book, the trade sums and the log's row count."""
+    after, (closed, exit_price, _, pnl, ret, opened) = _fill(book, load_one(inputs[0], t), slippage, fee_rate,
+                                                             fraction)
+    if closed:
+        traded = fold_exit(traded, book[1], exit_price, pnl, ret)
+    if opened:
+        traded = fold_entry(traded, after[1], after[5])
+    row = nf * _FILL_COLS
+    store_one(fill_rows, row + _FROM_BAR, t)
+    store_one(fill_rows, row + _CASH, after[0])
+    store_one(fill_rows, row + _POSITION, after[2] * after[1])
+    return after, traded, nf + 1
+
+
+#: What a fill did to the trades: whether it closed one (then its exit price, exit fee, P&L and return),
+#: and whether it opened one.
+FillOutcome = tuple[bool, float, float, float, float, bool]
+
+
+@numba.njit(cache=True, inline="always")
+def _fill(book: Book, open_price: float, slippage: float, fee_rate: float, fraction: float
+          ) -> tuple[Book, FillOutcome]:
+    """The pending order filled at a bar's open by the paper broker's rule: close what is held, then open
+    what is asked for when the cash is positive. The one fill rule of the kernel and of the replay
+    that rebuilds its trades (:func:`trade_table`)."""
     cash, q_abs, d, pending, fees, entry_price, entry_fee = book
-    trade_rows, fill_rows = tables
-    open_price = load_one(inputs[0], t)
-    if d != 0:  # the paper broker's rule: close what is held, then open what is asked for
-        cash, price, _, fee = _close(cash, d, q_abs, open_price, slippage, fee_rate)
-        fees += fee
-        pnl = _pnl(d, q_abs, entry_price, price, entry_fee, fee)
+    closed, exit_price, exit_fee, pnl, ret = d != 0, math.nan, math.nan, math.nan, math.nan
+    if closed:
+        cash, exit_price, _, exit_fee = _close(cash, d, q_abs, open_price, slippage, fee_rate)
+        fees += exit_fee
+        pnl = _pnl(d, q_abs, entry_price, exit_price, entry_fee, exit_fee)
         ret = _ret(pnl, q_abs, entry_price)
-        _finish(trade_rows, nt, t, price, fee, pnl, ret)
-        traded = fold_exit(traded, q_abs, price, pnl, ret)
-        nt += 1
         d = 0
-    if pending != 0 and cash > 0:
+    opened = pending != 0 and cash > 0
+    if opened:
         cash, q_abs, entry_price, _, entry_fee = _open(cash, pending, open_price, slippage, fee_rate, fraction)
         fees += entry_fee
         d = pending
-        _start(trade_rows, nt, d, t, q_abs, entry_price, entry_fee)
-        traded = fold_entry(traded, q_abs, entry_price)
-    row = nf * _FILL_COLS
-    store_one(fill_rows, row + _FROM_BAR, t)
-    store_one(fill_rows, row + _CASH, cash)
-    store_one(fill_rows, row + _POSITION, d * q_abs)
-    return (cash, q_abs, d, _HOLD, fees, entry_price, entry_fee), traded, nt, nf + 1
+    return (cash, q_abs, d, _HOLD, fees, entry_price, entry_fee), (closed, exit_price, exit_fee, pnl, ret, opened)
+
+
+@numba.njit(cache=True, error_model="numpy")
+def trade_table(open_: FloatArray, close: FloatArray, pred: FloatArray, fills: FloatArray, upper: float,
+                lower: float, allow_short: bool, fee_rate: float, slippage: float, fraction: float) -> FloatArray:
+    """The raw trades table (``TRADE_COLUMNS``, times not set) of a kernel run, rebuilt from its fill log:
+    each logged fill replayed with :func:`_fill`, its order the one the previous bar's prediction
+    asked for, so every number is the kernel's own; the open trade last, marked at the last close."""
+    table = np.empty((fills.shape[0], _N_COLS))
+    rows = address(table)
+    book: Book = (fills[0, _CASH], 0.0, 0, _HOLD, 0.0, math.nan, math.nan)
+    nt = 0
+    for k in range(1, fills.shape[0]):
+        t = int(fills[k, _FROM_BAR])
+        order = _signal(pred[t - 1], upper, lower, allow_short)
+        after, (closed, exit_price, exit_fee, pnl, ret, opened) = _fill(book[:3] + (order,) + book[4:], open_[t],
+                                                                        slippage, fee_rate, fraction)
+        if closed:
+            _finish(rows, nt, t, exit_price, exit_fee, pnl, ret)
+            nt += 1
+        if opened:
+            _start(rows, nt, after[2], t, after[1], after[5], after[6])
+        book = after
+    _, q_abs, d, _, _, entry_price, entry_fee = book
+    if d != 0:
+        n = close.shape[0]
+        pnl = _pnl(d, q_abs, entry_price, close[n - 1], entry_fee, 0.0)
+        _finish(rows, nt, -1, close[n - 1], 0.0, pnl, _ret(pnl, q_abs, entry_price))
+        table[nt, _IS_OPEN] = 1.0
+        nt += 1
+    return table[:nt].copy()
 
 
 @numba.njit(cache=True, inline="always")
@@ -370,9 +400,8 @@ def _sweep_kernel(open_: FloatArray, close: FloatArray, pred: FloatArray, uppers
     tr_stats = np.empty((g, 5))
     fees = np.empty(g)
     for k in numba.prange(g):
-        _, _, _, _, eq_stats[k], tr_stats[k], fees[k], _ = _run_kernel(open_, close, pred, uppers[k], lowers[k],
-                                                                      allow_short, fee_rate, slippage, fraction,
-                                                                      cash0)
+        _, _, eq_stats[k], tr_stats[k], fees[k], _ = _run_kernel(open_, close, pred, uppers[k], lowers[k],
+                                                                allow_short, fee_rate, slippage, fraction, cash0)
     return eq_stats, tr_stats, fees
 
 
@@ -449,11 +478,13 @@ def spaced_times(n: int, interval_ms: int) -> IntArray:
 
 @dataclass(frozen=True)
 class FillRecord:
-    """A vectorized run's per-bar arrays and trades, rebuilt from its fill log and raw trades table."""
+    """A vectorized run's per-bar arrays and trades, rebuilt from its inputs and fill log."""
 
+    open: FloatArray
     close: FloatArray
+    prediction: FloatArray
     fills: FloatArray
-    trade_table: FloatArray
+    config: BacktestConfig
     stamps: IntArray | None
     interval_ms: int
 
@@ -467,7 +498,10 @@ class FillRecord:
         return position_from_fills(len(self.close), self.fills)
 
     def trades(self) -> pd.DataFrame:
-        return trades_from_array(_with_times(self.trade_table.copy(), self._bar_time))
+        cfg = self.config
+        table = trade_table(self.open, self.close, self.prediction, self.fills, cfg.upper, cfg.lower,
+                            cfg.allow_short, cfg.fee_rate, cfg.slippage, cfg.fraction)
+        return trades_from_array(_with_times(table, self._bar_time))
 
     def _bar_time(self, bars: IntArray) -> IntArray:
         """Open times of the given bars (without building every bar's time)."""
@@ -475,16 +509,14 @@ class FillRecord:
 
 
 def _backtest(o: FloatArray, c: FloatArray, p: FloatArray, config: BacktestConfig
-              ) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray, float]:
-    """The kernel on checked-length arrays: trades table, fill log, equity sums, trade sums and fees (bad
-    prices raise)."""
-    trades, nt, fills, nf, sums, traded, fees, ok = _run_kernel(o, c, p, config.upper, config.lower,
-                                                                config.allow_short, config.fee_rate,
-                                                                config.slippage, config.fraction,
-                                                                config.initial_cash)
+              ) -> tuple[FloatArray, FloatArray, FloatArray, float]:
+    """The kernel on checked-length arrays: fill log, equity sums, trade sums and fees (bad prices raise)."""
+    fills, nf, sums, traded, fees, ok = _run_kernel(o, c, p, config.upper, config.lower, config.allow_short,
+                                                    config.fee_rate, config.slippage, config.fraction,
+                                                    config.initial_cash)
     if not ok:
         check_inputs(o, c, p)  # raises, naming the first bad price (or passes: the quick sum overflowed)
-    return _fitted(trades, nt), _fitted(fills, nf), sums, traded, fees
+    return _fitted(fills, nf), sums, traded, fees
 
 
 def _fitted(table: FloatArray, rows: int) -> FloatArray:
@@ -507,10 +539,10 @@ def run_vectorized(open: npt.ArrayLike, close: npt.ArrayLike, prediction: npt.Ar
     """
     o, c, p = as_arrays(open, close, prediction)
     stamps, interval = checked_times(len(c), times, interval_ms)
-    trades, fills, sums, traded, fees = _backtest(o, c, p, config)
+    fills, sums, traded, fees = _backtest(o, c, p, config)
     metrics = finish_metrics(stats_from_sums(sums), trade_stats_from_sums(traded, fees),
                              config.initial_cash, interval)
-    return BacktestResult(config, interval, FillRecord(c, fills, trades, stamps, interval), fees, metrics)
+    return BacktestResult(config, interval, FillRecord(o, c, p, fills, config, stamps, interval), fees, metrics)
 
 
 def _with_times(table: FloatArray, bar_time: Callable[[IntArray], IntArray]) -> FloatArray:
@@ -570,6 +602,6 @@ def sweep_equity(open: npt.ArrayLike, close: npt.ArrayLike, prediction: npt.Arra
     o, c, p = check_inputs(open, close, prediction)
     out = np.empty((len(pairs), len(c)))
     for k, (upper, lower) in enumerate(pairs):
-        _, fills, _, _, _ = _backtest(o, c, p, config.with_thresholds(upper, lower))
+        fills, _, _, _ = _backtest(o, c, p, config.with_thresholds(upper, lower))
         out[k] = equity_from_fills(c, fills)
     return out
