@@ -1,8 +1,8 @@
 """Threshold backtests over a year of 10-second bars (3.15 M) against vectorbt, a bare read and backtesting.py.
 
 Targets (issue 5), all ratios measured in this run:
-* one backtest (``run_vectorized``, every metric and the trades table; the per-bar equity
-  and the trades frame are built on first use, timed apart): at least 10x vectorbt's
+* one backtest (``run_vectorized``, every metric and the fill log; the per-bar equity and
+  the trades frame are built from the log on first use, timed apart): at least 10x vectorbt's
   ``from_signals`` and within 2x of a compiled loop that only reads the same three arrays
   (the two timed in turns, so noise hits both; best and median ratios printed), and the same
   ratio for a calmer strategy on the same data (about a sixth of the trades), which shows what
