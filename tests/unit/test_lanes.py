@@ -207,13 +207,14 @@ def _flat_group_both_ways(before, cash, j, last, peak_drop):  # type: ignore[no-
     sums = fold_lanes(sums, load(address(before), 0), 0, WIDTH - 1)
     prior = fold_lanes(sums, load(address(before), 0), 0, j - 1) if j > 0 else sums
     group = load(address(np.full(WIDTH, cash)), 0)
-    return _plain(fold_lanes(prior, group, j, last)), _plain(fold_unmoved(fold_return(prior, cash, j), group, j, last))
+    split = fold_unmoved(fold_return(prior, cash, j), group, j, last)
+    return _plain(fold_lanes(prior, group, j, last)), _plain(split)
 
 
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.sampled_from([90.0, 95.5, 100.0, 120.0, 60.0]), min_size=WIDTH, max_size=WIDTH),
-       st.sampled_from([90.0, 95.5, 100.0, 130.0, 50.0, np.inf]), st.integers(0, WIDTH - 1), st.integers(0, WIDTH - 1),
-       st.sampled_from([0.0, 0.3]))
+       st.sampled_from([90.0, 95.5, 100.0, 130.0, 50.0, np.inf]), st.integers(0, WIDTH - 1),
+       st.integers(0, WIDTH - 1), st.sampled_from([0.0, 0.3]))
 def test_a_flat_stretch_folded_as_its_fill_bar_and_unmoved_lanes_gives_fold_lanes_bits(
         before: list[float], cash: float, j: int, extra: int, peak_drop: float) -> None:
     last = min(WIDTH - 1, j + extra)

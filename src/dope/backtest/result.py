@@ -2,7 +2,8 @@
 
 The vectorized kernel keeps only what changes at a fill (the bar, the cash and the
 position from then on), so a backtest costs one pass over the inputs; :class:`BacktestResult`
-turns that log into per-bar arrays and, replaying the fills, a trades frame on first use. The event path records the arrays as it goes and hands them over as they are.
+turns that log into per-bar arrays and, replaying the fills, a trades frame on first use. The
+event path records the arrays as it goes and hands them over as they are.
 """
 
 from __future__ import annotations
