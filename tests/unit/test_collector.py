@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from dope.bars import build_bars
 from dope.config import BarsConfig, CollectorConfig
@@ -146,3 +147,27 @@ def run_quiet_live(tmp_path: Path, is_live: bool) -> int:
 def test_quiet_bars_close_on_the_clock_only_while_the_source_is_live(tmp_path: Path) -> None:
     assert run_quiet_live(tmp_path, is_live=False) == 0
     assert run_quiet_live(tmp_path, is_live=True) >= 5
+
+
+class FailingSource(ListSource):
+    """Yields its batches, then raises as a broken feed does."""
+
+    async def trades(self, resume: Mapping[str, int]) -> AsyncIterator[list[Trade]]:
+        async for batch in super().trades(resume):
+            yield batch
+        raise ConnectionError("feed broke")
+
+
+def test_closed_bars_reach_the_store_when_the_source_raises(tmp_path: Path) -> None:
+    trades = real_trades()[:3000]
+    bus = InMemoryBus(hwm=0)
+    sub = bus.subscriber(["bar."])
+    run = Collector(CollectorConfig(symbols=("BTCUSDT",), flush_every_bars=1_000), BarsConfig(close_on="event_time"),
+                    FailingSource([trades]), BarStore(tmp_path / "store"), bus.publisher("collector"))
+    with pytest.raises(ConnectionError):
+        asyncio.run(run.run())
+    published = []
+    while (msg := sub.receive(timeout_ms=0)) is not None:
+        published.extend([msg.open_time] if isinstance(msg, Bar) else [])
+    assert len(published) >= 5
+    assert BarStore(tmp_path / "store").read_bars("BTCUSDT", 10_000)["open_time"].tolist() == published

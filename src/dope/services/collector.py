@@ -84,11 +84,15 @@ class Collector:
                 if builder.next_open_time is not None}
 
     async def run(self, stop: asyncio.Event | None = None) -> CollectorCounters:
-        """Consume the source until it ends or ``stop`` is set; flush everything complete."""
+        """Consume the source until it ends or ``stop`` is set; flush everything complete.
+
+        The bars already closed reach the store on every exit path: a normal end, a stop
+        (SIGTERM), a source that raises and a cancelled task."""
         stop = stop or asyncio.Event()
         tickers = [asyncio.create_task(self._heartbeats(stop))]
         if self.clock is not None and self.bar_policy.close_on == "clock":
             tickers.append(asyncio.create_task(self._clock_closes(self.clock, stop)))
+        finished = False
         try:
             finished = await self._consume(stop)
         finally:
@@ -97,7 +101,7 @@ class Collector:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        self._close(finished)
+            self._close(finished)
         return self.counters
 
     async def _consume(self, stop: asyncio.Event) -> bool:
