@@ -182,6 +182,10 @@ class FakeBinance:
         weight = route[0](params)
         used = self._add_weight(weight)
         fault = self.faults.take_rest_fault(request.path)
+        if fault is not None and fault.body is not None:
+            self.requests.append(RequestRecord(request.method, request.path, params, fault.status, weight,
+                                               self.clock.now_ms()))
+            return web.Response(status=fault.status, text=fault.body, content_type="text/html")
         if fault is not None:
             headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else {}
             msg = fault.msg or _fault_message(fault.status)

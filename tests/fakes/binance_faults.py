@@ -28,6 +28,11 @@ MALFORMED_FRAMES: dict[str, str] = {
 }
 """Malformed frames by kind: text the client must count, log and skip."""
 
+WAF_HTML = ("<!DOCTYPE HTML PUBLIC \"-//W3C//DTD HTML 4.01 Transitional//EN\"><HTML><HEAD><TITLE>ERROR: The "
+            "request could not be satisfied</TITLE></HEAD><BODY><H1>403 ERROR</H1><H2>The request could not be "
+            "satisfied.</H2></BODY></HTML>")
+"""An HTML page as the CDN/WAF in front of Binance answers (with 403, or a proxy with 200/502)."""
+
 
 @dataclass
 class StreamFaults:
@@ -63,6 +68,8 @@ class RestFault:
     path: str = ""
     code: int = -1003
     msg: str = ""
+    body: str | None = None
+    """Answer this text (an HTML page, as a WAF or proxy sends) instead of Binance's JSON error."""
 
 
 @dataclass
@@ -83,9 +90,10 @@ class FaultPlan:
         return random.Random(self.seed * 1_000_003 + index)
 
     def fail_next_rest(self, status: int, *, retry_after: int | None = None, path: str = "",
-                       code: int | None = None, msg: str = "") -> None:
-        """Answer the next REST call (matching ``path``) with HTTP ``status``."""
-        self.rest.append(RestFault(status, retry_after, path, _default_code(status) if code is None else code, msg))
+                       code: int | None = None, msg: str = "", body: str | None = None) -> None:
+        """Answer the next REST call (matching ``path``) with HTTP ``status`` (and ``body``, if given)."""
+        self.rest.append(RestFault(status, retry_after, path, _default_code(status) if code is None else code, msg,
+                                   body))
 
     def take_rest_fault(self, path: str) -> RestFault | None:
         """Remove and return the first queued REST fault that matches ``path``."""

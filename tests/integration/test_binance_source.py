@@ -12,7 +12,7 @@ import pytest
 from dope.bars import BarBuilder, TradeArrays, bars_to_frame, build_bars
 from dope.config import BinanceConfig
 from dope.market.base import UnknownSymbolError
-from dope.market.binance import BinanceSource
+from dope.market.binance import BinanceAPIError, BinanceSource
 from dope.messages import Bar, Trade
 from tests.fakes.binance import FakeBinance, FakeConfig, FaultPlan, StreamFaults
 
@@ -170,4 +170,17 @@ def test_unknown_symbol_is_a_clear_error() -> None:
             source = BinanceSource(client_config(fake), ["BTCUSDT", "NOPEUSDT"])
             with pytest.raises(UnknownSymbolError, match="NOPEUSDT"):
                 await anext(source.trades({}))
+    asyncio.run(main())
+
+
+def test_a_request_binance_refuses_is_a_configuration_error_not_retried() -> None:
+    faults = FaultPlan()
+    faults.fail_next_rest(400, path="/api/v3/aggTrades", code=-1100, msg="Illegal characters found in parameter.")
+
+    async def main() -> None:
+        async with FakeBinance(config=FakeConfig(speed=0), faults=faults) as fake:
+            source = BinanceSource(client_config(fake), SYMBOLS)
+            stream = source.trades(dict.fromkeys(SYMBOLS, fake.first_time_ms))
+            with pytest.raises(BinanceAPIError, match="-1100"):
+                await asyncio.wait_for(anext(stream), 10)
     asyncio.run(main())

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from dope.bars import align, bars_to_frame
 from dope.config import BarsConfig, CollectorConfig
@@ -15,6 +16,7 @@ from dope.messages import Bar, Trade
 from dope.services.collector import Collector
 from dope.store import BarStore
 from tests.fakes.binance import FakeBinance, FakeConfig, FaultPlan, StreamFaults
+from tests.fakes.binance_faults import WAF_HTML
 from tests.integration.test_binance_source import SYMBOLS, client_config, reference
 
 
@@ -69,7 +71,34 @@ def collect_from_fake(store: Path, faults: FaultPlan | None) -> dict[str, int]:
     return asyncio.run(main())
 
 
-def test_collector_bars_with_faults_equal_the_fault_free_bars(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def clean_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The bars of a fault-free run (shared by the tests of this module)."""
+    store = tmp_path_factory.mktemp("clean")
+    assert collect_from_fake(store, None)["disconnects"] == 0
+    return store
+
+
+def assert_same_bars(got: Path, expected: Path) -> None:
+    for symbol in SYMBOLS:
+        reference = BarStore(expected).read_bars(symbol, 10_000)
+        assert len(reference) >= 20
+        pd.testing.assert_frame_equal(BarStore(got).read_bars(symbol, 10_000), reference, check_exact=True)
+
+
+def test_waf_403_server_errors_and_html_answers_are_retried(tmp_path: Path, clean_store: Path) -> None:
+    faults = FaultPlan()
+    faults.fail_next_rest(403, path="/api/v3/exchangeInfo")
+    faults.fail_next_rest(403, path="/api/v3/aggTrades", body=WAF_HTML)
+    faults.fail_next_rest(503, path="/api/v3/aggTrades")
+    faults.fail_next_rest(200, path="/api/v3/aggTrades", body=WAF_HTML)
+    faults.fail_next_rest(502, path="/api/v3/aggTrades", body="<html><body>Bad Gateway</body></html>")
+    counters = collect_from_fake(tmp_path, faults)
+    assert (counters["forbidden"], counters["server_errors"], counters["bad_bodies"]) == (2, 2, 1)
+    assert_same_bars(tmp_path, clean_store)
+
+
+def test_collector_bars_with_faults_equal_the_fault_free_bars(tmp_path: Path, clean_store: Path) -> None:
     faults = FaultPlan(seed=9, streams=[
         StreamFaults(drop_after=60, duplicate_rate=0.1),
         StreamFaults(close_after=50, reorder_window=4, malformed={7: "garbage"}),
@@ -78,13 +107,7 @@ def test_collector_bars_with_faults_equal_the_fault_free_bars(tmp_path: Path) ->
         StreamFaults(drop_after=60, reorder_window=3),
     ], default=StreamFaults(duplicate_rate=0.05, reorder_window=3))
     faults.fail_next_rest(429, retry_after=1, path="/api/v3/aggTrades")
-    clean = collect_from_fake(tmp_path / "clean", None)
-    faulty = collect_from_fake(tmp_path / "faulty", faults)
-    assert clean["disconnects"] == 0
+    faulty = collect_from_fake(tmp_path, faults)
     assert faulty["disconnects"] >= 5 and faulty["malformed"] == 2 and faulty["rate_limited"] == 1
     assert faulty["duplicates"] > 0
-    for symbol in SYMBOLS:
-        expected = BarStore(tmp_path / "clean").read_bars(symbol, 10_000)
-        assert len(expected) >= 20
-        pd.testing.assert_frame_equal(BarStore(tmp_path / "faulty").read_bars(symbol, 10_000), expected,
-                                      check_exact=True)
+    assert_same_bars(tmp_path, clean_store)
