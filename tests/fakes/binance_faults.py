@@ -49,6 +49,9 @@ class StreamFaults:
     """Send ``serverShutdown`` then close after this many messages."""
     malformed: dict[int, MalformedKind] = field(default_factory=dict)
     """Send a malformed frame of the given kind after this many messages."""
+    poisoned: dict[int, str] = field(default_factory=dict)
+    """Before the n-th message (1-based), send a copy of it whose price is the given text ("NaN", "0", ...):
+    a frame the client must reject without taking its trade id, which the genuine message then carries."""
     lose: set[int] = field(default_factory=set)
     """Silently skip the n-th message (1-based) without disconnecting: a hole only REST can fill."""
     duplicate_rate: float = 0.0

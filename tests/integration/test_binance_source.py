@@ -184,3 +184,11 @@ def test_a_request_binance_refuses_is_a_configuration_error_not_retried() -> Non
             with pytest.raises(BinanceAPIError, match="-1100"):
                 await asyncio.wait_for(anext(stream), 10)
     asyncio.run(main())
+
+
+def test_a_rejected_frame_does_not_take_the_genuine_trades_id() -> None:
+    """A frame with a bad price and id N arrives first: it is rejected, and the genuine trade N is kept."""
+    faults = FaultPlan(default=StreamFaults(poisoned={200: "NaN", 400: "0.00000000", 600: "-1.5"}))
+    got, expected, source, _ = run_source(FakeConfig(speed=SPEED), faults, from_end_s=200)
+    assert_same_trades_and_bars(got, expected)
+    assert source.counters["malformed"] == 3

@@ -24,7 +24,7 @@ import aiohttp
 
 from dope.clock import Clock, LiveClock
 from dope.config import BinanceConfig
-from dope.market.base import UnknownSymbolError
+from dope.market.base import UnknownSymbolError, trade_problem
 from dope.market.binance_rest import Backoff, BinanceAPIError, BinanceRest, sleep_ms
 from dope.market.binance_sequencer import Sequencer
 from dope.market.binance_wire import (
@@ -220,11 +220,15 @@ class BinanceSource:
         return False
 
     def _offer(self, trade: Trade, out: list[Trade], now: float) -> None:
+        """Validate, then sequence: a rejected trade never marks its id as seen (the genuine one may follow)."""
         seq = self._seqs.get(trade.symbol)
-        if seq is None:
+        problem = "unsubscribed symbol" if seq is None else trade_problem(trade)
+        if problem is not None:
             self.counters["malformed"] += 1
-            log.warning("Binance frame for unsubscribed symbol %s skipped", trade.symbol)
+            log.warning("Binance trade %d of %s rejected (%s): price %r, qty %r", trade.trade_id, trade.symbol,
+                        problem, trade.price, trade.qty)
             return
+        assert seq is not None
         dup, ooo = seq.duplicates, seq.out_of_order
         seq.offer(trade, out, now)
         self.counters["duplicates"] += seq.duplicates - dup

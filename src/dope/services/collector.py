@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,7 +21,7 @@ from dope.bars import BarBuilder, align, bars_to_frame
 from dope.clock import Clock
 from dope.config import BarsConfig, CollectorConfig, DopeConfig
 from dope.logs import ProblemCounter
-from dope.market.base import TradeSource
+from dope.market.base import TradeSource, trade_problem
 from dope.messages import Bar, LateTrades, Trade
 from dope.store import BarStore
 from dope.transport import Publisher
@@ -134,7 +133,7 @@ class Collector:
         """Fold a batch of trades into the bars; bars that close are published and queued for the store."""
         for trade in trades:
             builder = self.builders.get(trade.symbol)
-            problem = _trade_problem(trade) if builder is not None else "unknown_symbol"
+            problem = trade_problem(trade) if builder is not None else "unknown_symbol"
             if problem is not None:
                 self.problems.report(problem, f"rejected trade {trade.trade_id} of {trade.symbol!r}: {problem}")
                 continue
@@ -215,15 +214,6 @@ class Collector:
         if self.publisher is not None:
             self.counters.problems = dict(self.problems.counts)
             self.publisher.heartbeat(self.counters.as_dict())
-
-
-def _trade_problem(trade: Trade) -> str | None:
-    """Why a trade cannot be used, or None. NaN fails every comparison, so it is caught here too."""
-    if not 0 < trade.price < math.inf:
-        return "bad_price"
-    if not 0 < trade.qty < math.inf:
-        return "bad_qty"
-    return None
 
 
 class CollectorService:
