@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from dope.bars import align, bars_to_frame
+from dope.clock import ScaledClock
 from dope.config import BarsConfig, CollectorConfig
 from dope.market.binance import BinanceSource
 from dope.messages import Bar, Trade
@@ -17,7 +18,7 @@ from dope.services.collector import Collector
 from dope.store import BarStore
 from tests.fakes.binance import FakeBinance, FakeConfig, FaultPlan, StreamFaults
 from tests.fakes.binance_faults import WAF_HTML
-from tests.integration.test_binance_source import SYMBOLS, client_config, reference
+from tests.integration.test_binance_source import SYMBOLS, bars_vectorized, client_config, reference
 
 
 class UntilLastTrade:
@@ -111,3 +112,37 @@ def test_collector_bars_with_faults_equal_the_fault_free_bars(tmp_path: Path, cl
     assert faulty["disconnects"] >= 5 and faulty["malformed"] == 2 and faulty["rate_limited"] == 1
     assert faulty["duplicates"] > 0
     assert_same_bars(tmp_path, clean_store)
+
+
+def test_live_start_on_an_empty_store_backfills_the_warm_up_before_streaming(tmp_path: Path) -> None:
+    """Nothing stored: the warm-up bars before the current window come from REST, then the stream goes on."""
+    warmup = 10
+
+    async def main() -> tuple[Collector, int, dict[str, list[Bar]], FakeBinance]:
+        fake = FakeBinance(config=FakeConfig(speed=20))
+        fake.clock.step(fake.first_time_ms + 300_000 - fake.clock.now_ms())
+        async with fake:
+            clock = ScaledClock(fake.clock.now_ms(), fake.clock.speed)
+            now_window = align(clock.now_ms(), 10_000)
+            published: dict[str, list[Bar]] = {s: [] for s in SYMBOLS}
+            stop = asyncio.Event()
+
+            def on_bar(bar: Bar) -> None:
+                published[bar.symbol].append(bar)
+                if all(bars and bars[-1].open_time >= now_window for bars in published.values()):
+                    stop.set()
+            collector = Collector(CollectorConfig(symbols=tuple(SYMBOLS)), BarsConfig(close_on="event_time"),
+                                  BinanceSource(client_config(fake), SYMBOLS, rng_seed=3), BarStore(tmp_path),
+                                  clock=clock, on_bar=on_bar, warmup_bars=warmup, backfill_warmup=True)
+            await asyncio.wait_for(collector.run(stop), 30)
+            return collector, now_window, published, fake
+
+    collector, now_window, published, fake = asyncio.run(main())
+    start = now_window - (warmup - 1) * 10_000
+    assert collector.counters.warmup_bars == (warmup - 1) * len(SYMBOLS)
+    assert collector.counters.source["backfill_trades"] > 0
+    for symbol in SYMBOLS:
+        assert [b.open_time for b in published[symbol]][:warmup] == list(range(start, now_window + 1, 10_000))
+        trades = [t for t in reference(fake, start)[symbol] if t.event_time < now_window + 10_000]
+        stored = BarStore(tmp_path).read_bars(symbol, 10_000, start, now_window + 10_000)
+        pd.testing.assert_frame_equal(stored.reset_index(drop=True), bars_vectorized(trades, symbol), check_exact=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import re
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pandas as pd
 import pytest
 
 from dope.bars import build_bars
-from dope.config import BarsConfig, CollectorConfig
+from dope.config import BarsConfig, CollectorConfig, with_overrides
 from dope.messages import Bar, LateTrades, Trade
 from dope.services.collector import Collector
 from dope.store import BarStore
@@ -171,3 +172,41 @@ def test_closed_bars_reach_the_store_when_the_source_raises(tmp_path: Path) -> N
         published.extend([msg.open_time] if isinstance(msg, Bar) else [])
     assert len(published) >= 5
     assert BarStore(tmp_path / "store").read_bars("BTCUSDT", 10_000)["open_time"].tolist() == published
+
+
+def test_a_cold_replay_counts_and_logs_its_warm_up_bars(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    trades = real_trades()
+    cold = Collector(CollectorConfig(symbols=("BTCUSDT",)), BarsConfig(close_on="event_time"),
+                     ListSource([trades[:7000]]), BarStore(tmp_path / "store"), warmup_bars=10)
+    with caplog.at_level("INFO", logger="dope.collector"):
+        assert asyncio.run(cold.run()).warmup_bars == 9
+    assert "BTCUSDT: the first 9 bars are feature warm-up" in caplog.text
+    warm = Collector(CollectorConfig(symbols=("BTCUSDT",)), BarsConfig(close_on="event_time"),
+                     ListSource([trades]), BarStore(tmp_path / "store"), warmup_bars=10)
+    counters = asyncio.run(warm.run())
+    assert counters.bars > 10 and counters.warmup_bars == 0
+
+
+def test_the_warm_up_comes_from_the_feature_set_and_live_binance_backfills_it() -> None:
+    from dope.config import DopeConfig
+    from dope.services.collector import collector_of
+    from dope.services.featurizer import feature_set_of_config
+
+    replay = DopeConfig()
+    live = with_overrides(replay, {"collector": {"source": "binance"}})
+    raw = with_overrides(live, {"binance": {"stream": "trade"}})
+    assert feature_set_of_config(replay).warmup == 121
+    assert (collector_of(replay, None).warmup_bars, collector_of(replay, None).backfill_warmup) == (121, False)
+    assert (collector_of(live, None).warmup_bars, collector_of(live, None).backfill_warmup) == (121, True)
+    assert not collector_of(raw, None).backfill_warmup  # /api/v3/trades only holds the last 1,000 trades
+
+
+def test_collect_command_summary_has_the_warm_up_and_the_source_counters(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from dope.cli import main
+
+    assert main(["collect", "--no-bus", "--store", str(tmp_path), "--symbols", "BTCUSDT"]) == 0
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    match = re.search(r"into (\d+) bars \(0 empty, (\d+) feature warm-up\)", line)
+    assert match is not None and match[1] == match[2] and int(match[1]) > 10, line  # the bundled file is < 121 bars
+    assert line.endswith("problems: none; source: duplicates 0, bad_rows 0"), line

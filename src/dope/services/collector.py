@@ -40,19 +40,31 @@ class CollectorCounters:
     empty_bars: int = 0
     late_trades: int = 0
     flushes: int = 0
+    warmup_bars: int = 0
+    """Bars published before the features can be warm (no prediction for them)."""
     problems: dict[str, int] = field(default_factory=dict)
+    source: dict[str, int] = field(default_factory=dict)
+    """The source's own counters (malformed, duplicates, out of order, gaps ...) at the end."""
 
     def as_dict(self) -> dict[str, int]:
         return {"trades": self.trades, "bars": self.bars, "empty_bars": self.empty_bars,
-                "late_trades": self.late_trades, "flushes": self.flushes, **self.problems}
+                "late_trades": self.late_trades, "flushes": self.flushes, "warmup_bars": self.warmup_bars,
+                **self.problems}
 
 
 class Collector:
-    """Runs one source into bars for the configured symbols."""
+    """Runs one source into bars for the configured symbols.
+
+    ``warmup_bars`` is the feature set's warm-up (bars a featurizer needs for its first vector; 0:
+    not tracked): the bars published before a symbol has that history are counted and logged as
+    warm-up. ``backfill_warmup`` (a live source that backfills by time) starts a symbol with nothing
+    stored that many bars back, so the first live bar is already warm.
+    """
 
     def __init__(self, collector: CollectorConfig, bars: BarsConfig, source: TradeSource, store: BarStore,
                  publisher: Publisher | None = None, *, clock: Clock | None = None,
-                 on_bar: BarSink | None = None, heartbeat_ms: int = 1_000) -> None:
+                 on_bar: BarSink | None = None, heartbeat_ms: int = 1_000, warmup_bars: int = 0,
+                 backfill_warmup: bool = False) -> None:
         self.config = collector
         self.bar_policy = bars
         self.interval_ms = bars.interval_ms
@@ -64,23 +76,43 @@ class Collector:
         self.heartbeat_ms = heartbeat_ms
         self.counters = CollectorCounters()
         self.problems = ProblemCounter(log)
+        self.warmup_bars = warmup_bars
+        self.backfill_warmup = backfill_warmup
         self.builders = {symbol: self._resumed_builder(symbol) for symbol in collector.symbols}
         self._pending: list[Bar] = []
+        self._warmup_left: dict[str, int] = {}
 
     def resume_points(self) -> dict[str, int]:
         """First trade time still needed per symbol: right after its last stored bar.
 
         A symbol with nothing stored starts, on a live source (one with a clock),
         at the start of the current window, so that its first bar is whole (the
-        source backfills the trades already in it); on a replay it is left out
-        and starts where the recording starts."""
+        source backfills the trades already in it), or with ``backfill_warmup`` the
+        warm-up before it; on a replay it is left out and starts where the recording starts."""
         if self.clock is not None:
-            now_window = align(self.clock.now_ms(), self.interval_ms)
-            for builder in self.builders.values():
+            back = max(0, self.warmup_bars - 1) if self.backfill_warmup else 0
+            start = align(self.clock.now_ms(), self.interval_ms) - back * self.interval_ms
+            for symbol, builder in self.builders.items():
                 if builder.next_open_time is None:
-                    builder.next_open_time = now_window
-        return {symbol: builder.next_open_time for symbol, builder in self.builders.items()
-                if builder.next_open_time is not None}
+                    builder.next_open_time = start
+                    log.info("%s: nothing stored; starting at %d, %d bars of feature warm-up backfilled "
+                             "before streaming", symbol, start, back)
+        resume = {symbol: builder.next_open_time for symbol, builder in self.builders.items()
+                  if builder.next_open_time is not None}
+        self._plan_warmup(resume)
+        return resume
+
+    def _plan_warmup(self, resume: dict[str, int]) -> None:
+        """How many of each symbol's first bars are feature warm-up, given the bars stored before them."""
+        needed = max(0, self.warmup_bars - 1)
+        for symbol in self.builders:
+            start = resume.get(symbol)
+            held = 0 if start is None or not needed else len(
+                self.store.read_bars(symbol, self.interval_ms, start - needed * self.interval_ms, start))
+            self._warmup_left[symbol] = needed - held
+            if needed > held:
+                log.info("%s: the first %d bars are feature warm-up (the store holds %d of the %d bars a "
+                         "featurizer needs before them)", symbol, needed - held, held, needed)
 
     async def run(self, stop: asyncio.Event | None = None) -> CollectorCounters:
         """Consume the source until it ends or ``stop`` is set; flush everything complete.
@@ -145,6 +177,9 @@ class Collector:
         for bar in bars:
             self.counters.bars += 1
             self.counters.empty_bars += bar.empty
+            if self._warmup_left.get(bar.symbol, 0) > 0:
+                self._warmup_left[bar.symbol] -= 1
+                self.counters.warmup_bars += 1
             if self.publisher is not None:
                 self.publisher.publish(bar)
             if self.on_bar is not None:
@@ -169,8 +204,9 @@ class Collector:
         self.flush_to_store()
         self.counters.problems = dict(self.problems.counts)
         self.counters.late_trades = sum(b.late_trades for b in self.builders.values())
+        self.counters.source = dict(self.source.counters)
         self._send_heartbeat()
-        log.info("collector done: %s", self.counters.as_dict())
+        log.info("collector done: %s; source: %s", self.counters.as_dict(), self.counters.source)
 
     def _resumed_builder(self, symbol: str) -> BarBuilder:
         last = self.store.last_bar(symbol, self.interval_ms)
@@ -241,17 +277,26 @@ class CollectorService:
         self.publisher.close()
 
 
+def collector_of(config: DopeConfig, publisher: Publisher | None, *, on_bar: BarSink | None = None) -> Collector:
+    """The collector of ``config``: its source, its store, and the live feature set's warm-up."""
+    from dope.services.featurizer import feature_set_of_config
+    from dope.services.sources import backfills_history, open_source
+
+    source, clock = open_source(config)
+    return Collector(config.collector, config.bars, source, BarStore(config.store.path), publisher, clock=clock,
+                     on_bar=on_bar, heartbeat_ms=config.bus.heartbeat_ms,
+                     warmup_bars=feature_set_of_config(config).warmup,
+                     backfill_warmup=config.collector.warmup_backfill and backfills_history(config))
+
+
 def build(config: DopeConfig, **overrides: Any) -> CollectorService:
     """The collector of ``config`` on its configured source, publishing on ``services.collector``."""
     from dope.services.base import endpoint_of
-    from dope.services.sources import open_source
     from dope.transport import open_publisher
 
     name = overrides.get("name") or config.collector.service_name
-    source, clock = open_source(config)
     publisher = open_publisher(config.bus, name, endpoint=endpoint_of(config, "collector"))
-    collector = Collector(config.collector, config.bars, source, BarStore(config.store.path), publisher,
-                          clock=clock, heartbeat_ms=config.bus.heartbeat_ms)
+    collector = collector_of(config, publisher)
     return CollectorService(name, collector, publisher, int(overrides.get("wait_subscribers", 0)))
 
 
