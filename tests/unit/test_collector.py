@@ -210,3 +210,29 @@ def test_collect_command_summary_has_the_warm_up_and_the_source_counters(
     match = re.search(r"into (\d+) bars \(0 empty, (\d+) feature warm-up\)", line)
     assert match is not None and match[1] == match[2] and int(match[1]) > 10, line  # the bundled file is < 121 bars
     assert line.endswith("problems: none; source: duplicates 0, bad_rows 0"), line
+
+
+def test_live_start_reaches_back_over_the_feature_warm_up(tmp_path: Path) -> None:
+    """Nothing stored, or a store too short for the warm-up: start the warm-up back; else after the store."""
+    from dope.clock import SimulatedClock
+
+    now = 1_723_161_254_321
+    window = now // 10_000 * 10_000
+    bars = build_bars(arrays_of(read_trades_csv(bundled_trades_file("BTCUSDT"))), "BTCUSDT", 10_000)
+
+    def live(store: Path) -> Collector:
+        return Collector(CollectorConfig(symbols=("BTCUSDT",)), BarsConfig(), ListSource([]), BarStore(store),
+                         clock=SimulatedClock(now), warmup_bars=10, backfill_warmup=True)
+
+    def store_bars(store: Path, bars_back: int, count: int) -> None:
+        """``count`` stored bars, the first ``bars_back`` bars before the current window."""
+        frame = bars.head(count).assign(open_time=[window - (bars_back - i) * 10_000 for i in range(count)])
+        BarStore(store).write_bars(frame.assign(close_time=frame["open_time"] + 9_999), 10_000)
+
+    assert live(tmp_path / "empty").resume_points() == {"BTCUSDT": window - 9 * 10_000}
+    store_bars(tmp_path / "short", 3, 2)  # an earlier run of two bars, one bar missed since
+    assert live(tmp_path / "short").resume_points() == {"BTCUSDT": window - 9 * 10_000}
+    store_bars(tmp_path / "full", 12, 11)  # the whole warm-up stored, one bar missed since
+    assert live(tmp_path / "full").resume_points() == {"BTCUSDT": window - 10_000}
+    store_bars(tmp_path / "stale", 100, 3)  # resumes after it: the backfill covers the warm-up
+    assert live(tmp_path / "stale").resume_points() == {"BTCUSDT": window - 97 * 10_000}

@@ -88,19 +88,35 @@ class Collector:
         A symbol with nothing stored starts, on a live source (one with a clock),
         at the start of the current window, so that its first bar is whole (the
         source backfills the trades already in it), or with ``backfill_warmup`` the
-        warm-up before it; on a replay it is left out and starts where the recording starts."""
+        warm-up before it (see :meth:`_start_live`); on a replay it is left out and
+        starts where the recording starts."""
         if self.clock is not None:
-            back = max(0, self.warmup_bars - 1) if self.backfill_warmup else 0
-            start = align(self.clock.now_ms(), self.interval_ms) - back * self.interval_ms
-            for symbol, builder in self.builders.items():
-                if builder.next_open_time is None:
-                    builder.next_open_time = start
-                    log.info("%s: nothing stored; starting at %d, %d bars of feature warm-up backfilled "
-                             "before streaming", symbol, start, back)
+            self._start_live(align(self.clock.now_ms(), self.interval_ms))
         resume = {symbol: builder.next_open_time for symbol, builder in self.builders.items()
                   if builder.next_open_time is not None}
         self._plan_warmup(resume)
         return resume
+
+    def _start_live(self, now_window: int) -> None:
+        """Start each symbol so that the warm-up before ``now_window`` is backfilled (when asked).
+
+        Nothing stored: start at the warm-up's first bar. A store that ends within the warm-up
+        but does not reach back to its start (a short earlier run): rebuild from the warm-up's
+        first bar (the stored bars are rewritten identical). A store that ends before the warm-up
+        (stale): resume after it, as always, which backfills the warm-up too."""
+        back = max(0, self.warmup_bars - 1) if self.backfill_warmup else 0
+        warm_start = now_window - back * self.interval_ms
+        for symbol, builder in self.builders.items():
+            resume = builder.next_open_time
+            if resume is None:
+                builder.next_open_time = warm_start
+                log.info("%s: nothing stored; starting %d bars back to backfill the feature warm-up", symbol, back)
+            elif warm_start < resume:
+                held = len(self.store.read_bars(symbol, self.interval_ms, warm_start, resume))
+                if held < (resume - warm_start) // self.interval_ms:
+                    log.info("%s: the store holds %d of the %d bars before the current one; rebuilding the "
+                             "feature warm-up from %d", symbol, held, back, warm_start)
+                    builder.next_open_time, builder.last_close = warm_start, None
 
     def _plan_warmup(self, resume: dict[str, int]) -> None:
         """How many of each symbol's first bars are feature warm-up, given the bars stored before them."""
