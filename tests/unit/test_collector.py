@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import re
 from collections.abc import AsyncIterator, Mapping
@@ -236,3 +237,37 @@ def test_live_start_reaches_back_over_the_feature_warm_up(tmp_path: Path) -> Non
     assert live(tmp_path / "full").resume_points() == {"BTCUSDT": window - 10_000}
     store_bars(tmp_path / "stale", 100, 3)  # resumes after it: the backfill covers the warm-up
     assert live(tmp_path / "stale").resume_points() == {"BTCUSDT": window - 97 * 10_000}
+
+
+class SlowToCloseSource(ListSource):
+    """Yields its batches, then waits; closing it takes long (a websocket close that hangs)."""
+
+    async def trades(self, resume: Mapping[str, int]) -> AsyncIterator[list[Trade]]:
+        try:
+            async for batch in super().trades(resume):
+                yield batch
+            await asyncio.Event().wait()
+        finally:
+            await asyncio.sleep(60)
+
+
+def test_a_stop_stores_the_closed_bars_before_the_source_winds_down(tmp_path: Path) -> None:
+    """SIGTERM sets ``stop``: the bars are in the store at once, even if the source then takes long to close
+    (a supervisor's SIGKILL after its stop timeout loses nothing)."""
+    async def main() -> tuple[int, int]:
+        run = Collector(CollectorConfig(symbols=("BTCUSDT",), flush_every_bars=1_000),
+                        BarsConfig(close_on="event_time"), SlowToCloseSource([real_trades()[:3000]]),
+                        BarStore(tmp_path / "store"))
+        stop = asyncio.Event()
+        task = asyncio.create_task(run.run(stop))
+        while run.counters.trades < 3000:
+            await asyncio.sleep(0.01)
+        stop.set()
+        await asyncio.sleep(0.3)
+        stored = len(BarStore(tmp_path / "store").read_bars("BTCUSDT", 10_000))
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        return stored, run.counters.bars
+    stored, published = asyncio.run(main())
+    assert published >= 5 and stored == published

@@ -163,6 +163,7 @@ class Collector:
                 batch = asyncio.ensure_future(anext(stream))
                 await asyncio.wait({batch, stopping}, return_when=asyncio.FIRST_COMPLETED)
                 if not batch.done():
+                    self.flush_to_store()  # stored before the source winds down (which may be slow)
                     batch.cancel()
                     with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
                         await batch
@@ -173,6 +174,7 @@ class Collector:
                     return True
         finally:
             stopping.cancel()
+            self.flush_to_store()
             close = getattr(stream, "aclose", None)  # async generators: release the source now
             if close is not None:
                 await close()
