@@ -192,3 +192,39 @@ def test_a_rejected_frame_does_not_take_the_genuine_trades_id() -> None:
     got, expected, source, _ = run_source(FakeConfig(speed=SPEED), faults, from_end_s=200)
     assert_same_trades_and_bars(got, expected)
     assert source.counters["malformed"] == 3
+
+
+class WaitRecordingClock:
+    """A clock whose waits return at once and are recorded (exchange time comes from the fake)."""
+
+    def __init__(self) -> None:
+        self.now, self.waits = 0, list[int]()
+
+    def now_ms(self) -> int:
+        return self.now
+
+    async def sleep_until(self, time_ms: int) -> None:
+        self.waits.append(time_ms - self.now)
+        self.now = max(self.now, time_ms)
+
+
+def test_repeated_403_and_5xx_are_retried_with_capped_exponential_backoff_on_the_injected_clock() -> None:
+    faults = FaultPlan()
+    for status in (403, 503) * 6:
+        faults.fail_next_rest(status, path="/api/v3/exchangeInfo")
+    clock = WaitRecordingClock()
+
+    async def main() -> BinanceSource:
+        async with FakeBinance(config=FakeConfig(speed=0), faults=faults) as fake:
+            config = client_config(fake, reconnect_min_ms=1_000, reconnect_max_ms=8_000)
+            source = BinanceSource(config, SYMBOLS, clock=clock, rng_seed=2)
+            stream = source.trades(dict.fromkeys(SYMBOLS, fake.first_time_ms))
+            fake.clock.step(60_000)
+            await asyncio.wait_for(anext(stream), 10)  # a real wait of 12 backoffs would be ~30 s
+            await stream.aclose()
+            return source
+    source = asyncio.run(main())
+    assert (source.counters["forbidden"], source.counters["server_errors"]) == (6, 6)
+    assert len(clock.waits) == 12
+    assert all(0 <= wait <= min(8_000, 1_000 * 2 ** i) for i, wait in enumerate(clock.waits))
+    assert max(clock.waits[6:]) > 1_000  # it did grow past the first cap
