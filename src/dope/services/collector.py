@@ -57,8 +57,8 @@ class Collector:
 
     ``warmup_bars`` is the feature set's warm-up (bars a featurizer needs for its first vector; 0:
     not tracked): the bars published before a symbol has that history are counted and logged as
-    warm-up. ``backfill_warmup`` (a live source that backfills by time) starts a symbol with nothing
-    stored that many bars back, so the first live bar is already warm.
+    warm-up. ``backfill_warmup`` (a live source that backfills by time) starts a symbol whose store
+    does not hold that history that many bars back, so the first live bar is already warm.
     """
 
     def __init__(self, collector: CollectorConfig, bars: BarsConfig, source: TradeSource, store: BarStore,
@@ -110,7 +110,9 @@ class Collector:
             resume = builder.next_open_time
             if resume is None:
                 builder.next_open_time = warm_start
-                log.info("%s: nothing stored; starting %d bars back to backfill the feature warm-up", symbol, back)
+                if back:
+                    log.info("%s: nothing stored; starting %d bars back to backfill the feature warm-up",
+                             symbol, back)
             elif warm_start < resume:
                 held = len(self.store.read_bars(symbol, self.interval_ms, warm_start, resume))
                 if held < (resume - warm_start) // self.interval_ms:
