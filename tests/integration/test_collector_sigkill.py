@@ -72,8 +72,8 @@ def test_sigterm_stores_every_bar_the_collector_printed(tmp_path: Path) -> None:
     assert process.stdout is not None
     printed: list[tuple[str, str]] = []
     deadline = time.monotonic() + 60
-    while len(printed) < 30 and time.monotonic() < deadline:
-        day, clock, symbol = process.stdout.readline().split()[:3]
+    while len(printed) < 30 and time.monotonic() < deadline and (line := process.stdout.readline()):
+        day, clock, symbol = line.split()[:3]
         printed.append((symbol, f"{day} {clock}"))
     process.send_signal(signal.SIGTERM)
     printed.extend((line.split()[2], " ".join(line.split()[:2])) for line in process.stdout if line.strip())
