@@ -161,6 +161,8 @@ class CollectorConfig(_Config, frozen=True):
     symbols: tuple[str, ...] = ("BTCUSDT", "ETHUSDT")
     flush_every_bars: int = 50
     service_name: str = "collector"
+    warmup_backfill: bool = True
+    """Live start with nothing stored: backfill the feature warm-up history before streaming."""
 
 
 class ServicesConfig(_Config, frozen=True):

@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import json
 import random
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -182,6 +183,10 @@ class FakeBinance:
         weight = route[0](params)
         used = self._add_weight(weight)
         fault = self.faults.take_rest_fault(request.path)
+        if fault is not None and fault.body is not None:
+            self.requests.append(RequestRecord(request.method, request.path, params, fault.status, weight,
+                                               self.clock.now_ms()))
+            return web.Response(status=fault.status, text=fault.body, content_type="text/html")
         if fault is not None:
             headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else {}
             msg = fault.msg or _fault_message(fault.status)
@@ -338,6 +343,8 @@ class _Connection:
     async def _send_one(self, text: str) -> bool:
         """Send a trade message and apply the faults due after it; False when the connection ends."""
         f = self.faults
+        if self.sent + 1 in f.poisoned:
+            await self.ws.send_str(_with_price(text, f.poisoned[self.sent + 1]))
         if self.sent + 1 not in f.lose:
             await self.ws.send_str(text)
         if f.duplicate_rate and self.rng.random() < f.duplicate_rate:
@@ -448,6 +455,11 @@ def _payload(symbol: str, row: RawTrade | AggTrade) -> str:
                 f'"q":"{row.qty}","f":{row.first_id},"l":{row.last_id},"T":{row.time},"m":{m},"M":true}}')
     return (f'{{"e":"trade","E":{row.time},"s":"{symbol}","t":{row.id},"p":"{row.price}","q":"{row.qty}",'
             f'"T":{row.time},"m":{m},"M":true}}')
+
+
+def _with_price(text: str, price: str) -> str:
+    """A trade message with its price replaced (same trade id)."""
+    return re.sub(r'"p":"[^"]*"', f'"p":"{price}"', text, count=1)
 
 
 @contextlib.contextmanager

@@ -28,6 +28,11 @@ MALFORMED_FRAMES: dict[str, str] = {
 }
 """Malformed frames by kind: text the client must count, log and skip."""
 
+WAF_HTML = ("<!DOCTYPE HTML PUBLIC \"-//W3C//DTD HTML 4.01 Transitional//EN\"><HTML><HEAD><TITLE>ERROR: The "
+            "request could not be satisfied</TITLE></HEAD><BODY><H1>403 ERROR</H1><H2>The request could not be "
+            "satisfied.</H2></BODY></HTML>")
+"""An HTML page as the CDN/WAF in front of Binance answers (with 403, or a proxy with 200/502)."""
+
 
 @dataclass
 class StreamFaults:
@@ -44,6 +49,9 @@ class StreamFaults:
     """Send ``serverShutdown`` then close after this many messages."""
     malformed: dict[int, MalformedKind] = field(default_factory=dict)
     """Send a malformed frame of the given kind after this many messages."""
+    poisoned: dict[int, str] = field(default_factory=dict)
+    """Before the n-th message (1-based), send a copy of it whose price is the given text ("NaN", "0", ...):
+    a frame the client must reject without taking its trade id, which the genuine message then carries."""
     lose: set[int] = field(default_factory=set)
     """Silently skip the n-th message (1-based) without disconnecting: a hole only REST can fill."""
     duplicate_rate: float = 0.0
@@ -63,6 +71,8 @@ class RestFault:
     path: str = ""
     code: int = -1003
     msg: str = ""
+    body: str | None = None
+    """Answer this text (an HTML page, as a WAF or proxy sends) instead of Binance's JSON error."""
 
 
 @dataclass
@@ -83,9 +93,10 @@ class FaultPlan:
         return random.Random(self.seed * 1_000_003 + index)
 
     def fail_next_rest(self, status: int, *, retry_after: int | None = None, path: str = "",
-                       code: int | None = None, msg: str = "") -> None:
-        """Answer the next REST call (matching ``path``) with HTTP ``status``."""
-        self.rest.append(RestFault(status, retry_after, path, _default_code(status) if code is None else code, msg))
+                       code: int | None = None, msg: str = "", body: str | None = None) -> None:
+        """Answer the next REST call (matching ``path``) with HTTP ``status`` (and ``body``, if given)."""
+        self.rest.append(RestFault(status, retry_after, path, _default_code(status) if code is None else code, msg,
+                                   body))
 
     def take_rest_fault(self, path: str) -> RestFault | None:
         """Remove and return the first queued REST fault that matches ``path``."""

@@ -12,7 +12,7 @@ import pytest
 from dope.bars import BarBuilder, TradeArrays, bars_to_frame, build_bars
 from dope.config import BinanceConfig
 from dope.market.base import UnknownSymbolError
-from dope.market.binance import BinanceSource
+from dope.market.binance import BinanceAPIError, BinanceSource
 from dope.messages import Bar, Trade
 from tests.fakes.binance import FakeBinance, FakeConfig, FaultPlan, StreamFaults
 
@@ -171,3 +171,60 @@ def test_unknown_symbol_is_a_clear_error() -> None:
             with pytest.raises(UnknownSymbolError, match="NOPEUSDT"):
                 await anext(source.trades({}))
     asyncio.run(main())
+
+
+def test_a_request_binance_refuses_is_a_configuration_error_not_retried() -> None:
+    faults = FaultPlan()
+    faults.fail_next_rest(400, path="/api/v3/aggTrades", code=-1100, msg="Illegal characters found in parameter.")
+
+    async def main() -> None:
+        async with FakeBinance(config=FakeConfig(speed=0), faults=faults) as fake:
+            source = BinanceSource(client_config(fake), SYMBOLS)
+            stream = source.trades(dict.fromkeys(SYMBOLS, fake.first_time_ms))
+            with pytest.raises(BinanceAPIError, match="-1100"):
+                await asyncio.wait_for(anext(stream), 10)
+    asyncio.run(main())
+
+
+def test_a_rejected_frame_does_not_take_the_genuine_trades_id() -> None:
+    """A frame with a bad price and id N arrives first: it is rejected, and the genuine trade N is kept."""
+    faults = FaultPlan(default=StreamFaults(poisoned={200: "NaN", 400: "0.00000000", 600: "-1.5"}))
+    got, expected, source, _ = run_source(FakeConfig(speed=SPEED), faults, from_end_s=200)
+    assert_same_trades_and_bars(got, expected)
+    assert source.counters["malformed"] == 3
+
+
+class WaitRecordingClock:
+    """A clock whose waits return at once and are recorded (exchange time comes from the fake)."""
+
+    def __init__(self) -> None:
+        self.now, self.waits = 0, list[int]()
+
+    def now_ms(self) -> int:
+        return self.now
+
+    async def sleep_until(self, time_ms: int) -> None:
+        self.waits.append(time_ms - self.now)
+        self.now = max(self.now, time_ms)
+
+
+def test_repeated_403_and_5xx_are_retried_with_capped_exponential_backoff_on_the_injected_clock() -> None:
+    faults = FaultPlan()
+    for status in (403, 503) * 6:
+        faults.fail_next_rest(status, path="/api/v3/exchangeInfo")
+    clock = WaitRecordingClock()
+
+    async def main() -> BinanceSource:
+        async with FakeBinance(config=FakeConfig(speed=0), faults=faults) as fake:
+            config = client_config(fake, reconnect_min_ms=1_000, reconnect_max_ms=8_000)
+            source = BinanceSource(config, SYMBOLS, clock=clock, rng_seed=2)
+            stream = source.trades(dict.fromkeys(SYMBOLS, fake.first_time_ms))
+            fake.clock.step(60_000)
+            await asyncio.wait_for(anext(stream), 10)  # a real wait of 12 backoffs would be ~30 s
+            await stream.aclose()
+            return source
+    source = asyncio.run(main())
+    assert (source.counters["forbidden"], source.counters["server_errors"]) == (6, 6)
+    assert len(clock.waits) == 12
+    assert all(0 <= wait <= min(8_000, 1_000 * 2 ** i) for i, wait in enumerate(clock.waits))
+    assert max(clock.waits[6:]) > 1_000  # it did grow past the first cap

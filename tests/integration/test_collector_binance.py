@@ -7,15 +7,18 @@ from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from dope.bars import align, bars_to_frame
+from dope.clock import ScaledClock
 from dope.config import BarsConfig, CollectorConfig
 from dope.market.binance import BinanceSource
 from dope.messages import Bar, Trade
 from dope.services.collector import Collector
 from dope.store import BarStore
 from tests.fakes.binance import FakeBinance, FakeConfig, FaultPlan, StreamFaults
-from tests.integration.test_binance_source import SYMBOLS, client_config, reference
+from tests.fakes.binance_faults import WAF_HTML
+from tests.integration.test_binance_source import SYMBOLS, bars_vectorized, client_config, reference
 
 
 class UntilLastTrade:
@@ -69,7 +72,34 @@ def collect_from_fake(store: Path, faults: FaultPlan | None) -> dict[str, int]:
     return asyncio.run(main())
 
 
-def test_collector_bars_with_faults_equal_the_fault_free_bars(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def clean_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The bars of a fault-free run (shared by the tests of this module)."""
+    store = tmp_path_factory.mktemp("clean")
+    assert collect_from_fake(store, None)["disconnects"] == 0
+    return store
+
+
+def assert_same_bars(got: Path, expected: Path) -> None:
+    for symbol in SYMBOLS:
+        reference = BarStore(expected).read_bars(symbol, 10_000)
+        assert len(reference) >= 20
+        pd.testing.assert_frame_equal(BarStore(got).read_bars(symbol, 10_000), reference, check_exact=True)
+
+
+def test_waf_403_server_errors_and_html_answers_are_retried(tmp_path: Path, clean_store: Path) -> None:
+    faults = FaultPlan()
+    faults.fail_next_rest(403, path="/api/v3/exchangeInfo")
+    faults.fail_next_rest(403, path="/api/v3/aggTrades", body=WAF_HTML)
+    faults.fail_next_rest(503, path="/api/v3/aggTrades")
+    faults.fail_next_rest(200, path="/api/v3/aggTrades", body=WAF_HTML)
+    faults.fail_next_rest(502, path="/api/v3/aggTrades", body="<html><body>Bad Gateway</body></html>")
+    counters = collect_from_fake(tmp_path, faults)
+    assert (counters["forbidden"], counters["server_errors"], counters["bad_bodies"]) == (2, 2, 1)
+    assert_same_bars(tmp_path, clean_store)
+
+
+def test_collector_bars_with_faults_equal_the_fault_free_bars(tmp_path: Path, clean_store: Path) -> None:
     faults = FaultPlan(seed=9, streams=[
         StreamFaults(drop_after=60, duplicate_rate=0.1),
         StreamFaults(close_after=50, reorder_window=4, malformed={7: "garbage"}),
@@ -78,13 +108,41 @@ def test_collector_bars_with_faults_equal_the_fault_free_bars(tmp_path: Path) ->
         StreamFaults(drop_after=60, reorder_window=3),
     ], default=StreamFaults(duplicate_rate=0.05, reorder_window=3))
     faults.fail_next_rest(429, retry_after=1, path="/api/v3/aggTrades")
-    clean = collect_from_fake(tmp_path / "clean", None)
-    faulty = collect_from_fake(tmp_path / "faulty", faults)
-    assert clean["disconnects"] == 0
+    faulty = collect_from_fake(tmp_path, faults)
     assert faulty["disconnects"] >= 5 and faulty["malformed"] == 2 and faulty["rate_limited"] == 1
     assert faulty["duplicates"] > 0
+    assert_same_bars(tmp_path, clean_store)
+
+
+def test_live_start_on_an_empty_store_backfills_the_warm_up_before_streaming(tmp_path: Path) -> None:
+    """Nothing stored: the warm-up bars before the current window come from REST, then the stream goes on."""
+    warmup = 10
+
+    async def main() -> tuple[Collector, int, dict[str, list[Bar]], FakeBinance]:
+        fake = FakeBinance(config=FakeConfig(speed=20))
+        fake.clock.step(fake.first_time_ms + 300_000 - fake.clock.now_ms())
+        async with fake:
+            clock = ScaledClock(fake.clock.now_ms(), fake.clock.speed)
+            now_window = align(clock.now_ms(), 10_000)
+            published: dict[str, list[Bar]] = {s: [] for s in SYMBOLS}
+            stop = asyncio.Event()
+
+            def on_bar(bar: Bar) -> None:
+                published[bar.symbol].append(bar)
+                if all(bars and bars[-1].open_time >= now_window for bars in published.values()):
+                    stop.set()
+            collector = Collector(CollectorConfig(symbols=tuple(SYMBOLS)), BarsConfig(close_on="event_time"),
+                                  BinanceSource(client_config(fake), SYMBOLS, rng_seed=3), BarStore(tmp_path),
+                                  clock=clock, on_bar=on_bar, warmup_bars=warmup, backfill_warmup=True)
+            await asyncio.wait_for(collector.run(stop), 30)
+            return collector, now_window, published, fake
+
+    collector, now_window, published, fake = asyncio.run(main())
+    start = now_window - (warmup - 1) * 10_000
+    assert collector.counters.warmup_bars == (warmup - 1) * len(SYMBOLS)
+    assert collector.counters.source["backfill_trades"] > 0
     for symbol in SYMBOLS:
-        expected = BarStore(tmp_path / "clean").read_bars(symbol, 10_000)
-        assert len(expected) >= 20
-        pd.testing.assert_frame_equal(BarStore(tmp_path / "faulty").read_bars(symbol, 10_000), expected,
-                                      check_exact=True)
+        assert [b.open_time for b in published[symbol]][:warmup] == list(range(start, now_window + 1, 10_000))
+        trades = [t for t in reference(fake, start)[symbol] if t.event_time < now_window + 10_000]
+        stored = BarStore(tmp_path).read_bars(symbol, 10_000, start, now_window + 10_000)
+        pd.testing.assert_frame_equal(stored.reset_index(drop=True), bars_vectorized(trades, symbol), check_exact=True)

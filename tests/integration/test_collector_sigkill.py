@@ -62,3 +62,22 @@ def test_killed_and_restarted_collector_ends_with_the_uninterrupted_bars(tmp_pat
     for symbol in SYMBOLS:
         assert len(reference[symbol]) > 60
         pd.testing.assert_frame_equal(restored[symbol], reference[symbol], check_exact=True)
+
+
+def test_sigterm_stores_every_bar_the_collector_printed(tmp_path: Path) -> None:
+    """SIGTERM mid-replay, with no flush due yet: every bar already out is in the store."""
+    env = {**environment(), "DOPE_COLLECTOR__FLUSH_EVERY_BARS": "100000"}
+    process = subprocess.Popen(collect_command(tmp_path, 150), env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.DEVNULL, text=True)
+    assert process.stdout is not None
+    printed: list[tuple[str, str]] = []
+    deadline = time.monotonic() + 60
+    while len(printed) < 30 and time.monotonic() < deadline and (line := process.stdout.readline()):
+        day, clock, symbol = line.split()[:3]
+        printed.append((symbol, f"{day} {clock}"))
+    process.send_signal(signal.SIGTERM)
+    printed.extend((line.split()[2], " ".join(line.split()[:2])) for line in process.stdout if line.strip())
+    assert process.wait(timeout=20) == 0
+    stored = [(symbol, time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(t / 1000)))
+              for symbol, frame in store_frames(tmp_path).items() for t in frame["open_time"]]
+    assert len(printed) >= 30 and sorted(stored) == sorted(printed)

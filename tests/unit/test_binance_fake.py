@@ -14,7 +14,7 @@ from typing import Any
 import aiohttp
 import pandas as pd
 
-from dope.bars import build_bars
+from dope.bars import build_bars, resample_bars
 from tests.conftest import REPO_ROOT, shared_data_dir
 from tests.fakes.binance import FakeBinance, FakeConfig, FaultPlan, StreamFaults, run_in_thread
 from tests.fakes.binance_data import RawTrade, aggregate
@@ -151,6 +151,39 @@ def test_recent_trades_and_klines_from_happened_trades() -> None:
         assert [r[8] for r in rows] == bars["count"].tolist()
         pd.testing.assert_series_equal(pd.Series([float(r[5]) for r in rows]), bars["volume"].round(8),
                                        check_names=False)
+    run(scenario)
+
+
+KLINE_COLUMNS = ("open_time", "open", "high", "low", "close", "volume", "close_time", "quote_volume", "count",
+                 "taker_buy_volume", "taker_buy_quote_volume")
+
+
+def test_one_second_klines_rebuild_the_ten_second_bars() -> None:
+    """What a warm-up from 1 s klines relies on: resampled, they are the 10 s bars of the same trades."""
+    async def scenario(fake: FakeBinance, http: aiohttp.ClientSession) -> None:
+        fake.clock.step(300_000)
+        data = fake.data["BTCUSDT"]
+        start = data.raw_times[0] // 10_000 * 10_000
+        rows: list[list[Any]] = []
+        page: list[list[Any]] = []
+        while not rows or len(page) == 1000:
+            _, page, _ = await get(fake, http, "/api/v3/klines", symbol="BTCUSDT", interval="1s",
+                                   startTime=rows[-1][0] + 1000 if rows else start, limit=1000)
+            rows.extend(page)
+        assert [r[0] for r in rows] == list(range(rows[0][0], rows[-1][0] + 1, 1000))
+        klines = pd.DataFrame([r[:11] for r in rows], columns=KLINE_COLUMNS).astype(
+            {c: float for c in KLINE_COLUMNS if c not in ("open_time", "close_time", "count")})
+        klines["empty"] = klines["count"] == 0
+        klines["symbol"] = "BTCUSDT"
+        klines["first_trade_id"] = klines["last_trade_id"] = -1  # klines carry no trade ids
+        klines["vwap"] = klines["quote_volume"] / klines["volume"].where(klines["volume"] > 0)
+        rebuilt = resample_bars(klines, 1_000, 10_000)
+        bars = build_bars(data.trade_arrays(data.raw_happened(fake.clock.now_ms())), "BTCUSDT", 10_000)
+        bars = bars[bars["open_time"] <= rebuilt["open_time"].iloc[-1]].reset_index(drop=True)
+        exact = ["open_time", "close_time", "open", "high", "low", "close", "count", "empty"]
+        pd.testing.assert_frame_equal(rebuilt[exact], bars[exact])
+        sums = ["volume", "quote_volume", "taker_buy_volume", "taker_buy_quote_volume", "vwap"]
+        pd.testing.assert_frame_equal(rebuilt[sums], bars[sums], rtol=1e-9, atol=1e-8)  # 8-decimal wire strings
     run(scenario)
 
 

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
+import re
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from dope.bars import build_bars
-from dope.config import BarsConfig, CollectorConfig
+from dope.config import BarsConfig, CollectorConfig, with_overrides
 from dope.messages import Bar, LateTrades, Trade
 from dope.services.collector import Collector
 from dope.store import BarStore
@@ -146,3 +149,125 @@ def run_quiet_live(tmp_path: Path, is_live: bool) -> int:
 def test_quiet_bars_close_on_the_clock_only_while_the_source_is_live(tmp_path: Path) -> None:
     assert run_quiet_live(tmp_path, is_live=False) == 0
     assert run_quiet_live(tmp_path, is_live=True) >= 5
+
+
+class FailingSource(ListSource):
+    """Yields its batches, then raises as a broken feed does."""
+
+    async def trades(self, resume: Mapping[str, int]) -> AsyncIterator[list[Trade]]:
+        async for batch in super().trades(resume):
+            yield batch
+        raise ConnectionError("feed broke")
+
+
+def test_closed_bars_reach_the_store_when_the_source_raises(tmp_path: Path) -> None:
+    trades = real_trades()[:3000]
+    bus = InMemoryBus(hwm=0)
+    sub = bus.subscriber(["bar."])
+    run = Collector(CollectorConfig(symbols=("BTCUSDT",), flush_every_bars=1_000), BarsConfig(close_on="event_time"),
+                    FailingSource([trades]), BarStore(tmp_path / "store"), bus.publisher("collector"))
+    with pytest.raises(ConnectionError):
+        asyncio.run(run.run())
+    published = []
+    while (msg := sub.receive(timeout_ms=0)) is not None:
+        published.extend([msg.open_time] if isinstance(msg, Bar) else [])
+    assert len(published) >= 5
+    assert BarStore(tmp_path / "store").read_bars("BTCUSDT", 10_000)["open_time"].tolist() == published
+
+
+def test_a_cold_replay_counts_and_logs_its_warm_up_bars(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    trades = real_trades()
+    cold = Collector(CollectorConfig(symbols=("BTCUSDT",)), BarsConfig(close_on="event_time"),
+                     ListSource([trades[:7000]]), BarStore(tmp_path / "store"), warmup_bars=10)
+    with caplog.at_level("INFO", logger="dope.collector"):
+        assert asyncio.run(cold.run()).warmup_bars == 9
+    assert "BTCUSDT: the first 9 bars are feature warm-up" in caplog.text
+    warm = Collector(CollectorConfig(symbols=("BTCUSDT",)), BarsConfig(close_on="event_time"),
+                     ListSource([trades]), BarStore(tmp_path / "store"), warmup_bars=10)
+    counters = asyncio.run(warm.run())
+    assert counters.bars > 10 and counters.warmup_bars == 0
+
+
+def test_the_warm_up_comes_from_the_feature_set_and_live_binance_backfills_it() -> None:
+    from dope.config import DopeConfig
+    from dope.services.collector import collector_of
+    from dope.services.featurizer import feature_set_of_config
+
+    replay = DopeConfig()
+    live = with_overrides(replay, {"collector": {"source": "binance"}})
+    raw = with_overrides(live, {"binance": {"stream": "trade"}})
+    assert feature_set_of_config(replay).warmup == 121
+    assert (collector_of(replay, None).warmup_bars, collector_of(replay, None).backfill_warmup) == (121, False)
+    assert (collector_of(live, None).warmup_bars, collector_of(live, None).backfill_warmup) == (121, True)
+    assert not collector_of(raw, None).backfill_warmup  # /api/v3/trades only holds the last 1,000 trades
+
+
+def test_collect_command_summary_has_the_warm_up_and_the_source_counters(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from dope.cli import main
+
+    assert main(["collect", "--no-bus", "--store", str(tmp_path), "--symbols", "BTCUSDT"]) == 0
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    match = re.search(r"into (\d+) bars \(0 empty, (\d+) feature warm-up\)", line)
+    assert match is not None and match[1] == match[2] and int(match[1]) > 10, line  # the bundled file is < 121 bars
+    assert line.endswith("problems: none; source: duplicates 0, bad_rows 0"), line
+
+
+def test_live_start_reaches_back_over_the_feature_warm_up(tmp_path: Path) -> None:
+    """Nothing stored, or a store too short for the warm-up: start the warm-up back; else after the store."""
+    from dope.clock import SimulatedClock
+
+    now = 1_723_161_254_321
+    window = now // 10_000 * 10_000
+    bars = build_bars(arrays_of(read_trades_csv(bundled_trades_file("BTCUSDT"))), "BTCUSDT", 10_000)
+
+    def live(store: Path) -> Collector:
+        return Collector(CollectorConfig(symbols=("BTCUSDT",)), BarsConfig(), ListSource([]), BarStore(store),
+                         clock=SimulatedClock(now), warmup_bars=10, backfill_warmup=True)
+
+    def store_bars(store: Path, bars_back: int, count: int) -> None:
+        """``count`` stored bars, the first ``bars_back`` bars before the current window."""
+        frame = bars.head(count).assign(open_time=[window - (bars_back - i) * 10_000 for i in range(count)])
+        BarStore(store).write_bars(frame.assign(close_time=frame["open_time"] + 9_999), 10_000)
+
+    assert live(tmp_path / "empty").resume_points() == {"BTCUSDT": window - 9 * 10_000}
+    store_bars(tmp_path / "short", 3, 2)  # an earlier run of two bars, one bar missed since
+    assert live(tmp_path / "short").resume_points() == {"BTCUSDT": window - 9 * 10_000}
+    store_bars(tmp_path / "full", 12, 11)  # the whole warm-up stored, one bar missed since
+    assert live(tmp_path / "full").resume_points() == {"BTCUSDT": window - 10_000}
+    store_bars(tmp_path / "stale", 100, 3)  # resumes after it: the backfill covers the warm-up
+    assert live(tmp_path / "stale").resume_points() == {"BTCUSDT": window - 97 * 10_000}
+
+
+class SlowToCloseSource(ListSource):
+    """Yields its batches, then waits; closing it takes long (a websocket close that hangs)."""
+
+    async def trades(self, resume: Mapping[str, int]) -> AsyncIterator[list[Trade]]:
+        try:
+            async for batch in super().trades(resume):
+                yield batch
+            await asyncio.Event().wait()
+        finally:
+            await asyncio.sleep(60)
+
+
+def test_a_stop_stores_the_closed_bars_before_the_source_winds_down(tmp_path: Path) -> None:
+    """SIGTERM sets ``stop``: the bars are in the store at once, even if the source then takes long to close
+    (a supervisor's SIGKILL after its stop timeout loses nothing)."""
+    async def main() -> tuple[int, int]:
+        run = Collector(CollectorConfig(symbols=("BTCUSDT",), flush_every_bars=1_000),
+                        BarsConfig(close_on="event_time"), SlowToCloseSource([real_trades()[:3000]]),
+                        BarStore(tmp_path / "store"))
+        stop = asyncio.Event()
+        task = asyncio.create_task(run.run(stop))
+        while run.counters.trades < 3000:
+            await asyncio.sleep(0.01)
+        stop.set()
+        await asyncio.sleep(0.3)
+        stored = len(BarStore(tmp_path / "store").read_bars("BTCUSDT", 10_000))
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        return stored, run.counters.bars
+    stored, published = asyncio.run(main())
+    assert published >= 5 and stored == published

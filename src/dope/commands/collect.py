@@ -9,12 +9,15 @@ import logging
 import signal
 import sys
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dope.bars import format_interval
 from dope.config import DopeConfig, load_config, with_overrides
 from dope.logs import setup_logging
 from dope.messages import Bar
+
+if TYPE_CHECKING:
+    from dope.services.collector import CollectorCounters
 
 log = logging.getLogger("dope.collect")
 
@@ -48,27 +51,38 @@ def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     setup_logging(config.log_level)
     counters = asyncio.run(collect(config, publish=not args.no_bus, print_bars=args.print_bars))
-    problems = {k: v for k, v in counters.items() if k not in {"trades", "bars", "empty_bars", "flushes"}}
-    print(f"collected {counters['trades']} trades into {counters['bars']} bars "
-          f"({counters['empty_bars']} empty) in {config.store.path}; problems: {problems or 'none'}",
-          file=sys.stderr)
+    print(summary(counters, config.store.path), file=sys.stderr)
     return 0
 
 
-async def collect(config: DopeConfig, *, publish: bool = True, print_bars: bool = False) -> dict[str, int]:
+SOURCE_KEYS = ("malformed", "duplicates", "out_of_order", "gap_backfills", "unrecoverable_trades", "bad_rows")
+"""Source counters the exit summary always shows (when the source has them), zero or not."""
+
+
+def summary(counters: CollectorCounters, store: str) -> str:
+    """The exit line: bars, warm-up, the collector's problems and the source's counters."""
+    counts = counters.as_dict()
+    problems = {k: v for k, v in counts.items()
+                if v and k not in {"trades", "bars", "empty_bars", "flushes", "warmup_bars"}}
+    source = {k: v for k, v in counters.source.items() if k in SOURCE_KEYS or (v and k not in {"trades", "batches"})}
+    return (f"collected {counts['trades']} trades into {counts['bars']} bars ({counts['empty_bars']} empty, "
+            f"{counts['warmup_bars']} feature warm-up) in {store}; problems: {_pairs(problems)}; "
+            f"source: {_pairs(source)}")
+
+
+def _pairs(counts: dict[str, int]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in counts.items()) or "none"
+
+
+async def collect(config: DopeConfig, *, publish: bool = True, print_bars: bool = False) -> CollectorCounters:
     """Run the collector until its source ends or SIGINT/SIGTERM; return its counters."""
-    from dope.services.collector import Collector
-    from dope.services.sources import open_source
-    from dope.store import BarStore
+    from dope.services.collector import collector_of
     from dope.transport import open_publisher
 
-    source, clock = open_source(config)
     publisher = open_publisher(config.bus, config.collector.service_name) if publish else None
     if publisher is not None:
         log.info("publishing bars on %s", publisher.endpoint)
-    collector = Collector(config.collector, config.bars, source, BarStore(config.store.path), publisher,
-                          clock=clock, on_bar=print_bar if print_bars else None,
-                          heartbeat_ms=config.bus.heartbeat_ms)
+    collector = collector_of(config, publisher, on_bar=print_bar if print_bars else None)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -81,7 +95,7 @@ async def collect(config: DopeConfig, *, publish: bool = True, print_bars: bool 
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(Exception):
                 loop.remove_signal_handler(sig)
-    return counters.as_dict()
+    return counters
 
 
 def print_bar(bar: Bar) -> None:

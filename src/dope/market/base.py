@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator, Mapping
 from typing import Protocol
 
@@ -29,3 +30,12 @@ class TradeSource(Protocol):
     reconnecting or backfilling (bars then close on event time only, and nothing arrives late)."""
 
     def trades(self, resume: Mapping[str, int]) -> AsyncIterator[list[Trade]]: ...
+
+
+def trade_problem(trade: Trade) -> str | None:
+    """Why a trade cannot be used (``bad_price``, ``bad_qty``), or None. NaN fails every comparison."""
+    if not 0 < trade.price < math.inf:
+        return "bad_price"
+    if not 0 < trade.qty < math.inf:
+        return "bad_qty"
+    return None

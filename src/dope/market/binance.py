@@ -18,12 +18,13 @@ import logging
 import random
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
+from functools import partial
 
 import aiohttp
 
 from dope.clock import Clock, LiveClock
 from dope.config import BinanceConfig
-from dope.market.base import UnknownSymbolError
+from dope.market.base import UnknownSymbolError, trade_problem
 from dope.market.binance_rest import Backoff, BinanceAPIError, BinanceRest, sleep_ms
 from dope.market.binance_sequencer import Sequencer
 from dope.market.binance_wire import (
@@ -47,7 +48,7 @@ log = logging.getLogger("dope.market.binance")
 COUNTERS = (
     "connects", "disconnects", "stalls", "server_shutdowns", "malformed", "duplicates", "out_of_order",
     "gap_backfills", "backfill_requests", "backfill_trades", "rate_limited", "ip_banned", "server_errors",
-    "rest_errors", "connect_errors", "unrecoverable_trades", "control_replies", "trades",
+    "rest_errors", "forbidden", "bad_bodies", "connect_errors", "unrecoverable_trades", "control_replies", "trades",
 )
 BATCH_MAX = 5_000
 
@@ -107,7 +108,7 @@ class BinanceSource:
 
     async def check_symbols(self) -> None:
         """Raise :class:`UnknownSymbolError` naming every configured symbol Binance does not list."""
-        listed = parse_exchange_info(await self._api().get("/api/v3/exchangeInfo"))
+        listed = await self._api().get("/api/v3/exchangeInfo", None, parse_exchange_info)
         unknown = [s for s in self.symbols if s not in listed]
         if unknown:
             raise UnknownSymbolError(
@@ -126,7 +127,7 @@ class BinanceSource:
         if self._seqs:
             return
         missing = [s for s in self.symbols if s not in resume]
-        now = parse_server_time(await self._api().get("/api/v3/time")) if missing else 0
+        now = await self._api().get("/api/v3/time", None, parse_server_time) if missing else 0
         self._seqs = {s: Sequencer(min_time=resume.get(s, now)) for s in self.symbols}
 
     # ---- one websocket connection -------------------------------------------------------------
@@ -219,11 +220,15 @@ class BinanceSource:
         return False
 
     def _offer(self, trade: Trade, out: list[Trade], now: float) -> None:
+        """Validate, then sequence: a rejected trade never marks its id as seen (the genuine one may follow)."""
         seq = self._seqs.get(trade.symbol)
-        if seq is None:
+        problem = "unsubscribed symbol" if seq is None else trade_problem(trade)
+        if problem is not None:
             self.counters["malformed"] += 1
-            log.warning("Binance frame for unsubscribed symbol %s skipped", trade.symbol)
+            log.warning("Binance trade %d of %s rejected (%s): price %r, qty %r", trade.trade_id, trade.symbol,
+                        problem, trade.price, trade.qty)
             return
+        assert seq is not None
         dup, ooo = seq.duplicates, seq.out_of_order
         seq.offer(trade, out, now)
         self.counters["duplicates"] += seq.duplicates - dup
@@ -270,7 +275,7 @@ class BinanceSource:
     async def _agg_page(self, symbol: str, params: dict[str, int], limit: int | None = None) -> list[Trade]:
         self.counters["backfill_requests"] += 1
         query: dict[str, str | int] = {"symbol": symbol, "limit": limit or self.config.backfill_limit, **params}
-        return parse_rest_agg_trades(await self._api().get("/api/v3/aggTrades", query), symbol)
+        return await self._api().get("/api/v3/aggTrades", query, partial(parse_rest_agg_trades, symbol=symbol))
 
     def _sequence(self, symbol: str, trades: list[Trade]) -> list[Trade]:
         out: list[Trade] = []
@@ -284,7 +289,7 @@ class BinanceSource:
         """Raw-trade mode: only ``/api/v3/trades`` (recent) exists; older missing ids are reported lost."""
         self.counters["backfill_requests"] += 1
         query: dict[str, str | int] = {"symbol": symbol, "limit": self.config.backfill_limit}
-        trades = parse_rest_trades(await self._api().get("/api/v3/trades", query), symbol)
+        trades = await self._api().get("/api/v3/trades", query, partial(parse_rest_trades, symbol=symbol))
         seq = self._seqs[symbol]
         if trades and seq.next_id is None:
             seq.next_id = next((t.trade_id for t in trades if t.event_time >= seq.min_time), trades[-1].trade_id + 1)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,7 +21,7 @@ from dope.bars import BarBuilder, align, bars_to_frame
 from dope.clock import Clock
 from dope.config import BarsConfig, CollectorConfig, DopeConfig
 from dope.logs import ProblemCounter
-from dope.market.base import TradeSource
+from dope.market.base import TradeSource, trade_problem
 from dope.messages import Bar, LateTrades, Trade
 from dope.store import BarStore
 from dope.transport import Publisher
@@ -41,19 +40,31 @@ class CollectorCounters:
     empty_bars: int = 0
     late_trades: int = 0
     flushes: int = 0
+    warmup_bars: int = 0
+    """Bars published before the features can be warm (no prediction for them)."""
     problems: dict[str, int] = field(default_factory=dict)
+    source: dict[str, int] = field(default_factory=dict)
+    """The source's own counters (malformed, duplicates, out of order, gaps ...) at the end."""
 
     def as_dict(self) -> dict[str, int]:
         return {"trades": self.trades, "bars": self.bars, "empty_bars": self.empty_bars,
-                "late_trades": self.late_trades, "flushes": self.flushes, **self.problems}
+                "late_trades": self.late_trades, "flushes": self.flushes, "warmup_bars": self.warmup_bars,
+                **self.problems}
 
 
 class Collector:
-    """Runs one source into bars for the configured symbols."""
+    """Runs one source into bars for the configured symbols.
+
+    ``warmup_bars`` is the feature set's warm-up (bars a featurizer needs for its first vector; 0:
+    not tracked): the bars published before a symbol has that history are counted and logged as
+    warm-up. ``backfill_warmup`` (a live source that backfills by time) starts a symbol whose store
+    does not hold that history that many bars back, so the first live bar is already warm.
+    """
 
     def __init__(self, collector: CollectorConfig, bars: BarsConfig, source: TradeSource, store: BarStore,
                  publisher: Publisher | None = None, *, clock: Clock | None = None,
-                 on_bar: BarSink | None = None, heartbeat_ms: int = 1_000) -> None:
+                 on_bar: BarSink | None = None, heartbeat_ms: int = 1_000, warmup_bars: int = 0,
+                 backfill_warmup: bool = False) -> None:
         self.config = collector
         self.bar_policy = bars
         self.interval_ms = bars.interval_ms
@@ -65,30 +76,72 @@ class Collector:
         self.heartbeat_ms = heartbeat_ms
         self.counters = CollectorCounters()
         self.problems = ProblemCounter(log)
+        self.warmup_bars = warmup_bars
+        self.backfill_warmup = backfill_warmup
         self.builders = {symbol: self._resumed_builder(symbol) for symbol in collector.symbols}
         self._pending: list[Bar] = []
+        self._warmup_left: dict[str, int] = {}
 
     def resume_points(self) -> dict[str, int]:
         """First trade time still needed per symbol: right after its last stored bar.
 
         A symbol with nothing stored starts, on a live source (one with a clock),
         at the start of the current window, so that its first bar is whole (the
-        source backfills the trades already in it); on a replay it is left out
-        and starts where the recording starts."""
+        source backfills the trades already in it), or with ``backfill_warmup`` the
+        warm-up before it (see :meth:`_start_live`); on a replay it is left out and
+        starts where the recording starts."""
         if self.clock is not None:
-            now_window = align(self.clock.now_ms(), self.interval_ms)
-            for builder in self.builders.values():
-                if builder.next_open_time is None:
-                    builder.next_open_time = now_window
-        return {symbol: builder.next_open_time for symbol, builder in self.builders.items()
-                if builder.next_open_time is not None}
+            self._start_live(align(self.clock.now_ms(), self.interval_ms))
+        resume = {symbol: builder.next_open_time for symbol, builder in self.builders.items()
+                  if builder.next_open_time is not None}
+        self._plan_warmup(resume)
+        return resume
+
+    def _start_live(self, now_window: int) -> None:
+        """Start each symbol so that the warm-up before ``now_window`` is backfilled (when asked).
+
+        Nothing stored: start at the warm-up's first bar. A store that ends within the warm-up
+        but does not reach back to its start (a short earlier run): rebuild from the warm-up's
+        first bar (the stored bars are rewritten identical). A store that ends before the warm-up
+        (stale): resume after it, as always, which backfills the warm-up too."""
+        back = max(0, self.warmup_bars - 1) if self.backfill_warmup else 0
+        warm_start = now_window - back * self.interval_ms
+        for symbol, builder in self.builders.items():
+            resume = builder.next_open_time
+            if resume is None:
+                builder.next_open_time = warm_start
+                if back:
+                    log.info("%s: nothing stored; starting %d bars back to backfill the feature warm-up",
+                             symbol, back)
+            elif warm_start < resume:
+                held = len(self.store.read_bars(symbol, self.interval_ms, warm_start, resume))
+                if held < (resume - warm_start) // self.interval_ms:
+                    log.info("%s: the store holds %d of the %d bars before the current one; rebuilding the "
+                             "feature warm-up from %d", symbol, held, back, warm_start)
+                    builder.next_open_time, builder.last_close = warm_start, None
+
+    def _plan_warmup(self, resume: dict[str, int]) -> None:
+        """How many of each symbol's first bars are feature warm-up, given the bars stored before them."""
+        needed = max(0, self.warmup_bars - 1)
+        for symbol in self.builders:
+            start = resume.get(symbol)
+            held = 0 if start is None or not needed else len(
+                self.store.read_bars(symbol, self.interval_ms, start - needed * self.interval_ms, start))
+            self._warmup_left[symbol] = needed - held
+            if needed > held:
+                log.info("%s: the first %d bars are feature warm-up (the store holds %d of the %d bars a "
+                         "featurizer needs before them)", symbol, needed - held, held, needed)
 
     async def run(self, stop: asyncio.Event | None = None) -> CollectorCounters:
-        """Consume the source until it ends or ``stop`` is set; flush everything complete."""
+        """Consume the source until it ends or ``stop`` is set; flush everything complete.
+
+        The bars already closed reach the store on every exit path: a normal end, a stop
+        (SIGTERM), a source that raises and a cancelled task."""
         stop = stop or asyncio.Event()
         tickers = [asyncio.create_task(self._heartbeats(stop))]
         if self.clock is not None and self.bar_policy.close_on == "clock":
             tickers.append(asyncio.create_task(self._clock_closes(self.clock, stop)))
+        finished = False
         try:
             finished = await self._consume(stop)
         finally:
@@ -97,7 +150,7 @@ class Collector:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        self._close(finished)
+            self._close(finished)
         return self.counters
 
     async def _consume(self, stop: asyncio.Event) -> bool:
@@ -112,6 +165,7 @@ class Collector:
                 batch = asyncio.ensure_future(anext(stream))
                 await asyncio.wait({batch, stopping}, return_when=asyncio.FIRST_COMPLETED)
                 if not batch.done():
+                    self.flush_to_store()  # stored before the source winds down (which may be slow)
                     batch.cancel()
                     with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
                         await batch
@@ -122,6 +176,7 @@ class Collector:
                     return True
         finally:
             stopping.cancel()
+            self.flush_to_store()
             close = getattr(stream, "aclose", None)  # async generators: release the source now
             if close is not None:
                 await close()
@@ -130,7 +185,7 @@ class Collector:
         """Fold a batch of trades into the bars; bars that close are published and queued for the store."""
         for trade in trades:
             builder = self.builders.get(trade.symbol)
-            problem = _trade_problem(trade) if builder is not None else "unknown_symbol"
+            problem = trade_problem(trade) if builder is not None else "unknown_symbol"
             if problem is not None:
                 self.problems.report(problem, f"rejected trade {trade.trade_id} of {trade.symbol!r}: {problem}")
                 continue
@@ -142,6 +197,9 @@ class Collector:
         for bar in bars:
             self.counters.bars += 1
             self.counters.empty_bars += bar.empty
+            if self._warmup_left.get(bar.symbol, 0) > 0:
+                self._warmup_left[bar.symbol] -= 1
+                self.counters.warmup_bars += 1
             if self.publisher is not None:
                 self.publisher.publish(bar)
             if self.on_bar is not None:
@@ -166,8 +224,9 @@ class Collector:
         self.flush_to_store()
         self.counters.problems = dict(self.problems.counts)
         self.counters.late_trades = sum(b.late_trades for b in self.builders.values())
+        self.counters.source = dict(self.source.counters)
         self._send_heartbeat()
-        log.info("collector done: %s", self.counters.as_dict())
+        log.info("collector done: %s; source: %s", self.counters.as_dict(), self.counters.source)
 
     def _resumed_builder(self, symbol: str) -> BarBuilder:
         last = self.store.last_bar(symbol, self.interval_ms)
@@ -213,15 +272,6 @@ class Collector:
             self.publisher.heartbeat(self.counters.as_dict())
 
 
-def _trade_problem(trade: Trade) -> str | None:
-    """Why a trade cannot be used, or None. NaN fails every comparison, so it is caught here too."""
-    if not 0 < trade.price < math.inf:
-        return "bad_price"
-    if not 0 < trade.qty < math.inf:
-        return "bad_qty"
-    return None
-
-
 class CollectorService:
     """The collector as a process (``python -m dope.services.collector``): its own publisher and store.
 
@@ -247,17 +297,26 @@ class CollectorService:
         self.publisher.close()
 
 
+def collector_of(config: DopeConfig, publisher: Publisher | None, *, on_bar: BarSink | None = None) -> Collector:
+    """The collector of ``config``: its source, its store, and the live feature set's warm-up."""
+    from dope.services.featurizer import feature_set_of_config
+    from dope.services.sources import backfills_history, open_source
+
+    source, clock = open_source(config)
+    return Collector(config.collector, config.bars, source, BarStore(config.store.path), publisher, clock=clock,
+                     on_bar=on_bar, heartbeat_ms=config.bus.heartbeat_ms,
+                     warmup_bars=feature_set_of_config(config).warmup,
+                     backfill_warmup=config.collector.warmup_backfill and backfills_history(config))
+
+
 def build(config: DopeConfig, **overrides: Any) -> CollectorService:
     """The collector of ``config`` on its configured source, publishing on ``services.collector``."""
     from dope.services.base import endpoint_of
-    from dope.services.sources import open_source
     from dope.transport import open_publisher
 
     name = overrides.get("name") or config.collector.service_name
-    source, clock = open_source(config)
     publisher = open_publisher(config.bus, name, endpoint=endpoint_of(config, "collector"))
-    collector = Collector(config.collector, config.bars, source, BarStore(config.store.path), publisher,
-                          clock=clock, heartbeat_ms=config.bus.heartbeat_ms)
+    collector = collector_of(config, publisher)
     return CollectorService(name, collector, publisher, int(overrides.get("wait_subscribers", 0)))
 
 

@@ -31,3 +31,8 @@ def open_source(config: DopeConfig) -> tuple[TradeSource, Clock | None]:
     from dope.market.binance import BinanceSource
 
     return BinanceSource(config.binance, symbols), LiveClock()
+
+
+def backfills_history(config: DopeConfig) -> bool:
+    """Whether the configured source can backfill trades from a past time (Binance ``aggTrades``)."""
+    return config.collector.source == "binance" and config.binance.stream == "aggTrade"
