@@ -21,6 +21,7 @@ from dope.trading.binance_broker import (
     Credentials,
     OrderRejected,
     SymbolFilters,
+    check_signed_url,
     client_order_id,
     reconcile,
     sign,
@@ -58,6 +59,18 @@ def test_credentials_are_redacted_and_named_when_missing() -> None:
     with pytest.raises(ConfigError, match="BINANCE_API_SECRET") as err:
         Credentials.from_env({"BINANCE_API_KEY": "abc"})
     assert "abc" not in str(err.value)
+
+
+@pytest.mark.parametrize("url", ["http://api.binance.com", "http://10.0.0.5:8080", "ftp://127.0.0.1"])
+def test_signed_requests_need_https_unless_the_host_is_loopback(url: str) -> None:
+    async def make() -> None:
+        async with aiohttp.ClientSession() as session:
+            BinanceOrderClient(session, url, CREDS, LiveClock())
+
+    with pytest.raises(ConfigError, match="https"):
+        asyncio.run(make())
+    for fine in ("https://api.binance.com", "http://127.0.0.1:5", "http://localhost:5", "http://[::1]:5"):
+        check_signed_url(fine)
 
 
 def test_filters_round_quantities_down_and_check_notional() -> None:

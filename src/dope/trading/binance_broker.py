@@ -24,13 +24,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import ipaddress
 import logging
 import os
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import ROUND_DOWN, Decimal
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import aiohttp
 import msgspec
@@ -108,6 +109,30 @@ def client_order_id(symbol: str, open_time: int, leg: str) -> str:
     if len(text) <= 36:
         return text
     return "dope-" + hashlib.sha256(text.encode()).hexdigest()[:31]
+
+
+def check_signed_url(url: str) -> None:
+    """ConfigError unless ``url`` is ``https``, or ``http`` to a loopback host (a local fake exchange).
+
+    >>> check_signed_url("https://api.binance.com"); check_signed_url("http://127.0.0.1:8080")
+    >>> check_signed_url("http://api.binance.com")
+    Traceback (most recent call last):
+    ...
+    dope.config.ConfigError: Binance orders need https (or a loopback host), not http://api.binance.com
+    """
+    parts = urlsplit(url)
+    if parts.scheme == "https" or (parts.scheme == "http" and _is_loopback(parts.hostname or "")):
+        return
+    raise ConfigError(f"Binance orders need https (or a loopback host), not {url}")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 # ---- exchange filters -------------------------------------------------------------------------
@@ -231,6 +256,9 @@ class BinanceOrderClient:
     sleep: Sleep = asyncio.sleep
     counters: dict[str, int] = field(default_factory=dict)
     offset_ms: int = 0
+
+    def __post_init__(self) -> None:
+        check_signed_url(self.base_url)
 
     def __repr__(self) -> str:
         return f"BinanceOrderClient(base_url={self.base_url!r}, credentials={self.credentials!r})"
