@@ -103,20 +103,44 @@ def exchange(running_fake: FakeBinance) -> tuple[FakeBinance, OrderDesk]:
 Scenario = Callable[[BinanceOrderClient, BinanceBroker], Awaitable[Any]]
 
 
-def run(fake: FakeBinance, scenario: Scenario, *, portfolio: Portfolio | None = None, journal: Journal | None = None,
-        sleeps: list[float] | None = None) -> Any:
-    async def main() -> Any:
-        async def no_sleep(seconds: float) -> None:
-            if sleeps is not None:
-                sleeps.append(seconds)
+class SteppedClock:
+    """The local clock plus the time the client's sleeps skipped; a sleep also steps the fake's clock.
 
+    The client waits (backoff, rate-limit pauses, the window of an unknown outcome) without the
+    test waiting, and the exchange sees the same time pass.
+    """
+
+    def __init__(self, fake: FakeBinance) -> None:
+        self.fake, self.skipped_ms, self.sleeps = fake, 0, list[float]()
+
+    def now_ms(self) -> int:
+        return LiveClock().now_ms() + self.skipped_ms
+
+    async def sleep_until(self, time_ms: int) -> None:
+        await self.sleep((time_ms - self.now_ms()) / 1000)
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        step = max(int(seconds * 1000), 0)
+        self.skipped_ms += step
+        self.fake.clock.step(step)
+
+
+def run(fake: FakeBinance, scenario: Scenario, *, portfolio: Portfolio | None = None, journal: Journal | None = None,
+        sleeps: list[float] | None = None, max_order_age_ms: int = 0, timeout_ms: int = 10_000) -> Any:
+    async def main() -> Any:
+        clock = SteppedClock(fake)
         async with aiohttp.ClientSession() as session:
-            client = BinanceOrderClient(session, fake.rest_url, CREDS, LiveClock(), sleep=no_sleep)
+            client = BinanceOrderClient(session, fake.rest_url, CREDS, clock, sleep=clock.sleep, timeout_ms=timeout_ms)
             await client.sync_time()
             filters = await client.exchange_filters(SYMBOL)
             broker = BinanceBroker(client, filters, portfolio or Portfolio(1_000.0),
-                                   journal=journal.append if journal else None)
-            return await scenario(client, broker)
+                                   journal=journal.append if journal else None, max_order_age_ms=max_order_age_ms)
+            try:
+                return await scenario(client, broker)
+            finally:
+                if sleeps is not None:
+                    sleeps.extend(clock.sleeps)
 
     return asyncio.run(main())
 
@@ -183,8 +207,13 @@ def test_5xx_before_execution_is_queried_then_resent_once(exchange: tuple[FakeBi
     fake.faults.fail_next_rest(503, path="/api/v3/order")
     client, _, fills = run(fake, buy())
     assert client.counters["unknown_status"] == 1
-    methods = [(r.method, r.status) for r in fake.requests if r.path == "/api/v3/order"]
-    assert methods == [("POST", 503), ("GET", 400), ("POST", 200)]  # query said -2013: safe to resend
+    calls = [r for r in fake.requests if r.path == "/api/v3/order"]
+    methods = [(r.method, r.status) for r in calls]
+    # asked again and again (-2013) until the order could no longer reach the engine, then resent once
+    assert methods[0] == ("POST", 503) and methods[-1] == ("POST", 200)
+    assert set(methods[1:-1]) == {("GET", 400)} and len(methods) > 3
+    assert calls[-1].time_ms - calls[0].time_ms >= client.recv_window_ms
+    assert client.counters["orders_absent_after_unknown"] == 1
     assert len(desk.orders) == 1 and len(fills) == 1
 
 

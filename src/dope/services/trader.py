@@ -32,7 +32,13 @@ from dope.config import ConfigError, DopeConfig, TraderConfig
 from dope.fileio import try_lock
 from dope.messages import AnyMessage, Bar, Prediction
 from dope.services.base import Service, endpoint_of, service_main, service_publisher, service_subscriber
-from dope.trading.binance_broker import BinanceBroker, BinanceOrderClient, Credentials, reconcile
+from dope.trading.binance_broker import (
+    BinanceBroker,
+    BinanceOrderClient,
+    Credentials,
+    check_signed_url,
+    reconcile,
+)
 from dope.trading.journal import Journal, ResetRecord, SymbolHistory, compacted_records, fold
 from dope.trading.live import SymbolTrader
 from dope.trading.orders import Fill
@@ -84,9 +90,13 @@ class LoopThread:
         self._thread.start()
 
     def run(self, coro: Coroutine[Any, Any, T], timeout_s: float = ORDER_TIMEOUT_S) -> T:
-        """Run ``coro`` on the loop and wait for its result."""
+        """Run ``coro`` on the loop and wait for its result; past ``timeout_s`` it is cancelled, not left running."""
         future: Future[T] = asyncio.run_coroutine_threadsafe(coro, self.loop)
-        return future.result(timeout_s)
+        try:
+            return future.result(timeout_s)
+        except TimeoutError:
+            future.cancel()
+            raise
 
     def close(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)
@@ -98,8 +108,9 @@ class BinanceRuntime:
     """The Binance side of the trader: the signed client on its own loop thread, one broker per symbol."""
 
     def __init__(self, config: TraderConfig, rest_url: str, credentials: Credentials, *,
-                 timeout_ms: int = 10_000) -> None:
+                 timeout_ms: int = 10_000, max_order_age_ms: int = 0) -> None:
         self.config = config
+        self.max_order_age_ms = max_order_age_ms
         self.thread = LoopThread()
         self.session = self.thread.run(_new_session())
         self.client = BinanceOrderClient(self.session, rest_url, credentials, LiveClock(),
@@ -118,7 +129,8 @@ class BinanceRuntime:
         filters = self.thread.run(self.client.exchange_filters(symbol))
         known = set(history.finished_orders) | set(history.open_intents) if history else set()
         return BinanceBroker(self.client, filters, portfolio, fee_rate=self.config.fee_rate,
-                             fraction=self.config.fraction, journal=journal.append, known_orders=known)
+                             fraction=self.config.fraction, journal=journal.append, known_orders=known,
+                             max_order_age_ms=self.max_order_age_ms)
 
     def reconcile(self, broker: BinanceBroker, history: SymbolHistory | None) -> list[str]:
         return self.thread.run(reconcile(broker, history))
@@ -260,6 +272,11 @@ def _valid_bar(bar: Bar) -> bool:
     return all(0 < x < math.inf for x in (bar.open, bar.close))
 
 
+def max_order_age_ms(config: DopeConfig) -> int:
+    """``trader.max_order_age_ms``, or half the bar interval when it is 0."""
+    return config.trader.max_order_age_ms or config.bars.interval_ms // 2
+
+
 def binance_runtime(config: DopeConfig, *, live: bool, environ: Mapping[str, str] | None = None) -> BinanceRuntime:
     """The Binance side, after checking the opt-in; ConfigError says what is missing."""
     tc = config.trader
@@ -267,8 +284,10 @@ def binance_runtime(config: DopeConfig, *, live: bool, environ: Mapping[str, str
         raise ConfigError('trader.broker = "binance" sends real orders: run the trader with --live or set '
                           "DOPE_TRADER__I_UNDERSTAND_REAL_ORDERS=yes (trader.i_understand_real_orders)")
     credentials = Credentials.from_env(environ)
-    runtime = BinanceRuntime(tc, tc.rest_url or config.binance.rest_url, credentials,
-                             timeout_ms=config.binance.request_timeout_ms)
+    url = tc.rest_url or config.binance.rest_url
+    check_signed_url(url)
+    runtime = BinanceRuntime(tc, url, credentials,
+                             timeout_ms=config.binance.request_timeout_ms, max_order_age_ms=max_order_age_ms(config))
     runtime.start()
     return runtime
 

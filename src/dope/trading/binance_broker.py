@@ -25,6 +25,7 @@ import asyncio
 import hashlib
 import hmac
 import ipaddress
+import itertools
 import logging
 import os
 from collections.abc import Awaitable, Callable, Mapping
@@ -48,6 +49,9 @@ log = logging.getLogger("dope.trader.binance")
 ORDER_PATH = "/api/v3/order"
 DUPLICATE = "Duplicate order sent."
 UNKNOWN_STATUS = (-1007, -1006)
+OUTCOME_UNKNOWN = "order outcome unknown: "
+DEFAULT_BAN_S = 120.0
+"""The shortest Binance IP ban (2 minutes), assumed when a 418 has no ``Retry-After``."""
 _NO_FILLS: tuple[Fill, ...] = ()
 
 
@@ -203,6 +207,7 @@ class OrderReport(msgspec.Struct):
     clientOrderId: str  # noqa: N815
     status: str = "NEW"
     side: str = ""
+    origQty: str = "0"  # noqa: N815
     executedQty: str = "0"  # noqa: N815
     cummulativeQuoteQty: str = "0"  # noqa: N815
     transactTime: int = 0  # noqa: N815
@@ -225,6 +230,32 @@ class BinanceOrderError(RuntimeError):
 
 class OrderRejected(BinanceOrderError):
     """The exchange refused the order (``-2010``, a filter failure...): nothing was executed."""
+
+
+class OrderDropped(BinanceOrderError):
+    """The order was not sent: it would have been older than its maximum age (a stale decision)."""
+
+
+class IpBanned(OrderDropped):
+    """Binance bans this IP (HTTP 418) until ``until_ms`` (client clock): nothing is sent before."""
+
+    def __init__(self, message: str, until_ms: int) -> None:
+        super().__init__(message, status=418)
+        self.until_ms = until_ms
+
+
+class OrderUnknown(BinanceOrderError):
+    """The order may or may not have executed and the exchange could not tell: it is never resent.
+
+    Its journal intent stays open; the reconciliation at the next start settles it.
+    """
+
+
+class _Unknown:
+    """No clear answer to a query (``UNKNOWN``)."""
+
+
+UNKNOWN = _Unknown()
 
 
 @dataclass
@@ -253,9 +284,17 @@ class BinanceOrderClient:
     recv_window_ms: int = 5_000
     timeout_ms: int = 10_000
     max_attempts: int = 6
+    settle_margin_ms: int = 1_000
+    """After an unknown outcome: how long beyond ``recv_window_ms`` an order may still appear."""
+    unknown_give_up_ms: int = 60_000
+    """After an unknown outcome: how long beyond that to keep asking before :class:`OrderUnknown`."""
     sleep: Sleep = asyncio.sleep
     counters: dict[str, int] = field(default_factory=dict)
     offset_ms: int = 0
+    paused_until_ms: int = 0
+    """No request before this (client clock): a 429's pause."""
+    banned_until_ms: int = 0
+    """Nothing sent before this (client clock): a 418's IP ban."""
 
     def __post_init__(self) -> None:
         check_signed_url(self.base_url)
@@ -300,17 +339,24 @@ class BinanceOrderClient:
             return None
         return msgspec.json.decode(resp.body, type=OrderReport)
 
-    async def market_order(self, symbol: str, side: str, qty: Decimal, client_id: str) -> OrderReport:
-        """Place a MARKET order exactly once, whatever the network and the exchange do in between."""
+    async def market_order(self, symbol: str, side: str, qty: Decimal, client_id: str, *,
+                           deadline_ms: int | None = None) -> OrderReport:
+        """Place a MARKET order at most once, whatever the network and the exchange do in between.
+
+        ``deadline_ms`` (on :attr:`clock`): the order is never sent after it (:class:`OrderDropped`),
+        nor when a rate-limit pause or an IP ban would end after it. After an unknown outcome the
+        order is looked for (:meth:`_settle_unknown`) and resent only once it surely did not execute.
+        """
         params = {"symbol": symbol, "side": side, "type": "MARKET", "quantity": format(qty, "f"),
                   "newClientOrderId": client_id, "newOrderRespType": "FULL"}
         for attempt in range(self.max_attempts):
+            await self._wait_turn(deadline_ms, f"order {client_id}")
+            sent_ms = self.clock.now_ms()
             resp = await self._attempt("POST", ORDER_PATH, params)
             if resp is None or _unknown(resp):
-                existing = await self._after_unknown(symbol, client_id, resp)
+                existing = await self._settle_unknown(symbol, client_id, resp, sent_ms)
                 if existing is not None:
                     return existing
-                await self.sleep(_backoff_s(attempt))
             elif resp.status == 200:
                 self._count("orders_sent")
                 return msgspec.json.decode(resp.body, type=OrderReport)
@@ -320,15 +366,53 @@ class BinanceOrderClient:
                 raise _rejection(ORDER_PATH, resp)
         raise BinanceOrderError(f"order {client_id}: no answer after {self.max_attempts} attempts")
 
-    async def _after_unknown(self, symbol: str, client_id: str, resp: Response | None) -> OrderReport | None:
+    async def _settle_unknown(self, symbol: str, client_id: str, resp: Response | None,
+                              sent_ms: int) -> OrderReport | None:
+        """The order sent at ``sent_ms`` got no clear answer: find it, or make sure it never executed.
+
+        Binance re-checks ``recvWindow`` before the matching engine takes an order, so once
+        ``recv_window_ms + settle_margin_ms`` have passed since it was sent, an order still not
+        found never will be (None: safe to resend). Until then it is asked for again and again,
+        with backoff; it is never resent while its outcome is unknown. :class:`OrderUnknown` when
+        the exchange cannot be asked for ``unknown_give_up_ms`` beyond that.
+        """
         self._count("unknown_status")
         what = f"HTTP {resp.status}" if resp is not None else "no answer"
-        log.warning("%s: order %s got %s: status unknown, asking the exchange before resending",
+        log.warning("%s: order %s got %s: status unknown, asking the exchange (never resent while unknown)",
                     symbol, client_id, what)
-        existing = await self.query_order(symbol, client_id)
-        if existing is not None:
-            self._count("orders_found_after_unknown")
-        return existing
+        settled_ms = sent_ms + self.recv_window_ms + self.settle_margin_ms
+        for attempt in itertools.count():
+            found = await self._look_up(symbol, client_id)
+            now = self.clock.now_ms()
+            if isinstance(found, OrderReport):
+                self._count("orders_found_after_unknown")
+                return found
+            if found is None and now >= settled_ms:
+                self._count("orders_absent_after_unknown")
+                log.warning("%s: order %s never reached the matching engine; it may be sent again", symbol, client_id)
+                return None
+            if now >= settled_ms + self.unknown_give_up_ms or self.banned_until_ms > now:
+                self._count("orders_unknown")
+                raise OrderUnknown(f"order {client_id}: outcome still unknown {now - sent_ms} ms after sending it")
+            await self.sleep(_backoff_s(attempt))
+        raise AssertionError("unreachable")
+
+    async def _look_up(self, symbol: str, client_id: str) -> OrderReport | None | _Unknown:
+        """One ``GET /api/v3/order`` by client id: the order, None (``-2013``), or UNKNOWN (no clear answer)."""
+        params = {"symbol": symbol, "origClientOrderId": client_id}
+        resp = await self._attempt("GET", ORDER_PATH, params)
+        if resp is None or _unknown(resp):
+            return UNKNOWN
+        if resp.status == 200:
+            return msgspec.json.decode(resp.body, type=OrderReport)
+        if resp.error is not None and resp.error.code == -2013:
+            return None
+        try:
+            if await self._retryable(resp, 0):
+                return UNKNOWN
+        except IpBanned:
+            return UNKNOWN
+        raise _rejection(ORDER_PATH, resp)
 
     async def _duplicate(self, symbol: str, client_id: str) -> OrderReport:
         self._count("duplicates")
@@ -340,8 +424,9 @@ class BinanceOrderClient:
 
     async def request(self, method: str, path: str, params: Mapping[str, str], *, signed: bool = True,
                       accept: tuple[int, ...] = ()) -> Response:
-        """A request that is safe to repeat, retried on -1021, 429/418, 5xx and network errors."""
+        """A request that is safe to repeat, retried on -1021, 429, 5xx and network errors (not during a ban)."""
         for attempt in range(self.max_attempts):
+            await self._wait_turn(None, f"{method} {path}")
             resp = await self._attempt(method, path, params, signed=signed)
             if resp is not None and (resp.status == 200 or (resp.error and resp.error.code in accept)):
                 return resp
@@ -352,13 +437,31 @@ class BinanceOrderClient:
                 raise _rejection(path, resp)
         raise BinanceOrderError(f"{method} {path}: no answer after {self.max_attempts} attempts")
 
+    async def _wait_turn(self, deadline_ms: int | None, what: str) -> None:
+        """Wait out a rate-limit pause; IpBanned during a ban, OrderDropped when the wait ends past ``deadline_ms``."""
+        now = self.clock.now_ms()
+        if self.banned_until_ms > now:
+            raise IpBanned(f"{what} not sent: Binance bans this IP for {(self.banned_until_ms - now) / 1000:.0f} s "
+                           "more", self.banned_until_ms)
+        resume = max(now, self.paused_until_ms)
+        if deadline_ms is not None and resume > deadline_ms:
+            self._count("orders_dropped_stale")
+            raise OrderDropped(f"{what} not sent: it would be {resume - deadline_ms} ms past its maximum age")
+        if resume > now:
+            await self.sleep((resume - now) / 1000)
+
     async def _retryable(self, resp: Response, attempt: int) -> bool:
-        """Wait as the error asks and say whether to resend (-1021, 429, 418); False for a real refusal."""
-        if resp.status in (429, 418):
-            self._count("rate_limited" if resp.status == 429 else "ip_banned")
-            wait = resp.retry_after if resp.retry_after is not None else _backoff_s(attempt)
-            log.warning("Binance answered %d: waiting %.1f s (Retry-After)", resp.status, wait)
-            await self.sleep(wait)
+        """Do what the error asks (note a pause or a ban, resync the clock) and say whether to resend."""
+        if resp.status == 418:
+            self._ban(resp)
+        if resp.status == 429:
+            self._count("rate_limited")
+            if resp.retry_after is not None:
+                wait, why = resp.retry_after, "as its Retry-After asks"
+            else:
+                wait, why = _rate_backoff_s(attempt), "backing off by itself (no Retry-After)"
+            self.paused_until_ms = max(self.paused_until_ms, self.clock.now_ms() + int(wait * 1000))
+            log.warning("Binance answered 429 (rate limit): pausing requests %.1f s, %s", wait, why)
             return True
         if resp.error is not None and resp.error.code == -1021:
             self._count("timestamp_resyncs")
@@ -366,6 +469,16 @@ class BinanceOrderClient:
             await self.sync_time()
             return True
         return False
+
+    def _ban(self, resp: Response) -> None:
+        """HTTP 418: this IP is banned; nothing is sent until the ban ends (raises IpBanned)."""
+        self._count("ip_banned")
+        wait_s = resp.retry_after if resp.retry_after is not None else DEFAULT_BAN_S
+        self.banned_until_ms = max(self.banned_until_ms, self.clock.now_ms() + int(wait_s * 1000))
+        source = "Retry-After" if resp.retry_after is not None else "no Retry-After: assumed"
+        log.error("ALARM: Binance banned this IP (HTTP 418) for %.0f s (%s); trading stops until the ban ends",
+                  wait_s, source)
+        raise IpBanned(f"Binance banned this IP for {wait_s:.0f} s (HTTP 418)", self.banned_until_ms)
 
     async def _attempt(self, method: str, path: str, params: Mapping[str, str], *,
                        signed: bool = True) -> Response | None:
@@ -414,7 +527,12 @@ def _rejection(path: str, resp: Response) -> OrderRejected:
 
 
 def _backoff_s(attempt: int) -> float:
-    return float(min(0.05 * 2 ** attempt, 5.0))
+    return float(min(0.05 * 2 ** min(attempt, 7), 5.0))
+
+
+def _rate_backoff_s(attempt: int) -> float:
+    """The pause after a 429 without ``Retry-After``: 1, 2, 4 ... s, at most 60 s."""
+    return float(min(2 ** min(attempt, 6), 60))
 
 
 # ---- the broker -------------------------------------------------------------------------------
@@ -433,9 +551,13 @@ class BinanceBroker(OrderSlot):
 
     def __init__(self, client: BinanceOrderClient, filters: SymbolFilters, portfolio: Portfolio, *,
                  fee_rate: float = 0.001, fraction: float = 1.0, journal: JournalHook | None = None,
-                 known_orders: set[str] | None = None) -> None:
+                 known_orders: set[str] | None = None, max_order_age_ms: int = 0) -> None:
         super().__init__()
         self.client = client
+        self.max_order_age_ms = max_order_age_ms
+        """An order not sent within this of the decision (client clock) is dropped; 0 = no limit."""
+        self.problem: str | None = None
+        """Why the last :meth:`execute` sent less than it should (an order dropped, or its outcome unknown)."""
         self.filters = filters
         self.portfolio = portfolio
         self.fee_rate = fee_rate
@@ -455,21 +577,23 @@ class BinanceBroker(OrderSlot):
     async def execute(self, open_time: int, price: float, leg: str = "") -> tuple[Fill, ...]:
         """Send the waiting order's legs now (``price``: the latest price, for sizing); their fills."""
         order, self._pending = self._pending, None
-        self.last_ids = []
+        self.last_ids, self.problem = [], None
         if order is None:
             return _NO_FILLS
+        age = self.max_order_age_ms
+        deadline = self.client.clock.now_ms() + age if age > 0 else None
         fills: list[Fill] = []
         pf = self.portfolio
         if pf.direction not in (0, order.target):
             fills += await self._leg(order.symbol, "SELL", Decimal(repr(abs(pf.qty))), open_time, leg or "close",
-                                     price)
-        if order.target == 1 and pf.direction == 0 and pf.cash > 0:
+                                     price, deadline)
+        if order.target == 1 and pf.direction == 0 and pf.cash > 0 and self.problem is None:
             qty = self.filters.quantity(self.fraction * pf.cash / (1.0 + self.fee_rate) / price)
-            fills += await self._leg(order.symbol, "BUY", qty, open_time, leg or "open", price)
+            fills += await self._leg(order.symbol, "BUY", qty, open_time, leg or "open", price, deadline)
         return tuple(fills)
 
     async def _leg(self, symbol: str, side: str, qty: Decimal, open_time: int, leg: str,
-                   price: float) -> list[Fill]:
+                   price: float, deadline_ms: int | None) -> list[Fill]:
         cid = client_order_id(symbol, open_time, leg)
         if cid in self.known_orders:
             log.warning("%s: order %s is already in the journal; not sending it again", symbol, cid)
@@ -483,10 +607,17 @@ class BinanceBroker(OrderSlot):
         self.journal(IntentRecord(symbol=symbol, client_order_id=cid, side=side, qty=format(qty, "f"),
                                   open_time=open_time))
         try:
-            report = await self.client.market_order(symbol, side, qty, cid)
-        except OrderRejected as exc:
-            self.journal(OrderRecord(symbol=symbol, client_order_id=cid, status="REJECTED", reason=str(exc)))
-            log.error("%s: order %s rejected: %s", symbol, cid, exc)
+            report = await self.client.market_order(symbol, side, qty, cid, deadline_ms=deadline_ms)
+        except (OrderRejected, OrderDropped) as exc:
+            status = "REJECTED" if isinstance(exc, OrderRejected) else "DROPPED"
+            self.journal(OrderRecord(symbol=symbol, client_order_id=cid, status=status, reason=str(exc)))
+            log.error("%s: order %s %s: %s", symbol, cid, status.lower(), exc)
+            if isinstance(exc, OrderDropped):
+                self.problem = f"order dropped: {exc}"
+            return []
+        except OrderUnknown as exc:
+            log.error("%s: %s; left to the reconciliation, never resent", symbol, exc)
+            self.problem = f"{OUTCOME_UNKNOWN}{exc}"
             return []
         return self.book(report, side)
 
@@ -503,15 +634,22 @@ class BinanceBroker(OrderSlot):
             self.journal(OrderRecord(symbol=report.symbol, client_order_id=report.clientOrderId,
                                      status=report.status, reason="nothing executed"))
             return []
-        fill, dust = self._to_fill(report, side, executed)
+        unfilled = _unfilled(report)
+        fill, dust = self._to_fill(report, side, executed, partial=unfilled > 0)
         self.portfolio.apply_fill(fill)
         self.dust += dust
         self.journal(FillRecord(symbol=report.symbol, client_order_id=report.clientOrderId, fill=fill, dust=dust,
-                                fee_asset=self.filters.quote_asset))
+                                fee_asset=self.filters.quote_asset, unfilled=format(unfilled, "f") if unfilled else ""))
+        if unfilled:
+            self.client._count("orders_partial")
+            log.warning("%s: order %s %s with %s of %s executed: booked as a partial fill, %s not executed",
+                        report.symbol, report.clientOrderId, report.status, report.executedQty, report.origQty,
+                        format(unfilled, "f"))
         self.last_ids.append(report.clientOrderId)
         return [fill]
 
-    def _to_fill(self, report: OrderReport, side: str, executed: float) -> tuple[Fill, float]:
+    def _to_fill(self, report: OrderReport, side: str, executed: float, *, partial: bool) -> tuple[Fill, float]:
+        """The core fill of ``report``; a close sells the whole position (the rest is dust) unless ``partial``."""
         quote = float(report.cummulativeQuoteQty)
         price = quote / executed
         base_fee, quote_fee = self._commissions(report, side, executed)
@@ -522,8 +660,9 @@ class BinanceBroker(OrderSlot):
             value = quote - base_fee * price
             return Fill(symbol=report.symbol, time_ms=time_ms, side=1, qty=net, price=price, value=value, fee=fee), 0.0
         held = abs(self.portfolio.qty)
-        return Fill(symbol=report.symbol, time_ms=time_ms, side=-1, qty=held, price=price, value=quote,
-                    fee=quote_fee + base_fee * price), max(held - executed, 0.0)
+        sold = min(executed, held) if partial else held
+        return Fill(symbol=report.symbol, time_ms=time_ms, side=-1, qty=sold, price=price, value=quote,
+                    fee=quote_fee + base_fee * price), 0.0 if partial else max(held - executed, 0.0)
 
     def _commissions(self, report: OrderReport, side: str, executed: float) -> tuple[float, float]:
         """(base, quote) commissions; estimated at ``fee_rate`` when the report lists no fills (a query)."""
@@ -533,6 +672,14 @@ class BinanceBroker(OrderSlot):
         base = sum(float(f.commission) for f in report.fills if f.commissionAsset == self.filters.base_asset)
         quote = sum(float(f.commission) for f in report.fills if f.commissionAsset == self.filters.quote_asset)
         return base, quote
+
+
+def _unfilled(report: OrderReport) -> Decimal:
+    """What an order that ended without filling whole (``EXPIRED``, ``CANCELED``...) left unexecuted."""
+    ordered, executed = Decimal(report.origQty), Decimal(report.executedQty)
+    if report.status in ("NEW", "PARTIALLY_FILLED", "FILLED") or ordered <= executed:
+        return Decimal(0)
+    return (ordered - executed).normalize()
 
 
 # ---- restart: reconciliation ------------------------------------------------------------------

@@ -66,12 +66,14 @@ class IntentRecord(_Record, frozen=True, tag="intent"):
 
 
 class FillRecord(_Record, frozen=True, tag="fill"):
-    """An executed order as booked in the portfolio; ``dust`` is base left on the account by a close."""
+    """An executed order as booked in the portfolio; ``dust`` is base left on the account by a close;
+    ``unfilled`` the quantity a partly executed order (``EXPIRED``) left undone (decimal string)."""
 
     client_order_id: str
     fill: Fill
     dust: float = 0.0
     fee_asset: str = ""
+    unfilled: str = ""
 
 
 class OrderRecord(_Record, frozen=True, tag="order"):

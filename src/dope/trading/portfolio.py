@@ -7,7 +7,8 @@ from dope.trading.orders import Fill, TradeRecord
 
 
 class Portfolio:
-    """Cash and a signed position in one symbol; every fill either opens a position or closes it whole.
+    """Cash and a signed position in one symbol; every fill opens a position or closes it (whole, or part
+    of it: a live order that executed partly).
 
     >>> p = Portfolio(1000.0)
     >>> p.apply_fill(Fill(symbol="X", time_ms=0, side=1, qty=2.0, price=100.0, value=200.0, fee=0.2))
@@ -46,10 +47,23 @@ class Portfolio:
         self._entry = fill
 
     def _close(self, fill: Fill) -> None:
+        """Close the position, or part of it (a live order that executed partly): a trade per closing fill.
+
+        >>> p = Portfolio(1000.0)
+        >>> p.apply_fill(Fill(symbol="X", time_ms=0, side=1, qty=2.0, price=100.0, value=200.0, fee=0.2))
+        >>> p.apply_fill(Fill(symbol="X", time_ms=1, side=-1, qty=0.5, price=110.0, value=55.0, fee=0.0))
+        >>> p.qty, p.direction, p.trades[-1].qty, p.trades[-1].entry_fee
+        (1.5, 1, 0.5, 0.05)
+        """
         entry = self._entry
         assert entry is not None
-        if fill.qty != entry.qty:
-            raise ValueError(f"{fill.symbol}: partial close ({fill.qty} of {entry.qty}) is not supported")
+        if fill.qty > entry.qty:
+            raise ValueError(f"{fill.symbol}: a close of {fill.qty} is larger than the position {entry.qty}")
+        if fill.qty < entry.qty:
+            closed, entry = _split(entry, fill.qty)
+            self.trades.append(_record(self.direction, closed, fill.time_ms, fill.price, fill.fee, False))
+            self.qty, self._entry = self.direction * entry.qty, entry
+            return
         self.trades.append(_record(self.direction, entry, fill.time_ms, fill.price, fill.fee, False))
         self.direction = 0
         self.qty = 0.0
@@ -60,6 +74,14 @@ class Portfolio:
         if self._entry is None:
             return None
         return _record(self.direction, self._entry, -1, mark_price, 0.0, True)
+
+
+def _split(entry: Fill, qty: float) -> tuple[Fill, Fill]:
+    """``entry`` as its first ``qty`` units and the rest, value and fee shared pro rata."""
+    share = qty / entry.qty
+    first = entry.__replace__(qty=qty, value=entry.value * share, fee=entry.fee * share)
+    rest = entry.__replace__(qty=entry.qty - qty, value=entry.value - first.value, fee=entry.fee - first.fee)
+    return first, rest
 
 
 def _record(direction: int, entry: Fill, exit_time: int, exit_price: float, exit_fee: float,
