@@ -31,17 +31,23 @@ class Portfolio:
         return mark(self.cash, self.qty, price)
 
     def apply_fill(self, fill: Fill) -> None:
-        """Book a fill: cash and fees always; then close the position or open a new one."""
+        """Book a fill: cash and fees; then close the position (or part of it) or open a new one.
+
+        ValueError, with nothing booked, for a fill that adds to the position or closes more than it.
+        """
+        closing = self.direction != 0 and fill.side == -self.direction
+        if self.direction != 0 and not closing:
+            raise ValueError(f"{fill.symbol}: a fill adding to an open position is not supported")
+        if closing and self._entry is not None and fill.qty > self._entry.qty:
+            raise ValueError(f"{fill.symbol}: a close of {fill.qty} is larger than the position {self._entry.qty}")
         self.cash = settle(self.cash, fill.side, fill.value, fill.fee)
         self.fees_paid += fill.fee
-        if self.direction != 0 and fill.side == -self.direction:
+        if closing:
             self._close(fill)
         else:
             self._open(fill)
 
     def _open(self, fill: Fill) -> None:
-        if self.direction != 0:
-            raise ValueError(f"{fill.symbol}: a fill adding to an open position is not supported")
         self.direction = fill.side
         self.qty = fill.side * fill.qty
         self._entry = fill
@@ -57,8 +63,6 @@ class Portfolio:
         """
         entry = self._entry
         assert entry is not None
-        if fill.qty > entry.qty:
-            raise ValueError(f"{fill.symbol}: a close of {fill.qty} is larger than the position {entry.qty}")
         if fill.qty < entry.qty:
             closed, entry = _split(entry, fill.qty)
             self.trades.append(_record(self.direction, closed, fill.time_ms, fill.price, fill.fee, False))
