@@ -19,6 +19,7 @@ from dope.trading.binance_broker import (
     BinanceBroker,
     BinanceOrderClient,
     Credentials,
+    IpBanned,
     OrderRejected,
     SymbolFilters,
     check_signed_url,
@@ -187,6 +188,60 @@ def test_429_waits_retry_after_then_sends_once(exchange: tuple[FakeBinance, Orde
     client, _, fills = run(fake, buy(), sleeps=sleeps)
     assert 3.0 in sleeps and client.counters["rate_limited"] == 1
     assert len(desk.orders) == 1 and len(fills) == 1
+
+
+def test_429_without_retry_after_backs_off_by_itself_and_says_so(exchange: tuple[FakeBinance, OrderDesk],
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    fake, desk = exchange
+    for _ in range(2):
+        fake.faults.fail_next_rest(429, path="/api/v3/order")
+    sleeps: list[float] = []
+    caplog.set_level(logging.WARNING, logger="dope.trader.binance")
+    client, _, fills = run(fake, buy(), sleeps=sleeps)
+    assert sleeps == [1.0, 2.0] and client.counters["rate_limited"] == 2   # capped exponential, by itself
+    said = [r.getMessage() for r in caplog.records if "429" in r.getMessage()]
+    assert len(said) == 2 and all("no Retry-After" in m and "asks" not in m for m in said)
+    assert len(desk.orders) == 1 and len(fills) == 1
+
+
+def test_an_order_past_its_maximum_age_is_dropped_journaled_and_counted(
+        exchange: tuple[FakeBinance, OrderDesk], tmp_path: Path) -> None:
+    fake, desk = exchange
+    fake.faults.fail_next_rest(429, retry_after=10, path="/api/v3/order")  # 10 s pause > 2 s maximum age
+    sleeps: list[float] = []
+    with Journal(tmp_path / "j") as journal:
+        client, broker, fills = run(fake, buy(), journal=journal, sleeps=sleeps, max_order_age_ms=2_000)
+    assert fills == () and desk.orders == [] and sleeps == []      # not sent, and not waited for
+    assert client.counters["orders_dropped_stale"] == 1
+    assert broker.problem is not None and "maximum age" in broker.problem
+    record = read_journal(tmp_path / "j")[-1]
+    assert isinstance(record, OrderRecord) and record.status == "DROPPED" and "maximum age" in record.reason
+
+
+def test_418_bans_every_request_for_its_duration_and_never_sends_the_old_order(
+        exchange: tuple[FakeBinance, OrderDesk], tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    fake, desk = exchange
+    fake.faults.fail_next_rest(418, retry_after=259_200, path="/api/v3/order")   # three days
+    sleeps: list[float] = []
+
+    async def banned(client: BinanceOrderClient, broker: BinanceBroker) -> Any:
+        first = await buy(open_time=1)(client, broker)
+        try:
+            await client.account()
+        except IpBanned as exc:
+            return first, exc
+        raise AssertionError("a request went out during the ban")
+
+    with Journal(tmp_path / "j") as journal:
+        (client, broker, fills), refused = run(fake, banned, journal=journal, sleeps=sleeps)
+    assert fills == () and desk.orders == [] and max(sleeps, default=0.0) < 60
+    assert [(r.method, r.status) for r in fake.requests if r.path.startswith(("/api/v3/order", "/api/v3/account"))
+            ] == [("POST", 418)]
+    assert client.banned_until_ms - client.clock.now_ms() > 259_000_000 and refused.until_ms == client.banned_until_ms
+    assert client.counters["ip_banned"] == 1
+    assert any(r.levelno == logging.ERROR and "418" in r.getMessage() for r in caplog.records)
+    record = read_journal(tmp_path / "j")[-1]
+    assert isinstance(record, OrderRecord) and record.status == "DROPPED"
 
 
 def test_timestamp_outside_recv_window_resyncs_the_clock(exchange: tuple[FakeBinance, OrderDesk]) -> None:
