@@ -27,10 +27,12 @@ from dope.trading.binance_broker import (
     reconcile,
     sign,
 )
-from dope.trading.journal import Journal, OrderRecord, fold, read_journal
+from dope.trading.journal import FillRecord, Journal, OrderRecord, fold, read_journal
+from dope.trading.live import restored_portfolio
 from dope.trading.orders import Order
 from dope.trading.portfolio import Portfolio
 from tests.fakes.binance import FakeBinance, FakeConfig, run_in_thread
+from tests.fakes.binance_faults import OrderFault
 from tests.fakes.binance_orders import TEST_API_KEY, TEST_SECRET, OrderDesk
 
 SYMBOL = "BTCUSDT"
@@ -167,18 +169,28 @@ def test_a_market_order_is_signed_filled_and_booked(exchange: tuple[FakeBinance,
     assert desk.balances["BTC"] == Decimal(repr(broker.portfolio.qty))
 
 
-def test_a_duplicate_is_refused_and_the_existing_order_used(exchange: tuple[FakeBinance, OrderDesk]) -> None:
+def limit_params(cid: str, price: str, tif: str = "GTC", qty: str = "0.001") -> dict[str, str]:
+    return {"symbol": SYMBOL, "side": "BUY", "type": "LIMIT", "timeInForce": tif, "quantity": qty, "price": price,
+            "newClientOrderId": cid}
+
+
+def test_the_fake_refuses_a_reused_id_only_while_an_open_order_has_it(exchange: tuple[FakeBinance, OrderDesk]) -> None:
+    """Binance's rule: the id of a filled MARKET order can be used again; an open order's cannot."""
     fake, desk = exchange
     run(fake, buy())
+    cid = client_order_id(SYMBOL, 1, "open")
 
     async def again(client: BinanceOrderClient, broker: BinanceBroker) -> Any:
-        report = await client.market_order(SYMBOL, "BUY", Decimal("0.001"), client_order_id(SYMBOL, 1, "open"))
-        return client, report
+        await client.market_order(SYMBOL, "BUY", Decimal("0.001"), cid)  # accepted: a second order
+        low = f"{float(desk.last_price(SYMBOL)) * 0.5:.2f}"
+        await client.request("POST", "/api/v3/order", limit_params("dope-resting", low))
+        refused = await client.request("POST", "/api/v3/order", limit_params("dope-resting", low), accept=(-2010,))
+        return refused, await client.open_orders(SYMBOL)
 
-    client, report = run(fake, again)
-    assert len(desk.orders) == 1 and report.clientOrderId == desk.orders[0].client_order_id
-    assert report.executedQty == f"{desk.orders[0].qty:.8f}"
-    assert client.counters["duplicates"] == 1
+    refused, open_orders = run(fake, again)
+    assert desk.client_ids() == [cid, cid, "dope-resting"]
+    assert refused.error is not None and refused.error.msg == "Duplicate order sent."
+    assert [o.clientOrderId for o in open_orders] == ["dope-resting"]
 
 
 def test_429_waits_retry_after_then_sends_once(exchange: tuple[FakeBinance, OrderDesk]) -> None:
@@ -279,6 +291,66 @@ def test_5xx_after_execution_finds_the_order_and_never_resends(exchange: tuple[F
     assert client.counters["orders_found_after_unknown"] == 1
     assert len(desk.attempts) == 1 and len(desk.orders) == 1
     assert len(fills) == 1 and broker.portfolio.direction == 1
+
+
+@pytest.mark.parametrize("fault", [OrderFault("error", 503, -1008), OrderFault("error", 400, -1007), OrderFault("lose"),
+                                   OrderFault("delay", delay_s=1.0), OrderFault("late", late_ms=3_000)],
+                         ids=["5xx", "-1007", "lost", "delayed", "late"])
+def test_an_order_whose_answer_never_came_is_found_and_never_doubled(exchange: tuple[FakeBinance, OrderDesk],
+                                                                     fault: OrderFault) -> None:
+    fake, desk = exchange
+    desk.inject(fault)
+    client, broker, fills = run(fake, buy(), timeout_ms=400)
+    fake.clock.step(60_000)
+    desk.catch_up()  # anything still on its way reaches the book
+    assert len(desk.orders) == 1 and len(desk.attempts) == 1        # exactly one order, sent once
+    assert client.counters["orders_found_after_unknown"] == 1
+    assert len(fills) == 1 and broker.portfolio.direction == 1
+
+
+def test_an_order_is_never_resent_while_its_outcome_is_unknown(exchange: tuple[FakeBinance, OrderDesk],
+                                                               tmp_path: Path) -> None:
+    fake, desk = exchange
+    for _ in range(40):  # the order's answer, then every query, is a 5xx
+        fake.faults.fail_next_rest(503, path="/api/v3/order")
+
+    async def unknown(client: BinanceOrderClient, broker: BinanceBroker) -> Any:
+        client.unknown_give_up_ms = 2_000
+        return await buy()(client, broker)
+
+    with Journal(tmp_path / "j") as journal:
+        client, broker, fills = run(fake, unknown, journal=journal)
+    posts = [r for r in fake.requests if r.method == "POST" and r.path == "/api/v3/order"]
+    assert len(posts) == 1 and fills == () and client.counters["orders_unknown"] == 1
+    assert broker.problem is not None and broker.problem.startswith("order outcome unknown")
+    history = fold(read_journal(tmp_path / "j"))[SYMBOL]
+    assert list(history.open_intents) == [client_order_id(SYMBOL, 1, "open")]   # left to the reconciliation
+
+
+def test_a_partly_executed_market_order_is_booked_as_a_partial_fill(exchange: tuple[FakeBinance, OrderDesk],
+                                                                    tmp_path: Path) -> None:
+    fake, desk = exchange
+
+    async def buy_then_sell_in_thin_market(client: BinanceOrderClient, broker: BinanceBroker) -> Any:
+        await buy(open_time=1)(client, broker)
+        held = broker.portfolio.qty
+        desk.liquidity = Decimal("0.005")  # the book holds 0.005 BTC: the close expires partly executed
+        broker.submit(Order(symbol=SYMBOL, time_ms=0, target=0, prediction=-1.0))
+        return held, await broker.execute(2, 60_000.0)
+
+    with Journal(tmp_path / "j") as journal:
+        held, fills = run(fake, buy_then_sell_in_thin_market, journal=journal)
+    sell = desk.orders[-1]
+    assert sell.status == "EXPIRED" and sell.executed == Decimal("0.005") < sell.orig_qty
+    assert len(fills) == 1 and fills[0].qty == pytest.approx(0.005)
+    record = read_journal(tmp_path / "j")[-1]
+    assert isinstance(record, FillRecord) and Decimal(record.unfilled) == sell.orig_qty - sell.executed
+    history = fold(read_journal(tmp_path / "j"))[SYMBOL]
+    portfolio = restored_portfolio(1_000.0, history)
+    # the position and the cash follow what executed: still long the rest, as the exchange says
+    assert portfolio.direction == 1 and portfolio.qty == pytest.approx(held - 0.005)
+    assert float(desk.balances["BTC"]) == pytest.approx(portfolio.qty + history.dust, abs=1e-12)
+    assert float(desk.balances["USDT"]) - 9_000.0 == pytest.approx(portfolio.cash, abs=1e-6)
 
 
 def test_rejected_order_books_nothing(exchange: tuple[FakeBinance, OrderDesk], tmp_path: Path) -> None:
