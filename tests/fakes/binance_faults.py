@@ -15,7 +15,7 @@ from __future__ import annotations
 import random
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 MalformedKind = Literal["garbage", "bad_json", "wrong_types", "unknown_event"]
 
@@ -87,7 +87,7 @@ class ResponseFault(Exception):
     """Raised by a fake handler: answer ``status``/``body`` after ``delay_s`` real seconds, or cut the
     connection instead (``drop``)."""
 
-    def __init__(self, status: int, body: object, *, delay_s: float = 0.0, drop: bool = False) -> None:
+    def __init__(self, status: int, body: Any, *, delay_s: float = 0.0, drop: bool = False) -> None:
         super().__init__("response fault")
         self.status, self.body, self.delay_s, self.drop = status, body, delay_s, drop
 

@@ -434,10 +434,12 @@ class OrderDesk:
         base, quote_asset = entry["baseAsset"], entry["quoteAsset"]
         quote = qty * price
         bal, locked = self.balances, self.locked
-        if order.side == "BUY":
+        if order.side == "BUY":  # what was locked at the limit price; a better price gives the change back
             fee, fee_asset = qty * self.commission_rate, base
-            locked[quote_asset] -= quote
-            order.locked -= quote
+            reserved = qty * order.price if order.type == "LIMIT" else quote
+            locked[quote_asset] -= reserved
+            order.locked -= reserved
+            bal[quote_asset] += reserved - quote
             bal[base] = bal.get(base, ZERO) + qty - fee
         else:
             fee, fee_asset = quote * self.commission_rate, quote_asset
