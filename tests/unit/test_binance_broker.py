@@ -503,3 +503,54 @@ def test_live_trader_sends_orders_at_once_and_the_kill_switch_flattens_at_once(
         assert float(desk.balances["BTC"]) == pytest.approx(t.broker.dust, abs=1e-12)  # type: ignore[attr-defined]
     finally:
         runtime.close()
+
+
+def test_live_trader_stops_for_an_ip_ban_with_the_kill_switch_and_trades_again_after_it(
+        exchange: tuple[FakeBinance, OrderDesk], tmp_path: Path) -> None:
+    from dope.config import TraderConfig
+    from dope.messages import Decision, Equity
+    from dope.services.trader import BinanceRuntime
+    from dope.trading.live import SymbolTrader
+    from tests.trader_helpers import INTERVAL, START, make_bar, make_prediction
+
+    fake, desk = exchange
+    fake.faults.fail_next_rest(418, retry_after=30, path="/api/v3/order")
+    config = TraderConfig(broker="binance", initial_cash=2_000.0, upper=0.001, lower=-0.001)
+    runtime = BinanceRuntime(config, fake.rest_url, CREDS)
+    shift = {"ms": 0}
+
+    class Shifted:
+        def now_ms(self) -> int:
+            return time.time_ns() // 1_000_000 + shift["ms"]
+
+        async def sleep_until(self, time_ms: int) -> None:
+            raise AssertionError("not used")
+
+    try:
+        runtime.start()
+        runtime.client.clock = Shifted()
+        with Journal(tmp_path / "j") as journal:
+            t = SymbolTrader(SYMBOL, config, None, journal=journal, execute=runtime.execute,
+                             make_broker=lambda pf: runtime.broker(SYMBOL, pf, journal, None))
+            price = float(desk.last_price(SYMBOL))
+
+            def bar_and_buy(k: int) -> list[Any]:
+                return (t.on_bar(make_bar(START + k * INTERVAL, price, price), k)
+                        + t.on_prediction(make_prediction(START + k * INTERVAL, 0.01), k))
+
+            out = bar_and_buy(0)
+            decision = [m for m in out if isinstance(m, Decision)][-1]
+            assert decision.action == "hold" and decision.reason.startswith("order dropped") and desk.orders == []
+            assert t.risk.state.killed and t.risk.state.reason.startswith("exchange halt: Binance banned this IP")
+            out = bar_and_buy(1)                                   # during the ban: held, nothing sent
+            assert [m for m in out if isinstance(m, Equity)][-1].kill_switch
+            assert [m for m in out if isinstance(m, Decision)][-1].reason.startswith("kill switch: exchange halt")
+            assert [r.method for r in fake.requests if r.path == "/api/v3/order"] == ["POST"]
+            shift["ms"] += 31_000                                 # the ban is over
+            fake.clock.step(31_000)
+            t.poll(0)
+            assert not t.risk.state.killed and t.risk.state.halted_until_ms == 0
+            bar_and_buy(2)
+            assert desk.client_ids() == [client_order_id(SYMBOL, START + 2 * INTERVAL, "open")]
+    finally:
+        runtime.close()

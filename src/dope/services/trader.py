@@ -254,8 +254,12 @@ class TraderService(Service):
 
     def extra_counters(self) -> Mapping[str, int]:
         kills = {f"kill_switch.{s}": int(t.risk.state.killed) for s, t in self.traders.items()}
-        client = self.binance.client.counters if self.binance is not None else {}
-        return {**self.trade_counters, **kills, **{f"binance.{k}": v for k, v in client.items()}}
+        if self.binance is None:
+            return {**self.trade_counters, **kills}
+        client = self.binance.client
+        ban_s = max(client.banned_until_ms - client.clock.now_ms(), 0) // 1000
+        return {**self.trade_counters, **kills, **{f"binance.{k}": v for k, v in client.counters.items()},
+                "alarm.ip_ban_s_left": ban_s}
 
     def finish(self) -> None:
         self.journal.close()
