@@ -6,14 +6,20 @@ its query string (all parameters travel in the query string, the body stays empt
 ``recvWindow``. Errors, by what they mean for an order:
 
 * ``-1021`` (timestamp outside recvWindow): resynchronise with ``/api/v3/time`` and resend;
-* HTTP 429 / 418: wait ``Retry-After`` seconds and resend;
+* HTTP 429: pause every request for ``Retry-After`` seconds (without one: 1, 2, 4 ... s, at most 60);
+* HTTP 418 (IP ban): send nothing until the ban ends (:class:`IpBanned`); the order is dropped;
 * HTTP 5xx, ``-1007``, a network error or a timeout: the order's fate is *unknown* - ask
-  ``GET /api/v3/order`` by client order id first, and resend only if the exchange has no such order;
-* ``-2010 Duplicate order sent.``: the order exists already - fetch it and use it;
+  ``GET /api/v3/order`` by client order id until it is found or can no longer appear
+  (``recvWindow`` + a margin after sending), and resend only then (:meth:`_settle_unknown`);
+* ``-2010 Duplicate order sent.``: the order exists already (and is open) - fetch it and use it;
 * anything else (``-2010`` rejections, ``-1013`` filter failures...): :class:`OrderRejected`.
 
-Client order ids are deterministic (:func:`client_order_id`: symbol, bar open time and leg), so a
-trader restarted after a crash that sends the same decision again cannot place a second order.
+An order is never sent past its deadline (``max_order_age_ms`` after the decision): :class:`OrderDropped`.
+Signed requests need ``https`` unless the host is loopback (:func:`check_signed_url`).
+
+Client order ids are deterministic (:func:`client_order_id`: symbol, bar open time and leg) and the
+trader never sends an id its journal knows. Binance refuses a reused id only among *open* orders,
+so a filled order's id does not protect against a resend: the rules above do.
 
 The API key and secret come from the environment (:meth:`Credentials.from_env`), are never
 logged nor written anywhere, and are redacted from reprs and error messages.
