@@ -9,7 +9,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 import pytest
@@ -28,7 +28,7 @@ from dope.trading.binance_broker import (
     reconcile,
     sign,
 )
-from dope.trading.journal import FillRecord, Journal, OrderRecord, fold, read_journal
+from dope.trading.journal import FillRecord, IntentRecord, Journal, OrderRecord, fold, read_journal
 from dope.trading.live import restored_portfolio
 from dope.trading.orders import Order
 from dope.trading.portfolio import Portfolio
@@ -393,6 +393,52 @@ def test_reconcile_books_an_order_whose_answer_was_lost(exchange: tuple[FakeBina
     assert problems == []
     after = fold(read_journal(path))[SYMBOL]
     assert after.open_intents == {} and after.baseline is not None and after.baseline.amount == pytest.approx(0.0)
+
+
+def test_reconcile_waits_for_an_order_still_on_its_way(exchange: tuple[FakeBinance, OrderDesk],
+                                                       tmp_path: Path) -> None:
+    """Killed right after sending: at the restart the order is not on the books yet, but will be."""
+    fake, desk = exchange
+    path = tmp_path / "trader.journal"
+    cid = client_order_id(SYMBOL, 9, "open")
+    desk.inject(OrderFault("late", late_ms=3_000))
+
+    async def send_and_die(client: BinanceOrderClient, broker: BinanceBroker) -> Any:
+        broker.journal(IntentRecord(symbol=SYMBOL, client_order_id=cid, side="BUY", qty="0.001", open_time=9,
+                                    time_ms=client.clock.now_ms()))
+        params = {"symbol": SYMBOL, "side": "BUY", "type": "MARKET", "quantity": "0.001", "newClientOrderId": cid}
+        return await client._attempt("POST", "/api/v3/order", params)
+
+    with Journal(path) as journal:
+        answer = run(fake, send_and_die, journal=journal)
+    assert answer is not None and answer.status == 503 and desk.orders == []
+    history = fold(read_journal(path))[SYMBOL]
+
+    async def restart(client: BinanceOrderClient, broker: BinanceBroker) -> Any:
+        return broker, await reconcile(broker, history)
+
+    with Journal(path) as journal:
+        broker, problems = run(fake, restart, journal=journal)
+    assert desk.client_ids() == [cid] and broker.portfolio.direction == 1 and problems == []
+    assert fold(read_journal(path))[SYMBOL].open_intents == {}
+
+
+def test_a_restarted_trader_keeps_the_ban_and_sends_nothing(tmp_path: Path) -> None:
+    from dope.config import TraderConfig
+    from dope.trading.journal import StepRecord
+    from dope.trading.live import SymbolTrader
+    from dope.trading.risk import RiskState
+
+    until = time.time_ns() // 1_000_000 + 60_000
+    history = fold([StepRecord(symbol=SYMBOL, open_time=0, close=1.0,
+                               risk=RiskState(killed=True, reason="exchange halt: ban", halted_until_ms=until))])
+    client = BinanceOrderClient(cast(Any, None), "http://127.0.0.1:1", CREDS, LiveClock())
+    filters = SymbolFilters(SYMBOL, "BTC", "USDT")
+    t = SymbolTrader(SYMBOL, TraderConfig(broker="binance"), history[SYMBOL],
+                     make_broker=lambda pf: BinanceBroker(client, filters, pf))
+    assert client.banned_until_ms == until and t.risk.state.killed
+    with pytest.raises(IpBanned):
+        asyncio.run(client.account())   # nothing goes out (the URL has no server: it would fail otherwise)
 
 
 def test_reconcile_closes_an_intent_that_never_reached_the_exchange(exchange: tuple[FakeBinance, OrderDesk],

@@ -36,6 +36,8 @@ from dope.trading.binance_broker import (
     BinanceBroker,
     BinanceOrderClient,
     Credentials,
+    IpBanned,
+    OrderUnknown,
     check_signed_url,
     reconcile,
 )
@@ -187,7 +189,11 @@ class TraderService(Service):
                               counters=self.trade_counters,
                               make_broker=lambda pf: rt.broker(symbol, pf, self.journal, history))
         assert isinstance(trader.broker, BinanceBroker)
-        for problem in rt.reconcile(trader.broker, history):
+        try:
+            problems = rt.reconcile(trader.broker, history)
+        except (IpBanned, OrderUnknown) as exc:  # the exchange cannot tell now: no trading until a human looks
+            problems = [f"not possible: {exc}"]
+        for problem in problems:
             trader.kill(f"reconciliation: {problem}")
         return trader
 

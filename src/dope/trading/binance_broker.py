@@ -374,37 +374,45 @@ class BinanceOrderClient:
 
     async def _settle_unknown(self, symbol: str, client_id: str, resp: Response | None,
                               sent_ms: int) -> OrderReport | None:
-        """The order sent at ``sent_ms`` got no clear answer: find it, or make sure it never executed.
-
-        Binance re-checks ``recvWindow`` before the matching engine takes an order, so once
-        ``recv_window_ms + settle_margin_ms`` have passed since it was sent, an order still not
-        found never will be (None: safe to resend). Until then it is asked for again and again,
-        with backoff; it is never resent while its outcome is unknown. :class:`OrderUnknown` when
-        the exchange cannot be asked for ``unknown_give_up_ms`` beyond that.
-        """
+        """The order sent at ``sent_ms`` got no clear answer: :meth:`find_order` (never resent meanwhile)."""
         self._count("unknown_status")
         what = f"HTTP {resp.status}" if resp is not None else "no answer"
         log.warning("%s: order %s got %s: status unknown, asking the exchange (never resent while unknown)",
                     symbol, client_id, what)
+        found = await self.find_order(symbol, client_id, sent_ms)
+        self._count("orders_found_after_unknown" if found is not None else "orders_absent_after_unknown")
+        if found is None:
+            log.warning("%s: order %s never reached the matching engine; it may be sent again", symbol, client_id)
+        return found
+
+    async def find_order(self, symbol: str, client_id: str, sent_ms: int) -> OrderReport | None:
+        """The order sent at ``sent_ms`` (client clock), or None once it surely never executed.
+
+        Binance re-checks ``recvWindow`` before the matching engine takes an order, so once
+        ``recv_window_ms + settle_margin_ms`` have passed since it was sent, an order still not
+        found never will be. Until then it is asked for again and again, with backoff.
+        :class:`OrderUnknown` when the exchange cannot be asked (errors, a ban) for
+        ``unknown_give_up_ms`` beyond that.
+        """
         settled_ms = sent_ms + self.recv_window_ms + self.settle_margin_ms
         for attempt in itertools.count():
             found = await self._look_up(symbol, client_id)
             now = self.clock.now_ms()
             if isinstance(found, OrderReport):
-                self._count("orders_found_after_unknown")
                 return found
             if found is None and now >= settled_ms:
-                self._count("orders_absent_after_unknown")
-                log.warning("%s: order %s never reached the matching engine; it may be sent again", symbol, client_id)
                 return None
             if now >= settled_ms + self.unknown_give_up_ms or self.banned_until_ms > now:
                 self._count("orders_unknown")
                 raise OrderUnknown(f"order {client_id}: outcome still unknown {now - sent_ms} ms after sending it")
-            await self.sleep(_backoff_s(attempt))
+            pause_ms = max(self.paused_until_ms - now, 0)
+            await self.sleep(max(_backoff_s(attempt), pause_ms / 1000))
         raise AssertionError("unreachable")
 
     async def _look_up(self, symbol: str, client_id: str) -> OrderReport | None | _Unknown:
         """One ``GET /api/v3/order`` by client id: the order, None (``-2013``), or UNKNOWN (no clear answer)."""
+        if self.banned_until_ms > self.clock.now_ms():
+            return UNKNOWN
         params = {"symbol": symbol, "origClientOrderId": client_id}
         resp = await self._attempt("GET", ORDER_PATH, params)
         if resp is None or _unknown(resp):
@@ -611,7 +619,7 @@ class BinanceBroker(OrderSlot):
             return self._skip(symbol, cid, problem)
         self.known_orders.add(cid)
         self.journal(IntentRecord(symbol=symbol, client_order_id=cid, side=side, qty=format(qty, "f"),
-                                  open_time=open_time))
+                                  open_time=open_time, time_ms=self.client.clock.now_ms()))
         try:
             report = await self.client.market_order(symbol, side, qty, cid, deadline_ms=deadline_ms)
         except (OrderRejected, OrderDropped) as exc:
@@ -693,15 +701,16 @@ def _unfilled(report: OrderReport) -> Decimal:
 async def reconcile(broker: BinanceBroker, history: SymbolHistory | None) -> list[str]:
     """After a (re)start: settle the journal's unresolved orders, then check open orders and balances.
 
-    An ``intent`` without an outcome is looked up by its client order id: found, its fill is
-    booked (the commission estimated at ``fee_rate`` when the exchange does not list it); not
-    found, it never reached the exchange and is closed as ``MISSING`` (never resent: the decision
-    is old). Returns the problems found (an unexpected open order, a balance that does not match
+    An ``intent`` without an outcome is looked up by its client order id (:meth:`~BinanceOrderClient.find_order`,
+    so until it could no longer appear): found, its fill is booked (the commission estimated at
+    ``fee_rate`` when the exchange does not list it); not found, it never reached the exchange and
+    is closed as ``MISSING`` (never resent: the decision is old). :class:`OrderUnknown` when the
+    exchange cannot tell. Returns the problems found (an unexpected open order, a balance that does not match
     the journal), which the trader treats as a reason to stop entering positions.
     """
     client, symbol = broker.client, broker.filters.symbol
     for cid, intent in sorted((history.open_intents if history else {}).items()):
-        report = await client.query_order(symbol, cid)
+        report = await client.find_order(symbol, cid, intent.time_ms)
         if report is None:
             client._count("orders_missing_after_restart")
             broker.journal(OrderRecord(symbol=symbol, client_order_id=cid, status="MISSING",

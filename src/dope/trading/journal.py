@@ -57,12 +57,14 @@ class _Record(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
 
 
 class IntentRecord(_Record, frozen=True, tag="intent"):
-    """An exchange order about to be sent (``qty`` as the exact decimal string sent)."""
+    """An exchange order about to be sent (``qty`` as the exact decimal string sent) at ``time_ms``
+    (the broker's clock; 0 in journals older than this field)."""
 
     client_order_id: str
     side: str
     qty: str
     open_time: int
+    time_ms: int = 0
 
 
 class FillRecord(_Record, frozen=True, tag="fill"):
