@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from decimal import Decimal
@@ -600,3 +601,34 @@ def test_live_trader_stops_for_an_ip_ban_with_the_kill_switch_and_trades_again_a
             assert desk.client_ids() == [client_order_id(SYMBOL, START + 2 * INTERVAL, "open")]
     finally:
         runtime.close()
+
+
+def test_max_order_age_defaults_to_half_a_bar_and_is_validated() -> None:
+    from dope.config import config_from_dict
+    from dope.services.trader import max_order_age_ms
+
+    assert max_order_age_ms(config_from_dict({})) == 5_000                       # 10 s bars
+    assert max_order_age_ms(config_from_dict({"bars": {"interval": "1m"}})) == 30_000
+    assert max_order_age_ms(config_from_dict({"trader": {"max_order_age_ms": 1_500}})) == 1_500
+    with pytest.raises(ConfigError, match="max_order_age_ms"):
+        config_from_dict({"trader": {"max_order_age_ms": -1}})
+
+
+def test_an_order_call_that_times_out_is_cancelled_not_left_to_send_later() -> None:
+    from dope.services.trader import LoopThread
+
+    ended = threading.Event()
+
+    async def slow_order() -> None:
+        try:
+            await asyncio.sleep(30)   # e.g. sleeping through a ban, then sending
+        finally:
+            ended.set()
+
+    thread = LoopThread()
+    try:
+        with pytest.raises(TimeoutError):
+            thread.run(slow_order(), timeout_s=0.1)
+        assert ended.wait(2.0)       # cancelled at once, not left running
+    finally:
+        thread.close()
