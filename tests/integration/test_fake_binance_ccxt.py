@@ -28,7 +28,6 @@ SYMBOL = "BTC/USDT"
 def exchange() -> Iterator[tuple[Any, FakeBinance, OrderDesk]]:
     shared = require_shared_data("binance", "rest", "exchangeInfo-2021-10-12.json.gz").parents[2]
     fake = FakeBinance(config=FakeConfig(speed=1.0, shared_data=shared))
-    fake.config.start_ms = fake.first_time_ms + 300_000
     fake.clock.step(300_000)  # five minutes of trades have happened: klines to read, a price to trade at
     desk = OrderDesk.install(fake, balances={"USDT": 10_000.0})
     with run_in_thread(fake):
