@@ -230,6 +230,8 @@ class SymbolHistory:
     dust: float = 0.0
     resets: int = 0
     """Manual kill-switch resets after the last step (not yet in a step's risk state)."""
+    partial_orders: dict[str, str] = field(default_factory=dict)
+    """Client order id -> the quantity left unexecuted, of every order that executed partly."""
 
 
 def fold(records: list[Record]) -> dict[str, SymbolHistory]:
@@ -262,6 +264,8 @@ def _fold_one(h: SymbolHistory, rec: Record) -> None:
 def _fold_fill(h: SymbolHistory, rec: FillRecord) -> None:
     h.fills.append(rec.fill)
     h.dust += rec.dust
+    if rec.unfilled:
+        h.partial_orders[rec.client_order_id] = rec.unfilled
     h.open_intents.pop(rec.client_order_id, None)
     h.finished_orders.add(rec.client_order_id)
 
