@@ -10,6 +10,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, cast
 
 import aiohttp
@@ -556,7 +557,7 @@ def test_live_trader_stops_for_an_ip_ban_with_the_kill_switch_and_trades_again_a
         exchange: tuple[FakeBinance, OrderDesk], tmp_path: Path) -> None:
     from dope.config import TraderConfig
     from dope.messages import Decision, Equity
-    from dope.services.trader import BinanceRuntime
+    from dope.services.trader import BinanceRuntime, TraderService
     from dope.trading.live import SymbolTrader
     from tests.trader_helpers import INTERVAL, START, make_bar, make_prediction
 
@@ -582,8 +583,8 @@ def test_live_trader_stops_for_an_ip_ban_with_the_kill_switch_and_trades_again_a
             price = float(desk.last_price(SYMBOL))
 
             def bar_and_buy(k: int) -> list[Any]:
-                return (t.on_bar(make_bar(START + k * INTERVAL, price, price), k)
-                        + t.on_prediction(make_prediction(START + k * INTERVAL, 0.01), k))
+                out: list[Any] = t.on_bar(make_bar(START + k * INTERVAL, price, price), k)
+                return out + t.on_prediction(make_prediction(START + k * INTERVAL, 0.01), k)
 
             out = bar_and_buy(0)
             decision = [m for m in out if isinstance(m, Decision)][-1]
@@ -593,10 +594,14 @@ def test_live_trader_stops_for_an_ip_ban_with_the_kill_switch_and_trades_again_a
             assert [m for m in out if isinstance(m, Equity)][-1].kill_switch
             assert [m for m in out if isinstance(m, Decision)][-1].reason.startswith("kill switch: exchange halt")
             assert [r.method for r in fake.requests if r.path == "/api/v3/order"] == ["POST"]
+            service = SimpleNamespace(traders={SYMBOL: t}, binance=runtime, trade_counters={})
+            beat = TraderService.extra_counters(service)  # type: ignore[arg-type]  # what the heartbeat carries
+            assert 25 <= beat["alarm.ip_ban_s_left"] <= 30 and beat[f"kill_switch.{SYMBOL}"] == 1
             shift["ms"] += 31_000                                 # the ban is over
             fake.clock.step(31_000)
             t.poll(0)
             assert not t.risk.state.killed and t.risk.state.halted_until_ms == 0
+            assert TraderService.extra_counters(service)["alarm.ip_ban_s_left"] == 0  # type: ignore[arg-type]
             bar_and_buy(2)
             assert desk.client_ids() == [client_order_id(SYMBOL, START + 2 * INTERVAL, "open")]
     finally:
