@@ -584,7 +584,8 @@ def test_live_trader_stops_for_an_ip_ban_with_the_kill_switch_and_trades_again_a
 
             def bar_and_buy(k: int) -> list[Any]:
                 out: list[Any] = t.on_bar(make_bar(START + k * INTERVAL, price, price), k)
-                return out + t.on_prediction(make_prediction(START + k * INTERVAL, 0.01), k)
+                out += t.on_prediction(make_prediction(START + k * INTERVAL, 0.01), k)
+                return out
 
             out = bar_and_buy(0)
             decision = [m for m in out if isinstance(m, Decision)][-1]
