@@ -195,11 +195,12 @@ class FakeBinance:
             status, body = route[1](self._rest, params)
         except ApiError as exc:
             status, body = exc.status, exc.body()
-        except ResponseFault as late:  # an order desk's fault: a late answer, or none
+        except ResponseFault as late:  # an order desk's fault: a late answer, or none (logged as status 0)
             await asyncio.sleep(late.delay_s)
+            status, body = late.status, late.body
             if late.drop and request.transport is not None:
                 request.transport.abort()
-            status, body = late.status, late.body
+                status = 0
         return self._answer(request, params, weight, status, body)
 
     def _add_weight(self, weight: int) -> int:
