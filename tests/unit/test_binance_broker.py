@@ -297,13 +297,13 @@ def test_5xx_after_execution_finds_the_order_and_never_resends(exchange: tuple[F
 
 
 @pytest.mark.parametrize("fault", [OrderFault("error", 503, -1008), OrderFault("error", 400, -1007), OrderFault("lose"),
-                                   OrderFault("delay", delay_s=1.0), OrderFault("late", late_ms=3_000)],
+                                   OrderFault("delay", delay_s=3.0), OrderFault("late", late_ms=3_000)],
                          ids=["5xx", "-1007", "lost", "delayed", "late"])
 def test_an_order_whose_answer_never_came_is_found_and_never_doubled(exchange: tuple[FakeBinance, OrderDesk],
                                                                      fault: OrderFault) -> None:
     fake, desk = exchange
     desk.inject(fault)
-    client, broker, fills = run(fake, buy(), timeout_ms=400)
+    client, broker, fills = run(fake, buy(), timeout_ms=1_500)
     fake.clock.step(60_000)
     desk.catch_up()  # anything still on its way reaches the book
     assert len(desk.orders) == 1 and len(desk.attempts) == 1        # exactly one order, sent once
