@@ -638,3 +638,19 @@ def test_an_order_call_that_times_out_is_cancelled_not_left_to_send_later() -> N
         assert ended.wait(2.0)       # cancelled at once, not left running
     finally:
         thread.close()
+
+
+def test_a_trader_restarted_during_a_journaled_ban_refuses_to_start(tmp_path: Path) -> None:
+    from dope.config import TraderConfig
+    from dope.services.trader import journal_path, refuse_during_ban
+    from dope.trading.journal import StepRecord
+    from dope.trading.risk import RiskState
+
+    config = TraderConfig(broker="binance", state_dir=str(tmp_path))
+    refuse_during_ban(config, "trader", now_ms=1_000)             # no journal: nothing to refuse
+    with Journal(journal_path(config, "trader")) as journal:
+        journal.append(StepRecord(symbol=SYMBOL, open_time=0, close=1.0,
+                                  risk=RiskState(killed=True, reason="exchange halt: ban", halted_until_ms=60_000)))
+    with pytest.raises(IpBanned, match="59 s more"):
+        refuse_during_ban(config, "trader", now_ms=1_000)
+    refuse_during_ban(config, "trader", now_ms=60_000)            # the ban is over: start

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import math
+import sys
 import threading
 from collections.abc import Coroutine, Iterator, Mapping, Sequence
 from concurrent.futures import Future
@@ -41,7 +42,7 @@ from dope.trading.binance_broker import (
     check_signed_url,
     reconcile,
 )
-from dope.trading.journal import Journal, ResetRecord, SymbolHistory, compacted_records, fold
+from dope.trading.journal import Journal, ResetRecord, SymbolHistory, compacted_records, fold, read_journal
 from dope.trading.live import SymbolTrader
 from dope.trading.orders import Fill
 from dope.trading.portfolio import Portfolio
@@ -282,6 +283,17 @@ def _valid_bar(bar: Bar) -> bool:
     return all(0 < x < math.inf for x in (bar.open, bar.close))
 
 
+def refuse_during_ban(config: TraderConfig, name: str, now_ms: int | None = None) -> None:
+    """IpBanned while the IP ban the trader's journal remembers lasts: a restart sends nothing before it ends
+    (each request during a ban makes Binance ban longer)."""
+    histories = fold(read_journal(journal_path(config, name), repair=False))
+    until = max((h.last_step.risk.halted_until_ms for h in histories.values() if h.last_step is not None), default=0)
+    now = LiveClock().now_ms() if now_ms is None else now_ms
+    if until > now:
+        raise IpBanned(f"trader {name!r}: Binance bans this IP for {(until - now) / 1000:.0f} s more (journaled); "
+                       "not starting before the ban ends", until)
+
+
 def max_order_age_ms(config: DopeConfig) -> int:
     """``trader.max_order_age_ms``, or half the bar interval when it is 0."""
     return config.trader.max_order_age_ms or config.bars.interval_ms // 2
@@ -313,6 +325,7 @@ def build(config: DopeConfig, **overrides: Any) -> TraderService:
     binance = None
     try:
         if config.trader.broker == "binance":
+            refuse_during_ban(config.trader, name)
             binance = binance_runtime(config, live=bool(overrides.get("live", False)))
         return TraderService(name, publisher, [subscriber], config.trader,
                              config.trader.symbols or config.collector.symbols, heartbeat_ms=config.bus.heartbeat_ms,
@@ -335,7 +348,11 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m dope.services.trader --config FILE [--name N] [--live]``."""
-    return service_main(build, argv, prog="dope.services.trader", add_arguments=_add_arguments)
+    try:
+        return service_main(build, argv, prog="dope.services.trader", add_arguments=_add_arguments)
+    except IpBanned as exc:  # exit 1: the supervisor starts it again later (exit 2 would be for good)
+        print(f"dope.services.trader: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
