@@ -293,6 +293,8 @@ class TraderConfig(_Config, frozen=True):
     i_understand_real_orders: str = ""
     rest_url: str = ""
     recv_window_ms: int = 5_000
+    max_order_age_ms: int = 0
+    """An exchange order not sent within this of its decision is dropped (0 = half the bar interval)."""
     state_dir: str = "var/trader"
     journal_fsync: bool = True
     service_name: str = "trader"
@@ -309,6 +311,9 @@ class TraderConfig(_Config, frozen=True):
             raise ValueError("trader: the Binance spot broker cannot short; set allow_short = false")
         if not 0 < self.recv_window_ms <= 60_000:
             raise ValueError(f"trader: recv_window_ms must be in (0, 60000], got {self.recv_window_ms}")
+        if self.max_order_age_ms < 0:
+            raise ValueError(f"trader: max_order_age_ms must be >= 0 (0 = half the bar interval), "
+                             f"got {self.max_order_age_ms}")
 
 
 class DashboardConfig(_Config, frozen=True):

@@ -35,7 +35,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from tests.fakes.binance_data import AggTrade, RawTrade, SymbolData, bundled_trade_files, load_files
-from tests.fakes.binance_faults import MALFORMED_FRAMES, FaultPlan, StreamFaults
+from tests.fakes.binance_faults import MALFORMED_FRAMES, FaultPlan, ResponseFault, StreamFaults
 from tests.fakes.binance_orders import read_params
 from tests.fakes.binance_rest import (
     DEFAULT_ROUTES,
@@ -200,6 +200,12 @@ class FakeBinance:
             status, body = route[1](self._rest, params)
         except ApiError as exc:
             status, body = exc.status, exc.body()
+        except ResponseFault as late:  # an order desk's fault: a late answer, or none (logged as status 0)
+            await asyncio.sleep(late.delay_s)
+            status, body = late.status, late.body
+            if late.drop and request.transport is not None:
+                request.transport.abort()
+                status = 0
         return self._answer(request, params, weight, status, body)
 
     def _add_weight(self, weight: int) -> int:

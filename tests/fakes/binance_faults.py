@@ -15,7 +15,7 @@ from __future__ import annotations
 import random
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 MalformedKind = Literal["garbage", "bad_json", "wrong_types", "unknown_event"]
 
@@ -73,6 +73,33 @@ class RestFault:
     msg: str = ""
     body: str | None = None
     """Answer this text (an HTML page, as a WAF or proxy sends) instead of Binance's JSON error."""
+
+
+@dataclass(frozen=True)
+class OrderFault:
+    """What happens to the next order the fake's order desk accepts (``OrderDesk.inject``).
+
+    * ``error``: it executes, but the answer is HTTP ``status`` with ``code`` (the client cannot know);
+    * ``lose``: it executes, and the connection is cut before any answer;
+    * ``delay``: it executes, and the answer comes ``delay_s`` real seconds later (past a client's timeout);
+    * ``late``: it is answered ``-1007`` at once and reaches the book ``late_ms`` later on the exchange clock
+      (a query before then says ``-2013``).
+    """
+
+    kind: Literal["error", "lose", "delay", "late"]
+    status: int = 503
+    code: int = -1007
+    delay_s: float = 0.0
+    late_ms: int = 0
+
+
+class ResponseFault(Exception):
+    """Raised by a fake handler: answer ``status``/``body`` after ``delay_s`` real seconds, or cut the
+    connection instead (``drop``)."""
+
+    def __init__(self, status: int, body: Any, *, delay_s: float = 0.0, drop: bool = False) -> None:
+        super().__init__("response fault")
+        self.status, self.body, self.delay_s, self.drop = status, body, delay_s, drop
 
 
 @dataclass

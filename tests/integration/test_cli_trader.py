@@ -101,3 +101,18 @@ def test_compact_refuses_while_the_trader_runs_and_keeps_its_state(traded: tuple
 def test_state_of_a_trader_that_never_ran_is_a_clear_error(tmp_path: Path) -> None:
     done = dope("trader", "state", "--name", "nobody")
     assert done.returncode == 2 and "no journal" in done.stderr and "nobody" in done.stderr
+
+
+def test_state_flags_orders_that_executed_partly(tmp_path: Path) -> None:
+    from dope.trading.journal import FillRecord
+    from dope.trading.orders import Fill
+
+    (tmp_path / "dope.toml").write_text(f'[trader]\nstate_dir = "{tmp_path}"\n')
+    fill = Fill(symbol="BTCUSDT", time_ms=1, side=1, qty=0.004, price=60_000.0, value=240.0, fee=0.24)
+    with Journal(tmp_path / "trader.journal", fsync=False) as journal:
+        journal.append(FillRecord(symbol="BTCUSDT", client_order_id="dope-BTCUSDT-1-open", fill=fill,
+                                  unfilled="0.012"))
+    (btc,) = state_of(tmp_path / "dope.toml")["symbols"]
+    assert btc["partial_orders"] == {"dope-BTCUSDT-1-open": "0.012"} and btc["position"] == 0.004
+    table = dope("trader", "state", "--config", tmp_path / "dope.toml")
+    assert "dope-BTCUSDT-1-open executed partly; 0.012 was not executed" in table.stdout

@@ -42,3 +42,12 @@ def test_kill_switch_follows_the_latest_equity_report_and_unknown_kinds_are_coun
     assert state.kill_switch()
     state.ingest(LateTrades(symbol="X", event_time=1, interval_ms=10_000, bar_open_time=0, count=1, volume=1.0), 0)
     assert state.ignored == 1
+
+
+def test_alarm_counters_of_any_service_are_listed_while_not_zero() -> None:
+    state = DashboardState()
+    state.ingest(beat("trader", {"alarm.ip_ban_s_left": 259_199, "fills": 3}), now_ms=0)
+    state.ingest(beat("collector", {"alarm.other": 0}), now_ms=0)
+    assert state.alarms() == ["trader: ip_ban_s_left=259199"]
+    state.ingest(beat("trader", {"alarm.ip_ban_s_left": 0}), now_ms=1_000)
+    assert state.alarms() == []

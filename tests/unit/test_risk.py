@@ -129,3 +129,16 @@ def test_bars_queued_behind_a_silent_rendezvous_all_time_out_in_one_poll() -> No
     assert len(t.queue) == 4
     out = t.poll(5_000)
     assert len(of(Decision, out)) == 5 and t.waiting is None and not t.queue
+
+
+def test_an_exchange_halt_keeps_the_kill_switch_on_until_it_ends_even_across_a_utc_day() -> None:
+    risk = RiskLimits(RiskConfig())
+    risk.on_equity(0, 1_000.0)
+    risk.halt(5_000, "IP banned")
+    assert risk.state.killed and risk.state.reason == "exchange halt: IP banned"
+    risk.on_equity(DAY_MS, 1_000.0)                      # a new UTC day does not lift a ban
+    assert risk.state.killed and not risk.end_halt(4_999)
+    assert risk.end_halt(5_000) and not risk.state.killed and risk.state.halted_until_ms == 0
+    risk.state.killed, risk.state.reason = True, "daily loss"
+    risk.halt(9_000, "IP banned")                       # a ban never hides, nor lifts, another kill reason
+    assert risk.end_halt(9_000) and risk.state.killed and risk.state.reason == "daily loss"

@@ -86,13 +86,19 @@ def test_no_new_position_without_cash() -> None:
     assert len(fills) == 1 and pf.direction == 0 and pf.cash == pytest.approx(-500.0)
 
 
-def test_portfolio_rejects_partial_and_adding_fills() -> None:
+def test_portfolio_closes_partly_and_rejects_oversized_and_adding_fills() -> None:
     pf = Portfolio(1000.0)
-    pf.apply_fill(Fill(symbol="X", time_ms=0, side=1, qty=2.0, price=100.0, value=200.0, fee=0.0))
-    with pytest.raises(ValueError, match="partial close"):
-        pf.apply_fill(Fill(symbol="X", time_ms=1, side=-1, qty=1.0, price=100.0, value=100.0, fee=0.0))
+    pf.apply_fill(Fill(symbol="X", time_ms=0, side=1, qty=2.0, price=100.0, value=200.0, fee=0.4))
+    with pytest.raises(ValueError, match="larger than the position"):
+        pf.apply_fill(Fill(symbol="X", time_ms=1, side=-1, qty=3.0, price=100.0, value=300.0, fee=0.0))
     with pytest.raises(ValueError, match="adding to an open position"):
         pf.apply_fill(Fill(symbol="X", time_ms=1, side=1, qty=1.0, price=100.0, value=100.0, fee=0.0))
+    # a live close that executed partly: a trade for the part sold, the rest stays open with its share
+    pf.apply_fill(Fill(symbol="X", time_ms=2, side=-1, qty=0.5, price=120.0, value=60.0, fee=0.0))
+    assert (pf.qty, pf.direction, pf.cash) == (1.5, 1, 1000.0 - 200.4 + 60.0)
+    assert pf.trades[-1].qty == 0.5 and pf.trades[-1].pnl == pytest.approx(0.5 * 20.0 - 0.1)
+    pf.apply_fill(Fill(symbol="X", time_ms=3, side=-1, qty=1.5, price=100.0, value=150.0, fee=0.0))
+    assert pf.direction == 0 and sum(t.pnl for t in pf.trades) == pytest.approx(pf.cash - 1000.0)
 
 
 def test_trader_decides_at_close_and_fills_at_next_open() -> None:

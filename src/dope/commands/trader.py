@@ -60,7 +60,7 @@ def symbol_state(symbol: str, history: SymbolHistory, initial_cash: float) -> di
             "round_trips": len(portfolio.trades), "fees_paid": portfolio.fees_paid,
             "kill_switch": killed, "kill_reason": step.risk.reason if killed and step is not None else "",
             "pending_order": step is not None and step.pending is not None,
-            "open_exchange_orders": sorted(history.open_intents)}
+            "open_exchange_orders": sorted(history.open_intents), "partial_orders": history.partial_orders}
 
 
 def _state(config: TraderConfig, name: str, *, as_json: bool) -> int:
@@ -81,6 +81,9 @@ def _state(config: TraderConfig, name: str, *, as_json: bool) -> int:
         kill = f"ON ({st['kill_reason']})" if st["kill_switch"] else "off"
         print(f"{st['symbol']:12} {st['last_bar_open_time'] or '-':>14} {st['position']:>14.8g} "
               f"{st['equity']:>14.2f} {st['round_trips']:>6} {kill}")
+    for st in states:
+        for cid, unfilled in sorted(st["partial_orders"].items()):
+            print(f"{st['symbol']}: order {cid} executed partly; {unfilled} was not executed")
     return 0
 
 

@@ -179,8 +179,9 @@ class Session:
         self.panels.health.data = {key: [r[key] for r in rows] for key in self.panels.health.data}
         self._refresh_scorecards()
         kill = self.state.kill_switch()
+        alarms = "".join(f' <span style="color:#d62728"><b>ALARM</b> {a}</span>' for a in self.state.alarms())
         self.risk.text = (f'<b>Trader risk:</b> <span style="color:{"#d62728" if kill else "#2ca02c"}">'
-                          f'{"KILL SWITCH ON: flat, no new entries" if kill else "normal"}</span>')
+                          f'{"KILL SWITCH ON: flat, no new entries" if kill else "normal"}</span>{alarms}')
         self.feed.text = self._feed_text(now_ms)
 
     def _feed_text(self, now_ms: int) -> str:

@@ -104,6 +104,12 @@ class DashboardState:
         with self._lock:
             return [_health_row(health, now_ms) for _, health in sorted(self.services.items())]
 
+    def alarms(self) -> list[str]:
+        """``service: name=value`` for every heartbeat counter ``alarm.*`` that is not 0 (e.g. an IP ban)."""
+        with self._lock:
+            return [f"{name}: {key.removeprefix('alarm.')}={value}" for name, health in sorted(self.services.items())
+                    for key, value in sorted(health.counters.items()) if key.startswith("alarm.") and value]
+
     def kill_switch(self) -> bool:
         """True when the trader's last equity report says its kill switch is on."""
         with self._lock:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import math
+import sys
 import threading
 from collections.abc import Coroutine, Iterator, Mapping, Sequence
 from concurrent.futures import Future
@@ -32,8 +33,16 @@ from dope.config import ConfigError, DopeConfig, TraderConfig
 from dope.fileio import try_lock
 from dope.messages import AnyMessage, Bar, Prediction
 from dope.services.base import Service, endpoint_of, service_main, service_publisher, service_subscriber
-from dope.trading.binance_broker import BinanceBroker, BinanceOrderClient, Credentials, reconcile
-from dope.trading.journal import Journal, ResetRecord, SymbolHistory, compacted_records, fold
+from dope.trading.binance_broker import (
+    BinanceBroker,
+    BinanceOrderClient,
+    Credentials,
+    IpBanned,
+    OrderUnknown,
+    check_signed_url,
+    reconcile,
+)
+from dope.trading.journal import Journal, ResetRecord, SymbolHistory, compacted_records, fold, read_journal
 from dope.trading.live import SymbolTrader
 from dope.trading.orders import Fill
 from dope.trading.portfolio import Portfolio
@@ -84,9 +93,13 @@ class LoopThread:
         self._thread.start()
 
     def run(self, coro: Coroutine[Any, Any, T], timeout_s: float = ORDER_TIMEOUT_S) -> T:
-        """Run ``coro`` on the loop and wait for its result."""
+        """Run ``coro`` on the loop and wait for its result; past ``timeout_s`` it is cancelled, not left running."""
         future: Future[T] = asyncio.run_coroutine_threadsafe(coro, self.loop)
-        return future.result(timeout_s)
+        try:
+            return future.result(timeout_s)
+        except TimeoutError:
+            future.cancel()
+            raise
 
     def close(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)
@@ -98,8 +111,9 @@ class BinanceRuntime:
     """The Binance side of the trader: the signed client on its own loop thread, one broker per symbol."""
 
     def __init__(self, config: TraderConfig, rest_url: str, credentials: Credentials, *,
-                 timeout_ms: int = 10_000) -> None:
+                 timeout_ms: int = 10_000, max_order_age_ms: int = 0) -> None:
         self.config = config
+        self.max_order_age_ms = max_order_age_ms
         self.thread = LoopThread()
         self.session = self.thread.run(_new_session())
         self.client = BinanceOrderClient(self.session, rest_url, credentials, LiveClock(),
@@ -118,7 +132,8 @@ class BinanceRuntime:
         filters = self.thread.run(self.client.exchange_filters(symbol))
         known = set(history.finished_orders) | set(history.open_intents) if history else set()
         return BinanceBroker(self.client, filters, portfolio, fee_rate=self.config.fee_rate,
-                             fraction=self.config.fraction, journal=journal.append, known_orders=known)
+                             fraction=self.config.fraction, journal=journal.append, known_orders=known,
+                             max_order_age_ms=self.max_order_age_ms)
 
     def reconcile(self, broker: BinanceBroker, history: SymbolHistory | None) -> list[str]:
         return self.thread.run(reconcile(broker, history))
@@ -175,7 +190,11 @@ class TraderService(Service):
                               counters=self.trade_counters,
                               make_broker=lambda pf: rt.broker(symbol, pf, self.journal, history))
         assert isinstance(trader.broker, BinanceBroker)
-        for problem in rt.reconcile(trader.broker, history):
+        try:
+            problems = rt.reconcile(trader.broker, history)
+        except (IpBanned, OrderUnknown) as exc:  # the exchange cannot tell now: no trading until a human looks
+            problems = [f"not possible: {exc}"]
+        for problem in problems:
             trader.kill(f"reconciliation: {problem}")
         return trader
 
@@ -242,8 +261,12 @@ class TraderService(Service):
 
     def extra_counters(self) -> Mapping[str, int]:
         kills = {f"kill_switch.{s}": int(t.risk.state.killed) for s, t in self.traders.items()}
-        client = self.binance.client.counters if self.binance is not None else {}
-        return {**self.trade_counters, **kills, **{f"binance.{k}": v for k, v in client.items()}}
+        if self.binance is None:
+            return {**self.trade_counters, **kills}
+        client = self.binance.client
+        ban_s = max(client.banned_until_ms - client.clock.now_ms(), 0) // 1000
+        return {**self.trade_counters, **kills, **{f"binance.{k}": v for k, v in client.counters.items()},
+                "alarm.ip_ban_s_left": ban_s}
 
     def finish(self) -> None:
         self.journal.close()
@@ -260,6 +283,22 @@ def _valid_bar(bar: Bar) -> bool:
     return all(0 < x < math.inf for x in (bar.open, bar.close))
 
 
+def refuse_during_ban(config: TraderConfig, name: str, now_ms: int | None = None) -> None:
+    """IpBanned while the IP ban the trader's journal remembers lasts: a restart sends nothing before it ends
+    (each request during a ban makes Binance ban longer)."""
+    histories = fold(read_journal(journal_path(config, name), repair=False))
+    until = max((h.last_step.risk.halted_until_ms for h in histories.values() if h.last_step is not None), default=0)
+    now = LiveClock().now_ms() if now_ms is None else now_ms
+    if until > now:
+        raise IpBanned(f"trader {name!r}: Binance bans this IP for {(until - now) / 1000:.0f} s more (journaled); "
+                       "not starting before the ban ends", until)
+
+
+def max_order_age_ms(config: DopeConfig) -> int:
+    """``trader.max_order_age_ms``, or half the bar interval when it is 0."""
+    return config.trader.max_order_age_ms or config.bars.interval_ms // 2
+
+
 def binance_runtime(config: DopeConfig, *, live: bool, environ: Mapping[str, str] | None = None) -> BinanceRuntime:
     """The Binance side, after checking the opt-in; ConfigError says what is missing."""
     tc = config.trader
@@ -267,8 +306,10 @@ def binance_runtime(config: DopeConfig, *, live: bool, environ: Mapping[str, str
         raise ConfigError('trader.broker = "binance" sends real orders: run the trader with --live or set '
                           "DOPE_TRADER__I_UNDERSTAND_REAL_ORDERS=yes (trader.i_understand_real_orders)")
     credentials = Credentials.from_env(environ)
-    runtime = BinanceRuntime(tc, tc.rest_url or config.binance.rest_url, credentials,
-                             timeout_ms=config.binance.request_timeout_ms)
+    url = tc.rest_url or config.binance.rest_url
+    check_signed_url(url)
+    runtime = BinanceRuntime(tc, url, credentials,
+                             timeout_ms=config.binance.request_timeout_ms, max_order_age_ms=max_order_age_ms(config))
     runtime.start()
     return runtime
 
@@ -284,6 +325,7 @@ def build(config: DopeConfig, **overrides: Any) -> TraderService:
     binance = None
     try:
         if config.trader.broker == "binance":
+            refuse_during_ban(config.trader, name)
             binance = binance_runtime(config, live=bool(overrides.get("live", False)))
         return TraderService(name, publisher, [subscriber], config.trader,
                              config.trader.symbols or config.collector.symbols, heartbeat_ms=config.bus.heartbeat_ms,
@@ -306,7 +348,11 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m dope.services.trader --config FILE [--name N] [--live]``."""
-    return service_main(build, argv, prog="dope.services.trader", add_arguments=_add_arguments)
+    try:
+        return service_main(build, argv, prog="dope.services.trader", add_arguments=_add_arguments)
+    except IpBanned as exc:  # exit 1: the supervisor starts it again later (exit 2 would be for good)
+        print(f"dope.services.trader: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -6,14 +6,20 @@ its query string (all parameters travel in the query string, the body stays empt
 ``recvWindow``. Errors, by what they mean for an order:
 
 * ``-1021`` (timestamp outside recvWindow): resynchronise with ``/api/v3/time`` and resend;
-* HTTP 429 / 418: wait ``Retry-After`` seconds and resend;
+* HTTP 429: pause every request for ``Retry-After`` seconds (without one: 1, 2, 4 ... s, at most 60);
+* HTTP 418 (IP ban): send nothing until the ban ends (:class:`IpBanned`); the order is dropped;
 * HTTP 5xx, ``-1007``, a network error or a timeout: the order's fate is *unknown* - ask
-  ``GET /api/v3/order`` by client order id first, and resend only if the exchange has no such order;
-* ``-2010 Duplicate order sent.``: the order exists already - fetch it and use it;
+  ``GET /api/v3/order`` by client order id until it is found or can no longer appear
+  (``recvWindow`` + a margin after sending), and resend only then (:meth:`_settle_unknown`);
+* ``-2010 Duplicate order sent.``: the order exists already (and is open) - fetch it and use it;
 * anything else (``-2010`` rejections, ``-1013`` filter failures...): :class:`OrderRejected`.
 
-Client order ids are deterministic (:func:`client_order_id`: symbol, bar open time and leg), so a
-trader restarted after a crash that sends the same decision again cannot place a second order.
+An order is never sent past its deadline (``max_order_age_ms`` after the decision): :class:`OrderDropped`.
+Signed requests need ``https`` unless the host is loopback (:func:`check_signed_url`).
+
+Client order ids are deterministic (:func:`client_order_id`: symbol, bar open time and leg) and the
+trader never sends an id its journal knows. Binance refuses a reused id only among *open* orders,
+so a filled order's id does not protect against a resend: the rules above do.
 
 The API key and secret come from the environment (:meth:`Credentials.from_env`), are never
 logged nor written anywhere, and are redacted from reprs and error messages.
@@ -24,13 +30,15 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import ipaddress
+import itertools
 import logging
 import os
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import ROUND_DOWN, Decimal
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import aiohttp
 import msgspec
@@ -47,6 +55,9 @@ log = logging.getLogger("dope.trader.binance")
 ORDER_PATH = "/api/v3/order"
 DUPLICATE = "Duplicate order sent."
 UNKNOWN_STATUS = (-1007, -1006)
+OUTCOME_UNKNOWN = "order outcome unknown: "
+DEFAULT_BAN_S = 120.0
+"""The shortest Binance IP ban (2 minutes), assumed when a 418 has no ``Retry-After``."""
 _NO_FILLS: tuple[Fill, ...] = ()
 
 
@@ -108,6 +119,30 @@ def client_order_id(symbol: str, open_time: int, leg: str) -> str:
     if len(text) <= 36:
         return text
     return "dope-" + hashlib.sha256(text.encode()).hexdigest()[:31]
+
+
+def check_signed_url(url: str) -> None:
+    """ConfigError unless ``url`` is ``https``, or ``http`` to a loopback host (a local fake exchange).
+
+    >>> check_signed_url("https://api.binance.com"); check_signed_url("http://127.0.0.1:8080")
+    >>> check_signed_url("http://api.binance.com")
+    Traceback (most recent call last):
+    ...
+    dope.config.ConfigError: Binance orders need https (or a loopback host), not http://api.binance.com
+    """
+    parts = urlsplit(url)
+    if parts.scheme == "https" or (parts.scheme == "http" and _is_loopback(parts.hostname or "")):
+        return
+    raise ConfigError(f"Binance orders need https (or a loopback host), not {url}")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 # ---- exchange filters -------------------------------------------------------------------------
@@ -178,6 +213,7 @@ class OrderReport(msgspec.Struct):
     clientOrderId: str  # noqa: N815
     status: str = "NEW"
     side: str = ""
+    origQty: str = "0"  # noqa: N815
     executedQty: str = "0"  # noqa: N815
     cummulativeQuoteQty: str = "0"  # noqa: N815
     transactTime: int = 0  # noqa: N815
@@ -200,6 +236,32 @@ class BinanceOrderError(RuntimeError):
 
 class OrderRejected(BinanceOrderError):
     """The exchange refused the order (``-2010``, a filter failure...): nothing was executed."""
+
+
+class OrderDropped(BinanceOrderError):
+    """The order was not sent: it would have been older than its maximum age (a stale decision)."""
+
+
+class IpBanned(OrderDropped):
+    """Binance bans this IP (HTTP 418) until ``until_ms`` (client clock): nothing is sent before."""
+
+    def __init__(self, message: str, until_ms: int) -> None:
+        super().__init__(message, status=418)
+        self.until_ms = until_ms
+
+
+class OrderUnknown(BinanceOrderError):
+    """The order may or may not have executed and the exchange could not tell: it is never resent.
+
+    Its journal intent stays open; the reconciliation at the next start settles it.
+    """
+
+
+class _Unknown:
+    """No clear answer to a query (``UNKNOWN``)."""
+
+
+UNKNOWN = _Unknown()
 
 
 @dataclass
@@ -228,9 +290,20 @@ class BinanceOrderClient:
     recv_window_ms: int = 5_000
     timeout_ms: int = 10_000
     max_attempts: int = 6
+    settle_margin_ms: int = 1_000
+    """After an unknown outcome: how long beyond ``recv_window_ms`` an order may still appear."""
+    unknown_give_up_ms: int = 60_000
+    """After an unknown outcome: how long beyond that to keep asking before :class:`OrderUnknown`."""
     sleep: Sleep = asyncio.sleep
     counters: dict[str, int] = field(default_factory=dict)
     offset_ms: int = 0
+    paused_until_ms: int = 0
+    """No request before this (client clock): a 429's pause."""
+    banned_until_ms: int = 0
+    """Nothing sent before this (client clock): a 418's IP ban."""
+
+    def __post_init__(self) -> None:
+        check_signed_url(self.base_url)
 
     def __repr__(self) -> str:
         return f"BinanceOrderClient(base_url={self.base_url!r}, credentials={self.credentials!r})"
@@ -272,17 +345,24 @@ class BinanceOrderClient:
             return None
         return msgspec.json.decode(resp.body, type=OrderReport)
 
-    async def market_order(self, symbol: str, side: str, qty: Decimal, client_id: str) -> OrderReport:
-        """Place a MARKET order exactly once, whatever the network and the exchange do in between."""
+    async def market_order(self, symbol: str, side: str, qty: Decimal, client_id: str, *,
+                           deadline_ms: int | None = None) -> OrderReport:
+        """Place a MARKET order at most once, whatever the network and the exchange do in between.
+
+        ``deadline_ms`` (on :attr:`clock`): the order is never sent after it (:class:`OrderDropped`),
+        nor when a rate-limit pause or an IP ban would end after it. After an unknown outcome the
+        order is looked for (:meth:`_settle_unknown`) and resent only once it surely did not execute.
+        """
         params = {"symbol": symbol, "side": side, "type": "MARKET", "quantity": format(qty, "f"),
                   "newClientOrderId": client_id, "newOrderRespType": "FULL"}
         for attempt in range(self.max_attempts):
+            await self._wait_turn(deadline_ms, f"order {client_id}")
+            sent_ms = self.clock.now_ms()
             resp = await self._attempt("POST", ORDER_PATH, params)
             if resp is None or _unknown(resp):
-                existing = await self._after_unknown(symbol, client_id, resp)
+                existing = await self._settle_unknown(symbol, client_id, resp, sent_ms)
                 if existing is not None:
                     return existing
-                await self.sleep(_backoff_s(attempt))
             elif resp.status == 200:
                 self._count("orders_sent")
                 return msgspec.json.decode(resp.body, type=OrderReport)
@@ -292,15 +372,61 @@ class BinanceOrderClient:
                 raise _rejection(ORDER_PATH, resp)
         raise BinanceOrderError(f"order {client_id}: no answer after {self.max_attempts} attempts")
 
-    async def _after_unknown(self, symbol: str, client_id: str, resp: Response | None) -> OrderReport | None:
+    async def _settle_unknown(self, symbol: str, client_id: str, resp: Response | None,
+                              sent_ms: int) -> OrderReport | None:
+        """The order sent at ``sent_ms`` got no clear answer: :meth:`find_order` (never resent meanwhile)."""
         self._count("unknown_status")
         what = f"HTTP {resp.status}" if resp is not None else "no answer"
-        log.warning("%s: order %s got %s: status unknown, asking the exchange before resending",
+        log.warning("%s: order %s got %s: status unknown, asking the exchange (never resent while unknown)",
                     symbol, client_id, what)
-        existing = await self.query_order(symbol, client_id)
-        if existing is not None:
-            self._count("orders_found_after_unknown")
-        return existing
+        found = await self.find_order(symbol, client_id, sent_ms)
+        self._count("orders_found_after_unknown" if found is not None else "orders_absent_after_unknown")
+        if found is None:
+            log.warning("%s: order %s never reached the matching engine; it may be sent again", symbol, client_id)
+        return found
+
+    async def find_order(self, symbol: str, client_id: str, sent_ms: int) -> OrderReport | None:
+        """The order sent at ``sent_ms`` (client clock), or None once it surely never executed.
+
+        Binance re-checks ``recvWindow`` before the matching engine takes an order, so once
+        ``recv_window_ms + settle_margin_ms`` have passed since it was sent, an order still not
+        found never will be. Until then it is asked for again and again, with backoff.
+        :class:`OrderUnknown` when the exchange cannot be asked (errors, a ban) for
+        ``unknown_give_up_ms`` beyond that.
+        """
+        settled_ms = sent_ms + self.recv_window_ms + self.settle_margin_ms
+        for attempt in itertools.count():
+            found = await self._look_up(symbol, client_id)
+            now = self.clock.now_ms()
+            if isinstance(found, OrderReport):
+                return found
+            if found is None and now >= settled_ms:
+                return None
+            if now >= settled_ms + self.unknown_give_up_ms or self.banned_until_ms > now:
+                self._count("orders_unknown")
+                raise OrderUnknown(f"order {client_id}: outcome still unknown {now - sent_ms} ms after sending it")
+            pause_ms = max(self.paused_until_ms - now, 0)
+            await self.sleep(max(_backoff_s(attempt), pause_ms / 1000))
+        raise AssertionError("unreachable")
+
+    async def _look_up(self, symbol: str, client_id: str) -> OrderReport | None | _Unknown:
+        """One ``GET /api/v3/order`` by client id: the order, None (``-2013``), or UNKNOWN (no clear answer)."""
+        if self.banned_until_ms > self.clock.now_ms():
+            return UNKNOWN
+        params = {"symbol": symbol, "origClientOrderId": client_id}
+        resp = await self._attempt("GET", ORDER_PATH, params)
+        if resp is None or _unknown(resp):
+            return UNKNOWN
+        if resp.status == 200:
+            return msgspec.json.decode(resp.body, type=OrderReport)
+        if resp.error is not None and resp.error.code == -2013:
+            return None
+        try:
+            if await self._retryable(resp, 0):
+                return UNKNOWN
+        except IpBanned:
+            return UNKNOWN
+        raise _rejection(ORDER_PATH, resp)
 
     async def _duplicate(self, symbol: str, client_id: str) -> OrderReport:
         self._count("duplicates")
@@ -312,8 +438,9 @@ class BinanceOrderClient:
 
     async def request(self, method: str, path: str, params: Mapping[str, str], *, signed: bool = True,
                       accept: tuple[int, ...] = ()) -> Response:
-        """A request that is safe to repeat, retried on -1021, 429/418, 5xx and network errors."""
+        """A request that is safe to repeat, retried on -1021, 429, 5xx and network errors (not during a ban)."""
         for attempt in range(self.max_attempts):
+            await self._wait_turn(None, f"{method} {path}")
             resp = await self._attempt(method, path, params, signed=signed)
             if resp is not None and (resp.status == 200 or (resp.error and resp.error.code in accept)):
                 return resp
@@ -324,13 +451,31 @@ class BinanceOrderClient:
                 raise _rejection(path, resp)
         raise BinanceOrderError(f"{method} {path}: no answer after {self.max_attempts} attempts")
 
+    async def _wait_turn(self, deadline_ms: int | None, what: str) -> None:
+        """Wait out a rate-limit pause; IpBanned during a ban, OrderDropped when the wait ends past ``deadline_ms``."""
+        now = self.clock.now_ms()
+        if self.banned_until_ms > now:
+            raise IpBanned(f"{what} not sent: Binance bans this IP for {(self.banned_until_ms - now) / 1000:.0f} s "
+                           "more", self.banned_until_ms)
+        resume = max(now, self.paused_until_ms)
+        if deadline_ms is not None and resume > deadline_ms:
+            self._count("orders_dropped_stale")
+            raise OrderDropped(f"{what} not sent: it would be {resume - deadline_ms} ms past its maximum age")
+        if resume > now:
+            await self.sleep((resume - now) / 1000)
+
     async def _retryable(self, resp: Response, attempt: int) -> bool:
-        """Wait as the error asks and say whether to resend (-1021, 429, 418); False for a real refusal."""
-        if resp.status in (429, 418):
-            self._count("rate_limited" if resp.status == 429 else "ip_banned")
-            wait = resp.retry_after if resp.retry_after is not None else _backoff_s(attempt)
-            log.warning("Binance answered %d: waiting %.1f s (Retry-After)", resp.status, wait)
-            await self.sleep(wait)
+        """Do what the error asks (note a pause or a ban, resync the clock) and say whether to resend."""
+        if resp.status == 418:
+            self._ban(resp)
+        if resp.status == 429:
+            self._count("rate_limited")
+            if resp.retry_after is not None:
+                wait, why = resp.retry_after, "as its Retry-After asks"
+            else:
+                wait, why = _rate_backoff_s(attempt), "backing off by itself (no Retry-After)"
+            self.paused_until_ms = max(self.paused_until_ms, self.clock.now_ms() + int(wait * 1000))
+            log.warning("Binance answered 429 (rate limit): pausing requests %.1f s, %s", wait, why)
             return True
         if resp.error is not None and resp.error.code == -1021:
             self._count("timestamp_resyncs")
@@ -338,6 +483,16 @@ class BinanceOrderClient:
             await self.sync_time()
             return True
         return False
+
+    def _ban(self, resp: Response) -> None:
+        """HTTP 418: this IP is banned; nothing is sent until the ban ends (raises IpBanned)."""
+        self._count("ip_banned")
+        wait_s = resp.retry_after if resp.retry_after is not None else DEFAULT_BAN_S
+        self.banned_until_ms = max(self.banned_until_ms, self.clock.now_ms() + int(wait_s * 1000))
+        source = "Retry-After" if resp.retry_after is not None else "no Retry-After: assumed"
+        log.error("ALARM: Binance banned this IP (HTTP 418) for %.0f s (%s); trading stops until the ban ends",
+                  wait_s, source)
+        raise IpBanned(f"Binance banned this IP for {wait_s:.0f} s (HTTP 418)", self.banned_until_ms)
 
     async def _attempt(self, method: str, path: str, params: Mapping[str, str], *,
                        signed: bool = True) -> Response | None:
@@ -386,7 +541,12 @@ def _rejection(path: str, resp: Response) -> OrderRejected:
 
 
 def _backoff_s(attempt: int) -> float:
-    return float(min(0.05 * 2 ** attempt, 5.0))
+    return float(min(0.05 * 2 ** min(attempt, 7), 5.0))
+
+
+def _rate_backoff_s(attempt: int) -> float:
+    """The pause after a 429 without ``Retry-After``: 1, 2, 4 ... s, at most 60 s."""
+    return float(min(2 ** min(attempt, 6), 60))
 
 
 # ---- the broker -------------------------------------------------------------------------------
@@ -405,9 +565,13 @@ class BinanceBroker(OrderSlot):
 
     def __init__(self, client: BinanceOrderClient, filters: SymbolFilters, portfolio: Portfolio, *,
                  fee_rate: float = 0.001, fraction: float = 1.0, journal: JournalHook | None = None,
-                 known_orders: set[str] | None = None) -> None:
+                 known_orders: set[str] | None = None, max_order_age_ms: int = 0) -> None:
         super().__init__()
         self.client = client
+        self.max_order_age_ms = max_order_age_ms
+        """An order not sent within this of the decision (client clock) is dropped; 0 = no limit."""
+        self.problem: str | None = None
+        """Why the last :meth:`execute` sent less than it should (an order dropped, or its outcome unknown)."""
         self.filters = filters
         self.portfolio = portfolio
         self.fee_rate = fee_rate
@@ -427,21 +591,23 @@ class BinanceBroker(OrderSlot):
     async def execute(self, open_time: int, price: float, leg: str = "") -> tuple[Fill, ...]:
         """Send the waiting order's legs now (``price``: the latest price, for sizing); their fills."""
         order, self._pending = self._pending, None
-        self.last_ids = []
+        self.last_ids, self.problem = [], None
         if order is None:
             return _NO_FILLS
+        age = self.max_order_age_ms
+        deadline = self.client.clock.now_ms() + age if age > 0 else None
         fills: list[Fill] = []
         pf = self.portfolio
         if pf.direction not in (0, order.target):
             fills += await self._leg(order.symbol, "SELL", Decimal(repr(abs(pf.qty))), open_time, leg or "close",
-                                     price)
-        if order.target == 1 and pf.direction == 0 and pf.cash > 0:
+                                     price, deadline)
+        if order.target == 1 and pf.direction == 0 and pf.cash > 0 and self.problem is None:
             qty = self.filters.quantity(self.fraction * pf.cash / (1.0 + self.fee_rate) / price)
-            fills += await self._leg(order.symbol, "BUY", qty, open_time, leg or "open", price)
+            fills += await self._leg(order.symbol, "BUY", qty, open_time, leg or "open", price, deadline)
         return tuple(fills)
 
     async def _leg(self, symbol: str, side: str, qty: Decimal, open_time: int, leg: str,
-                   price: float) -> list[Fill]:
+                   price: float, deadline_ms: int | None) -> list[Fill]:
         cid = client_order_id(symbol, open_time, leg)
         if cid in self.known_orders:
             log.warning("%s: order %s is already in the journal; not sending it again", symbol, cid)
@@ -453,12 +619,19 @@ class BinanceBroker(OrderSlot):
             return self._skip(symbol, cid, problem)
         self.known_orders.add(cid)
         self.journal(IntentRecord(symbol=symbol, client_order_id=cid, side=side, qty=format(qty, "f"),
-                                  open_time=open_time))
+                                  open_time=open_time, time_ms=self.client.clock.now_ms()))
         try:
-            report = await self.client.market_order(symbol, side, qty, cid)
-        except OrderRejected as exc:
-            self.journal(OrderRecord(symbol=symbol, client_order_id=cid, status="REJECTED", reason=str(exc)))
-            log.error("%s: order %s rejected: %s", symbol, cid, exc)
+            report = await self.client.market_order(symbol, side, qty, cid, deadline_ms=deadline_ms)
+        except (OrderRejected, OrderDropped) as exc:
+            status = "REJECTED" if isinstance(exc, OrderRejected) else "DROPPED"
+            self.journal(OrderRecord(symbol=symbol, client_order_id=cid, status=status, reason=str(exc)))
+            log.error("%s: order %s %s: %s", symbol, cid, status.lower(), exc)
+            if isinstance(exc, OrderDropped):
+                self.problem = f"order dropped: {exc}"
+            return []
+        except OrderUnknown as exc:
+            log.error("%s: %s; left to the reconciliation, never resent", symbol, exc)
+            self.problem = f"{OUTCOME_UNKNOWN}{exc}"
             return []
         return self.book(report, side)
 
@@ -475,15 +648,22 @@ class BinanceBroker(OrderSlot):
             self.journal(OrderRecord(symbol=report.symbol, client_order_id=report.clientOrderId,
                                      status=report.status, reason="nothing executed"))
             return []
-        fill, dust = self._to_fill(report, side, executed)
+        unfilled = _unfilled(report)
+        fill, dust = self._to_fill(report, side, executed, partial=unfilled > 0)
         self.portfolio.apply_fill(fill)
         self.dust += dust
         self.journal(FillRecord(symbol=report.symbol, client_order_id=report.clientOrderId, fill=fill, dust=dust,
-                                fee_asset=self.filters.quote_asset))
+                                fee_asset=self.filters.quote_asset, unfilled=format(unfilled, "f") if unfilled else ""))
+        if unfilled:
+            self.client._count("orders_partial")
+            log.warning("%s: order %s %s with %s of %s executed: booked as a partial fill, %s not executed",
+                        report.symbol, report.clientOrderId, report.status, report.executedQty, report.origQty,
+                        format(unfilled, "f"))
         self.last_ids.append(report.clientOrderId)
         return [fill]
 
-    def _to_fill(self, report: OrderReport, side: str, executed: float) -> tuple[Fill, float]:
+    def _to_fill(self, report: OrderReport, side: str, executed: float, *, partial: bool) -> tuple[Fill, float]:
+        """The core fill of ``report``; a close sells the whole position (the rest is dust) unless ``partial``."""
         quote = float(report.cummulativeQuoteQty)
         price = quote / executed
         base_fee, quote_fee = self._commissions(report, side, executed)
@@ -494,8 +674,9 @@ class BinanceBroker(OrderSlot):
             value = quote - base_fee * price
             return Fill(symbol=report.symbol, time_ms=time_ms, side=1, qty=net, price=price, value=value, fee=fee), 0.0
         held = abs(self.portfolio.qty)
-        return Fill(symbol=report.symbol, time_ms=time_ms, side=-1, qty=held, price=price, value=quote,
-                    fee=quote_fee + base_fee * price), max(held - executed, 0.0)
+        sold = min(executed, held) if partial else held
+        return Fill(symbol=report.symbol, time_ms=time_ms, side=-1, qty=sold, price=price, value=quote,
+                    fee=quote_fee + base_fee * price), 0.0 if partial else max(held - executed, 0.0)
 
     def _commissions(self, report: OrderReport, side: str, executed: float) -> tuple[float, float]:
         """(base, quote) commissions; estimated at ``fee_rate`` when the report lists no fills (a query)."""
@@ -507,20 +688,29 @@ class BinanceBroker(OrderSlot):
         return base, quote
 
 
+def _unfilled(report: OrderReport) -> Decimal:
+    """What an order that ended without filling whole (``EXPIRED``, ``CANCELED``...) left unexecuted."""
+    ordered, executed = Decimal(report.origQty), Decimal(report.executedQty)
+    if report.status in ("NEW", "PARTIALLY_FILLED", "FILLED") or ordered <= executed:
+        return Decimal(0)
+    return (ordered - executed).normalize()
+
+
 # ---- restart: reconciliation ------------------------------------------------------------------
 
 async def reconcile(broker: BinanceBroker, history: SymbolHistory | None) -> list[str]:
     """After a (re)start: settle the journal's unresolved orders, then check open orders and balances.
 
-    An ``intent`` without an outcome is looked up by its client order id: found, its fill is
-    booked (the commission estimated at ``fee_rate`` when the exchange does not list it); not
-    found, it never reached the exchange and is closed as ``MISSING`` (never resent: the decision
-    is old). Returns the problems found (an unexpected open order, a balance that does not match
+    An ``intent`` without an outcome is looked up by its client order id (:meth:`~BinanceOrderClient.find_order`,
+    so until it could no longer appear): found, its fill is booked (the commission estimated at
+    ``fee_rate`` when the exchange does not list it); not found, it never reached the exchange and
+    is closed as ``MISSING`` (never resent: the decision is old). :class:`OrderUnknown` when the
+    exchange cannot tell. Returns the problems found (an unexpected open order, a balance that does not match
     the journal), which the trader treats as a reason to stop entering positions.
     """
     client, symbol = broker.client, broker.filters.symbol
     for cid, intent in sorted((history.open_intents if history else {}).items()):
-        report = await client.query_order(symbol, cid)
+        report = await client.find_order(symbol, cid, intent.time_ms)
         if report is None:
             client._count("orders_missing_after_restart")
             broker.journal(OrderRecord(symbol=symbol, client_order_id=cid, status="MISSING",

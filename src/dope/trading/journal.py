@@ -57,21 +57,25 @@ class _Record(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
 
 
 class IntentRecord(_Record, frozen=True, tag="intent"):
-    """An exchange order about to be sent (``qty`` as the exact decimal string sent)."""
+    """An exchange order about to be sent (``qty`` as the exact decimal string sent) at ``time_ms``
+    (the broker's clock; 0 in journals older than this field)."""
 
     client_order_id: str
     side: str
     qty: str
     open_time: int
+    time_ms: int = 0
 
 
 class FillRecord(_Record, frozen=True, tag="fill"):
-    """An executed order as booked in the portfolio; ``dust`` is base left on the account by a close."""
+    """An executed order as booked in the portfolio; ``dust`` is base left on the account by a close;
+    ``unfilled`` the quantity a partly executed order (``EXPIRED``) left undone (decimal string)."""
 
     client_order_id: str
     fill: Fill
     dust: float = 0.0
     fee_asset: str = ""
+    unfilled: str = ""
 
 
 class OrderRecord(_Record, frozen=True, tag="order"):
@@ -226,6 +230,8 @@ class SymbolHistory:
     dust: float = 0.0
     resets: int = 0
     """Manual kill-switch resets after the last step (not yet in a step's risk state)."""
+    partial_orders: dict[str, str] = field(default_factory=dict)
+    """Client order id -> the quantity left unexecuted, of every order that executed partly."""
 
 
 def fold(records: list[Record]) -> dict[str, SymbolHistory]:
@@ -258,6 +264,8 @@ def _fold_one(h: SymbolHistory, rec: Record) -> None:
 def _fold_fill(h: SymbolHistory, rec: FillRecord) -> None:
     h.fills.append(rec.fill)
     h.dust += rec.dust
+    if rec.unfilled:
+        h.partial_orders[rec.client_order_id] = rec.unfilled
     h.open_intents.pop(rec.client_order_id, None)
     h.finished_orders.add(rec.client_order_id)
 

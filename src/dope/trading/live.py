@@ -34,7 +34,7 @@ from dope.config import TraderConfig
 from dope.logs import ProblemCounter
 from dope.messages import AnyMessage, Bar, Decision, Equity, Prediction
 from dope.messages import Fill as FillMessage
-from dope.trading.binance_broker import BinanceBroker, client_order_id
+from dope.trading.binance_broker import OUTCOME_UNKNOWN, BinanceBroker, client_order_id
 from dope.trading.broker import Broker, PaperBroker
 from dope.trading.journal import FillRecord, Journal, Record, StepRecord, SymbolHistory
 from dope.trading.orders import Fill, Order
@@ -91,6 +91,9 @@ class SymbolTrader:
         self.risk = RiskLimits(config.risk, step.risk if step is not None else None)
         if history is not None and history.resets:
             self.risk.reset()
+        if isinstance(self.broker, BinanceBroker):  # a ban outlives a restart
+            client = self.broker.client
+            client.banned_until_ms = max(client.banned_until_ms, self.risk.state.halted_until_ms)
         self.last_open_time = step.open_time if step is not None else -1
         self.bh_qty = step.bh_qty if step is not None else 0.0
         self.waiting: _Waiting | None = None
@@ -139,6 +142,7 @@ class SymbolTrader:
 
     def poll(self, now_ms: int) -> list[AnyMessage]:
         """Stop waiting for a prediction that is overdue (``max_prediction_delay_ms`` on the trader's clock)."""
+        self._watch_exchange()
         limit = self.config.risk.max_prediction_delay_ms
         out: list[AnyMessage] = []
         while self.waiting is not None and limit > 0 and now_ms - self.waiting.arrived_ms > limit:
@@ -150,6 +154,22 @@ class SymbolTrader:
         self.risk.state.killed, self.risk.state.reason = True, reason
         self._count("kill_switch_trips")
         log.error("%s: KILL SWITCH: %s", self.symbol, reason, extra={"symbol": self.symbol})
+
+    def _watch_exchange(self) -> None:
+        """While Binance bans this IP (HTTP 418) the kill switch is on; it goes off when the ban ends."""
+        broker = self.broker
+        if not isinstance(broker, BinanceBroker):
+            return
+        client = broker.client
+        now = client.clock.now_ms()
+        if client.banned_until_ms > now and self.risk.state.halted_until_ms != client.banned_until_ms:
+            left_s = (client.banned_until_ms - now) / 1000
+            self.risk.halt(client.banned_until_ms, f"Binance banned this IP (HTTP 418) for {left_s:.0f} s")
+            self._count("kill_switch_trips")
+            log.error("%s: KILL SWITCH: %s", self.symbol, self.risk.state.reason, extra={"symbol": self.symbol})
+        elif self.risk.end_halt(now):
+            log.warning("%s: the exchange ban is over: kill switch off, trading again", self.symbol,
+                        extra={"symbol": self.symbol})
 
     def _keep_early(self, pred: Prediction, now_ms: int) -> list[AnyMessage]:
         if len(self.early) >= MAX_EARLY_PREDICTIONS:
@@ -231,6 +251,7 @@ class SymbolTrader:
         waiting = self.waiting
         assert waiting is not None
         bar = waiting.bar
+        self._watch_exchange()
         reason = self._hold_reason(pred, arrived_ms, waiting)
         before = self.portfolio.direction
         out: list[AnyMessage] = []
@@ -240,6 +261,8 @@ class SymbolTrader:
             reason = "threshold" if order is not None else "within thresholds"
             if order is not None:
                 out += self._execute_now(bar, "")
+                problem = self.broker.problem if isinstance(self.broker, BinanceBroker) else None
+                reason = problem or reason
         target = self.broker.pending.target if self.broker.pending is not None else self.portfolio.direction
         out.append(self._decision(bar, pred.prediction, action_of(before, target), target, reason))
         return out + self._finish_bar()
@@ -269,6 +292,11 @@ class SymbolTrader:
         if pending is not None:
             broker.fraction = self._fraction(bar.close, pending.target)
         fills = self.execute(broker, bar.open_time, bar.close, leg)
+        if broker.problem is not None:
+            self._count("orders_not_done")
+            if broker.problem.startswith(OUTCOME_UNKNOWN):
+                self.kill(broker.problem)
+        self._watch_exchange()
         return [self._fill_message(f, cid, bar.close_time) for f, cid in zip(fills, broker.last_ids, strict=True)]
 
     def _give_up(self, reason: str) -> list[AnyMessage]:

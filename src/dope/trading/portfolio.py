@@ -7,7 +7,8 @@ from dope.trading.orders import Fill, TradeRecord
 
 
 class Portfolio:
-    """Cash and a signed position in one symbol; every fill either opens a position or closes it whole.
+    """Cash and a signed position in one symbol; every fill opens a position or closes it (whole, or part
+    of it: a live order that executed partly).
 
     >>> p = Portfolio(1000.0)
     >>> p.apply_fill(Fill(symbol="X", time_ms=0, side=1, qty=2.0, price=100.0, value=200.0, fee=0.2))
@@ -30,26 +31,43 @@ class Portfolio:
         return mark(self.cash, self.qty, price)
 
     def apply_fill(self, fill: Fill) -> None:
-        """Book a fill: cash and fees always; then close the position or open a new one."""
+        """Book a fill: cash and fees; then close the position (or part of it) or open a new one.
+
+        ValueError, with nothing booked, for a fill that adds to the position or closes more than it.
+        """
+        closing = self.direction != 0 and fill.side == -self.direction
+        if self.direction != 0 and not closing:
+            raise ValueError(f"{fill.symbol}: a fill adding to an open position is not supported")
+        if closing and self._entry is not None and fill.qty > self._entry.qty:
+            raise ValueError(f"{fill.symbol}: a close of {fill.qty} is larger than the position {self._entry.qty}")
         self.cash = settle(self.cash, fill.side, fill.value, fill.fee)
         self.fees_paid += fill.fee
-        if self.direction != 0 and fill.side == -self.direction:
+        if closing:
             self._close(fill)
         else:
             self._open(fill)
 
     def _open(self, fill: Fill) -> None:
-        if self.direction != 0:
-            raise ValueError(f"{fill.symbol}: a fill adding to an open position is not supported")
         self.direction = fill.side
         self.qty = fill.side * fill.qty
         self._entry = fill
 
     def _close(self, fill: Fill) -> None:
+        """Close the position, or part of it (a live order that executed partly): a trade per closing fill.
+
+        >>> p = Portfolio(1000.0)
+        >>> p.apply_fill(Fill(symbol="X", time_ms=0, side=1, qty=2.0, price=100.0, value=200.0, fee=0.2))
+        >>> p.apply_fill(Fill(symbol="X", time_ms=1, side=-1, qty=0.5, price=110.0, value=55.0, fee=0.0))
+        >>> p.qty, p.direction, p.trades[-1].qty, p.trades[-1].entry_fee
+        (1.5, 1, 0.5, 0.05)
+        """
         entry = self._entry
         assert entry is not None
-        if fill.qty != entry.qty:
-            raise ValueError(f"{fill.symbol}: partial close ({fill.qty} of {entry.qty}) is not supported")
+        if fill.qty < entry.qty:
+            closed, entry = _split(entry, fill.qty)
+            self.trades.append(_record(self.direction, closed, fill.time_ms, fill.price, fill.fee, False))
+            self.qty, self._entry = self.direction * entry.qty, entry
+            return
         self.trades.append(_record(self.direction, entry, fill.time_ms, fill.price, fill.fee, False))
         self.direction = 0
         self.qty = 0.0
@@ -60,6 +78,14 @@ class Portfolio:
         if self._entry is None:
             return None
         return _record(self.direction, self._entry, -1, mark_price, 0.0, True)
+
+
+def _split(entry: Fill, qty: float) -> tuple[Fill, Fill]:
+    """``entry`` as its first ``qty`` units and the rest, value and fee shared pro rata."""
+    share = qty / entry.qty
+    first = entry.__replace__(qty=qty, value=entry.value * share, fee=entry.fee * share)
+    rest = entry.__replace__(qty=entry.qty - qty, value=entry.value - first.value, fee=entry.fee - first.fee)
+    return first, rest
 
 
 def _record(direction: int, entry: Fill, exit_time: int, exit_price: float, exit_fee: float,

@@ -20,6 +20,7 @@ from dope.config import RiskConfig
 from dope.trading.accounting import fill_price
 
 DAY_MS = 86_400_000
+HALT_PREFIX = "exchange halt: "
 
 
 class RiskState(msgspec.Struct, kw_only=True):
@@ -30,6 +31,8 @@ class RiskState(msgspec.Struct, kw_only=True):
     last_equity: float | None = None
     killed: bool = False
     reason: str = ""
+    halted_until_ms: int = 0
+    """The exchange refuses this trader until then (an IP ban; broker clock): the kill switch stays on."""
 
 
 class RiskLimits:
@@ -58,8 +61,9 @@ class RiskLimits:
     def _new_day(self, day: int) -> None:
         st = self.state
         start = st.last_equity
-        st.day, st.killed, st.reason = day, False, ""
-        st.day_start_equity = start
+        st.day, st.day_start_equity = day, start
+        if not st.halted_until_ms:
+            st.killed, st.reason = False, ""
 
     def _daily_loss(self, equity: float) -> str | None:
         start = self.state.day_start_equity
@@ -72,6 +76,23 @@ class RiskLimits:
         if cfg.max_daily_loss_fraction > 0 and loss > cfg.max_daily_loss_fraction * start:
             return f"daily loss {loss / start:.2%} > limit {cfg.max_daily_loss_fraction:.2%}"
         return None
+
+    def halt(self, until_ms: int, why: str) -> None:
+        """The exchange refuses orders until ``until_ms``: the kill switch is on until :meth:`end_halt`."""
+        st = self.state
+        if not st.killed or st.halted_until_ms:
+            st.killed, st.reason = True, HALT_PREFIX + why
+        st.halted_until_ms = until_ms
+
+    def end_halt(self, now_ms: int) -> bool:
+        """True when a halt ended at ``now_ms`` (the kill switch goes off unless something else tripped it)."""
+        st = self.state
+        if not st.halted_until_ms or now_ms < st.halted_until_ms:
+            return False
+        if st.reason.startswith(HALT_PREFIX):
+            st.killed, st.reason = False, ""
+        st.halted_until_ms = 0
+        return True
 
     def reset(self) -> None:
         """Manual reset of the kill switch: trading resumes; today's loss counts from now."""
