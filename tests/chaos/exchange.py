@@ -80,7 +80,14 @@ class Exchange:
         return {"orders": len(self.desk.orders), "doubled": sum(n - 1 for n in executed.values()),
                 "resent": sum(n - 1 for n in attempts.values()),
                 "unbooked": sum(1 for cid in executed if cid not in booked),
-                "faults": sum(self.injected.values())}
+                "faults": sum(self.injected.values()), "faults_met": self.faults_met()}
+
+    def faults_met(self) -> int:
+        """Order requests answered with an injected status, and orders whose answer stalled past the timeout."""
+        statuses = {403, 418, 429, 500, 502, 503}
+        answered = sum(1 for r in list(self.fake.requests) if r.path == ORDER_PATH and r.status in statuses)
+        with self.lock:
+            return answered + self.injected["timeout"] - self.hang_next
 
 
 @contextmanager

@@ -42,7 +42,7 @@ def figures_table(fig: Figures) -> str:
         f"| decisions on the bus with a prediction | {fig.predicted[1]} of {fig.predicted[0]} | - |",
         f"| orders executed twice (fake exchange) | {o['doubled']} of {o['orders']} | 0 |",
         f"| orders re-sent / executed but not booked | {o['resent']} / {o['unbooked']} | - |",
-        f"| exchange faults injected | {o['faults']} | - |",
+        f"| exchange faults injected / met by an order request | {o['faults']} / {o['faults_met']} | - |",
         f"| SIGKILLs (of them, pairs) | {len(fig.kills)} ({pairs}) | - |",
         f"| kill to healthy p50 / p99 / max | {_spread(fig.healthy())} | p99 <= 5 s |",
         f"| kill to handling new events p50 / p99 / max | {_spread([k.working_s for k in fig.kills])} | - |",

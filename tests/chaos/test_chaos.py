@@ -28,7 +28,7 @@ def test_short_chaos_run_loses_nothing_doubles_nothing_and_heals(tmp_path: Path)
     print(figures.table())
     services = {k.service for k in figures.kills}
     assert {"collector", "featurizer", "rendezvous", "trader"} <= services, services  # the killer reached them
-    assert figures.orders["faults"] >= 10 and figures.orders["orders"] > 0 and figures.bars.reference > 100
+    assert figures.orders["faults_met"] >= 10 and figures.orders["orders"] > 0 and figures.bars.reference > 100
     assert figures.failures() == [], figures.table()
 
 
