@@ -88,6 +88,8 @@ class Monitor(threading.Thread):
     kills: list[Kill] = field(default_factory=list)
     samples: list[RssSample] = field(default_factory=list)
     latest: dict[str, Any] = field(default_factory=dict)
+    silences: dict[str, float] = field(default_factory=dict)
+    """Per service, the longest heartbeat age seen of a running process nobody killed."""
     halt: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
@@ -103,9 +105,17 @@ class Monitor(threading.Thread):
             now = time.monotonic()
             for kill in self.kills:
                 _resolve(kill, status["services"].get(kill.service, {}), now)
+            self._note_silences(status)
             if now >= next_sample:
                 next_sample = now + self.settings.rss_period_s
                 self.samples.extend(_rss_samples(status))
+
+    def _note_silences(self, status: dict[str, Any]) -> None:
+        killed = {k.pid for k in self.kills}
+        for name, service in status["services"].items():
+            age = service.get("heartbeat_age_s")
+            if service.get("state") == "running" and service.get("pid") not in killed and age is not None:
+                self.silences[name] = max(self.silences.get(name, 0.0), float(age))
 
 
 def _resolve(kill: Kill, service: dict[str, Any], now: float) -> None:
@@ -203,6 +213,7 @@ class Figures:
     orders: dict[str, int]
     kills: list[Kill]
     rss: dict[str, tuple[float, float]]
+    silences: dict[str, float]
     up_exit: int
 
     def healthy(self, service: str | None = None) -> list[float]:
@@ -263,4 +274,4 @@ def run_chaos(work: Path, settings: ChaosSettings) -> Figures:
     return Figures(settings, minutes, compare_bars(store, config, work),
                    decisions_lost(store, config.bars.interval_ms, config.collector.symbols, decisions.decided),
                    (len(decisions.tapped), sum(decisions.tapped.values())),
-                   orders, monitor.kills, rss_growth_mb_per_h(monitor.samples, settings.rss_warmup_s), code)
+                   orders, monitor.kills, rss_growth_mb_per_h(monitor.samples, settings.rss_warmup_s), monitor.silences, code)

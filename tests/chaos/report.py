@@ -47,14 +47,15 @@ def figures_table(fig: Figures) -> str:
         f"| kill to healthy p50 / p99 / max | {_spread(fig.healthy())} | p99 <= 5 s |",
         f"| kill to handling new events p50 / p99 / max | {_spread([k.working_s for k in fig.kills])} | - |",
         "",
-        "| service | kills | healthy p99 | new events p99 | RSS growth | RSS lifetime covered |",
-        "|---|---|---|---|---|---|",
+        "| service | kills | healthy p99 | new events p99 | longest silence, not killed | RSS growth "
+        "| RSS lifetime covered |",
+        "|---|---|---|---|---|---|---|",
     ]
-    for service in sorted({k.service for k in fig.kills} | set(fig.rss)):
+    for service in sorted({k.service for k in fig.kills} | set(fig.rss) | set(fig.silences)):
         kills = [k for k in fig.kills if k.service == service]
         growth, span = fig.rss.get(service, (math.nan, 0.0))
         lines.append(f"| {service} | {len(kills)} | {_s(percentile([k.healthy_s for k in kills], 99))} | "
-                     f"{_s(percentile([k.working_s for k in kills], 99))} | "
+                     f"{_s(percentile([k.working_s for k in kills], 99))} | {_s(fig.silences.get(service, math.nan))} | "
                      f"{'-' if math.isnan(growth) else f'{growth:+.1f} MB/h'} | {span / 60:.1f} min |")
     return "\n".join(lines) + "\n"
 
