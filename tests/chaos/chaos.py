@@ -7,6 +7,7 @@ killer SIGKILLs every service in turn (sometimes two at the same moment); then t
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import random
@@ -244,6 +245,16 @@ class Figures:
         return figures_table(self)
 
 
+def _write_kills(path: Path, kills: list[Kill], began: float) -> None:
+    """Every kill (seconds from the start of the chaos, service, pid, recovery times; null = never) as JSON."""
+    def seconds(value: float) -> float | None:
+        return None if math.isinf(value) or math.isnan(value) else round(value, 3)
+
+    path.write_text(json.dumps([{"at_s": round(k.at - began, 3), "service": k.service, "pid": k.pid,
+                                 "healthy_s": seconds(k.healthy_s), "new_events_s": seconds(k.working_s)}
+                                for k in kills], indent=1))
+
+
 def run_chaos(work: Path, settings: ChaosSettings) -> Figures:
     """Run the stack under chaos for ``settings.minutes`` (after it is up), stop it, measure."""
     run_dir, log = work / "run", work / "up.log"
@@ -270,6 +281,7 @@ def run_chaos(work: Path, settings: ChaosSettings) -> Figures:
                 decisions.close()
         monitor.join(5)
         orders = exchange.order_figures(Path(config.trader.state_dir) / "trader.journal")
+    _write_kills(work / "chaos-kills.json", monitor.kills, began)
     store = BarStore(config.store.path)
     return Figures(settings, minutes, compare_bars(store, config, work),
                    decisions_lost(store, config.bars.interval_ms, config.collector.symbols, decisions.decided),
