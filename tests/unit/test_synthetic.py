@@ -110,6 +110,24 @@ def test_resume_replays_exactly_the_uninterrupted_trades() -> None:
     assert part == expected and len(part) > 1000
 
 
+def test_a_paced_source_resumed_later_starts_at_once() -> None:
+    """A restarted collector resumes an hour in: its first batch comes after seconds of (scaled) wall time,
+    not after the hour it had already run (speed 10: 360 s)."""
+    wall = SimulatedClock(0)
+    source = SyntheticSource(["BTCUSDT", "ETHUSDT"], seed=3, start_ms=T0, duration_ms=2 * HOUR, speed=10.0,
+                             wall=wall, rate_scale=0.05)
+    resume = {"BTCUSDT": T0 + HOUR, "ETHUSDT": T0 + HOUR}
+
+    async def first_batch() -> list[Trade]:
+        async for batch in source.trades(resume):
+            return batch
+        raise AssertionError("no batch")
+
+    batch = asyncio.run(first_batch())
+    assert batch[0].event_time >= T0 + HOUR
+    assert wall.now_ms() <= 2_000
+
+
 def test_bars_from_trades_match_generated_bars() -> None:
     trades = [t for t in asyncio.run(_collect({})) if t.symbol == "BTCUSDT"]
     arrays = TradeArrays.raw(*(np.array([getattr(t, n) for t in trades])

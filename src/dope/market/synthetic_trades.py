@@ -146,7 +146,7 @@ class SyntheticSource:
 
     def __init__(self, symbols: Sequence[str], *, seed: int = 7, start_ms: int, duration_ms: int | None = None,
                  speed: float = 0.0, clock: Clock | None = None, params: SyntheticParams | None = None,
-                 rate_scale: float = 1.0) -> None:
+                 rate_scale: float = 1.0, wall: Clock | None = None) -> None:
         if not symbols or len(set(symbols)) != len(symbols):
             raise UserError(f"SyntheticSource needs distinct symbols, got {list(symbols)}")
         if duration_ms is not None and duration_ms <= 0:
@@ -157,23 +157,32 @@ class SyntheticSource:
         self.counters: dict[str, int] = {"trades": 0, "batches": 0}
         self._params = params or load_params()
         self._seed, self._rate_scale = seed, rate_scale
-        self._clock = clock if clock is not None else (ScaledClock(start_ms, speed) if speed > 0 else None)
+        self._clock, self._speed, self._wall = clock, speed, wall
 
     async def trades(self, resume: Mapping[str, int]) -> AsyncIterator[list[Trade]]:
         """Batches of trades (one per 10 s window, all symbols), none before ``resume[symbol]``."""
         streams = {s: _SymbolStream(model_for(s, self._params, self._seed, STEP_MS, self._rate_scale),
                                     self.start_ms) for s in self.symbols}
         hour = self.start_ms - self.start_ms % HOUR_MS
+        clock = self._clock if self._clock is not None else self._paced_from(resume)
         while self.end_ms is None or hour < self.end_ms:
             for batch in self._hour_batches(streams, hour, resume):
-                if self._clock is not None:
-                    await self._clock.sleep_until(batch[-1].event_time)
+                if clock is not None:
+                    await clock.sleep_until(batch[-1].event_time)
                 else:
                     await asyncio.sleep(0)
                 self.counters["trades"] += len(batch)
                 self.counters["batches"] += 1
                 yield batch
             hour += HOUR_MS
+
+    def _paced_from(self, resume: Mapping[str, int]) -> Clock | None:
+        """With ``speed`` > 0, a clock whose market time starts where the stream resumes (not at ``start_ms``:
+        a restarted collector must not sit out the time it had already run)."""
+        if self._speed <= 0:
+            return None
+        origin = min(max(resume.get(s, self.start_ms), self.start_ms) for s in self.symbols)
+        return ScaledClock(origin, self._speed, self._wall)
 
     def _hour_batches(self, streams: Mapping[str, _SymbolStream], hour: int,
                       resume: Mapping[str, int]) -> Iterator[list[Trade]]:
