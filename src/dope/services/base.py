@@ -112,14 +112,15 @@ def service_publisher(config: DopeConfig, name: str, endpoint: str, *, snapshot_
     return ZmqPublisher(endpoint, name, send_hwm=bus.send_hwm, snapshot_endpoint=snapshot_endpoint,
                         snapshot_depth=bus.snapshot_bars, clock=clock, heartbeat_ms=bus.heartbeat_ms,
                         linger_ms=bus.linger_ms, curve=server_curve(bus),
-                        allow_plaintext_remote=bus.allow_plaintext_remote)
+                        allow_plaintext_remote=bus.allow_plaintext_remote, run_id=bus.run_id)
 
 
 def service_subscriber(config: DopeConfig, topics: Iterable[str], endpoints: Sequence[str], *,
                        snapshot_endpoints: Sequence[str] = ()) -> ZmqSubscriber:
     """A subscriber to ``topics`` connected to every one of ``endpoints`` (one socket, many publishers)."""
     return ZmqSubscriber(list(endpoints), topics, receive_hwm=config.bus.receive_hwm,
-                         snapshot_endpoint=list(snapshot_endpoints) or None, curve=client_curve(config.bus))
+                         snapshot_endpoint=list(snapshot_endpoints) or None, curve=client_curve(config.bus),
+                         run_id=config.bus.run_id)
 
 
 def wait_for_subscribers(publisher: Publisher, minimum: int, *, settle_ms: int = 300,
