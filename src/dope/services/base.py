@@ -149,9 +149,11 @@ class Service:
     """A process's main object: one publisher, subscribers, counters, heartbeats and a receive loop.
 
     Subclasses override :meth:`handle` (one received message), and optionally :meth:`setup`
-    (before the loop, e.g. a snapshot catch-up), :meth:`on_idle` (after every quiet receive,
-    e.g. deadlines), :meth:`extra_counters` and :meth:`finish`. An exception from ``handle`` is
-    counted (``errors``) and logged; the service goes on.
+    (before the loop, e.g. a snapshot catch-up with :meth:`catch_up`), :meth:`on_idle` (after
+    every quiet receive, e.g. deadlines), :meth:`extra_counters` and :meth:`finish`. An exception
+    from ``handle`` is counted (``errors``) and logged; the service goes on. Heartbeats start
+    before ``setup`` (counter ``starting`` = 1 until it is done), so a service that catches up,
+    or waits for a peer that is itself restarting, is seen alive all along.
     """
 
     def __init__(self, name: str, publisher: Publisher, subscribers: Sequence[Subscriber] = (), *,
@@ -167,6 +169,7 @@ class Service:
         self.counters: dict[str, int] = {"handled": 0, "errors": 0}
         self.last_event_ms = 0
         self.started = False
+        self.counters["starting"] = 1
 
     # -- hooks -------------------------------------------------------------------------------
     def handle(self, msg: AnyMessage) -> None:
@@ -227,12 +230,22 @@ class Service:
         if msg.event_time > self.last_event_ms and msg.symbol != "*":
             self.last_event_ms = msg.event_time
 
+    async def catch_up(self, timeout_ms: int) -> list[AnyMessage]:
+        """The recent messages of every subscriber's publishers (their snapshots), fetched in a worker
+        thread so heartbeats go on meanwhile; a dead or restarting publisher costs at most ``timeout_ms``."""
+        found: list[AnyMessage] = []
+        for sub in self.subscribers:  # the loop does not touch the subscribers before setup is done
+            found += await asyncio.to_thread(sub.catch_up, timeout_ms)
+        return found
+
     async def run(self, stop: asyncio.Event) -> None:
-        """Set up, heartbeat and receive until ``stop`` is set; then finish with a last heartbeat."""
-        await self.setup()
-        self.started = True
+        """Heartbeat from the start; set up, receive until ``stop`` is set; then finish with a last heartbeat."""
         beats = asyncio.create_task(self._heartbeats(stop))
         try:
+            await self.setup()
+            self.started = True
+            self.counters["starting"] = 0
+            self.send_heartbeat()
             await receive_loop(self.subscribers, stop, self.dispatch, timeout_ms=self.receive_timeout_ms,
                                on_idle=self._safe_idle)
         finally:
