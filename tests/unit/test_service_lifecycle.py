@@ -72,7 +72,7 @@ def test_a_service_heartbeats_while_it_catches_up_from_a_peer_that_is_down(tmp_p
 
     class CatchingUp(Service):
         async def setup(self) -> None:
-            await self.catch_up(1_500)
+            await self.fetch_snapshots(1_500)
 
     peer_down = ZmqSubscriber([f"ipc://{tmp_path}/peer.sock"], ["bar."],
                               snapshot_endpoint=f"ipc://{tmp_path}/peer-snapshot.sock")

@@ -149,7 +149,7 @@ class Service:
     """A process's main object: one publisher, subscribers, counters, heartbeats and a receive loop.
 
     Subclasses override :meth:`handle` (one received message), and optionally :meth:`setup`
-    (before the loop, e.g. a snapshot catch-up with :meth:`catch_up`), :meth:`on_idle` (after
+    (before the loop, e.g. a snapshot catch-up with :meth:`fetch_snapshots`), :meth:`on_idle` (after
     every quiet receive, e.g. deadlines), :meth:`extra_counters` and :meth:`finish`. An exception
     from ``handle`` is counted (``errors``) and logged; the service goes on. Heartbeats start
     before ``setup`` (counter ``starting`` = 1 until it is done), so a service that catches up,
@@ -230,7 +230,7 @@ class Service:
         if msg.event_time > self.last_event_ms and msg.symbol != "*":
             self.last_event_ms = msg.event_time
 
-    async def catch_up(self, timeout_ms: int) -> list[AnyMessage]:
+    async def fetch_snapshots(self, timeout_ms: int) -> list[AnyMessage]:
         """The recent messages of every subscriber's publishers (their snapshots), fetched in a worker
         thread so heartbeats go on meanwhile; a dead or restarting publisher costs at most ``timeout_ms``."""
         found: list[AnyMessage] = []
