@@ -395,7 +395,8 @@ class Supervisor:
         code = process.proc.poll()
         if code is None:
             beat = self.beats.get(process.spec.name)
-            if process.state == "starting" and beat is not None and beat.received > process.started_at:
+            if (process.state == "starting" and beat is not None and beat.received > process.started_at
+                    and not beat.counters.get("starting", 0)):  # heartbeats come during set-up too
                 process.state = "running"
             return
         self._exited(process, code, now)
@@ -414,7 +415,8 @@ class Supervisor:
             return
         settings = self.config.supervisor
         ran_ms = (now - process.started_at) * 1000
-        process.failures = 1 if ran_ms > settings.restart_max_ms else process.failures + 1
+        healthy_before = process.state == "running"  # a kill after a healthy run is no crash loop
+        process.failures = 1 if ran_ms > settings.restart_max_ms or healthy_before else process.failures + 1
         delay = backoff_ms(process.failures, settings.restart_min_ms, settings.restart_max_ms)
         process.state, process.restart_at = "backoff", now + delay / 1000
         log.warning("%s exited with status %d; restarting in %d ms", name, code, delay)
