@@ -179,13 +179,13 @@ def test_supervisor_restarts_a_killed_service_and_stops_everything(tmp_path: Pat
         with urllib.request.urlopen(status["metrics"], timeout=5) as response:
             seen["metrics"] = response.read().decode()
 
-    sup = supervise(tmp_path, {"a": "ok", "b": "ok"}, body)
+    sup = supervise(tmp_path, {"a": "ok", "b": "ok"}, body, run_id="run-t")
     status = seen["status"]
     assert status["services"]["a"]["restarts"] == 1 and status["services"]["a"]["last_exit"] == -9  # type: ignore[index]
     assert 'dope_service_restarts_total{service="a"} 1' in seen["metrics"]  # type: ignore[operator]
     assert all(p.state == "stopped" and p.proc.returncode == 0 for p in sup.processes)  # type: ignore[union-attr]
     table = format_status(read_status(tmp_path / "run"), int(time.time() * 1000))
-    assert "a " in table and "stopped" in table
+    assert "a " in table and "stopped" in table and table.startswith("run run-t, supervisor pid")
 
 
 def test_a_service_that_ignores_sigterm_is_killed_after_the_timeout(tmp_path: Path) -> None:
