@@ -241,6 +241,7 @@ class Service:
     async def run(self, stop: asyncio.Event) -> None:
         """Heartbeat from the start; set up, receive until ``stop`` is set; then finish with a last heartbeat."""
         beats = asyncio.create_task(self._heartbeats(stop))
+        await asyncio.sleep(0)  # the first heartbeat leaves now, even if setup blocks
         try:
             await self.setup()
             self.started = True
