@@ -235,7 +235,8 @@ def place_endpoints(config: DopeConfig, run_dir: Path, run_id: str | None = None
 
 
 def default_deployments(config: DopeConfig, roles: dict[str, str]) -> DopeConfig:
-    """With no ``[[models.deploy]]``: one model service per model holding a role, by id, on a free port."""
+    """With no ``[[models.deploy]]``: one model service per model holding a role, by id, on a loopback port 0
+    (which :func:`place_endpoints` puts on the run's ``ipc://`` sockets)."""
     if config.models.deploy:
         return config
     ranked = sorted(((DEPLOYED_ROLES.index(r), mid) for mid, r in roles.items() if r in DEPLOYED_ROLES))
