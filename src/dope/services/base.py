@@ -272,7 +272,11 @@ class Service:
 
     async def _heartbeats(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
-            self.send_heartbeat()
+            try:
+                self.send_heartbeat()
+            except Exception as exc:  # e.g. counters changing in a catch-up thread: never stop beating
+                self.count("errors")
+                self.problems.report("heartbeat", f"heartbeat failed: {exc!r}")
             await asyncio.sleep(self.heartbeat_ms / 1000)
 
 
