@@ -341,7 +341,7 @@ def test_a_restarted_publisher_is_heard_at_once_even_when_its_first_messages_wer
             second.publish(make_bar("BTCUSDT", 103))
             got = receive_all(sub, 1, timeout_ms=3_000)
     assert [(m.seq, m.event_time) for m in got] == [(4, make_bar("BTCUSDT", 103).event_time)]
-    assert sub.stats.restarts == 1 and sub.stats.duplicates == 0
+    assert sub.stats.restarts == 1 and sub.stats.duplicates == 0 and sub.stats.total_gaps == 3
 
 
 def test_a_subscriber_hears_only_its_own_run_and_counts_the_others(tmp_path: Path) -> None:

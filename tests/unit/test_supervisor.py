@@ -46,6 +46,23 @@ def test_plan_expands_models_and_skips_absent_modules() -> None:
     assert specs[-1].args == ("--wait-subscribers", "2")  # the featurizer and the supervisor read it
 
 
+def test_a_restarted_source_waits_only_for_the_readers_running_now(tmp_path: Path) -> None:
+    """A collector killed together with a bar reader must not hold its source until that reader is back."""
+    config = config_from_dict({"supervisor": {"services": ["featurizer", "trader", "collector"]}})
+    specs = plan_services(config, exists=lambda module: True)
+    sup = Supervisor(config, tmp_path / "run", specs=specs)
+    try:
+        featurizer, trader, collector = sup.processes
+        assert sup.start_args(collector) == ["--wait-subscribers", "3"]  # first start: every reader
+        assert sup.start_args(featurizer) == ["--no-catch-up"]
+        featurizer.starts = trader.starts = collector.starts = 1
+        featurizer.state, trader.state = "running", "backoff"  # the trader was killed with the collector
+        assert sup.start_args(collector) == ["--wait-subscribers", "2"]  # the featurizer and the supervisor
+        assert sup.start_args(featurizer) == []  # a restarted featurizer catches up
+    finally:
+        sup._close()
+
+
 def test_backoff_doubles_and_is_capped() -> None:
     assert [backoff_ms(n, 500, 3_000) for n in (1, 2, 3, 4, 5)] == [500, 1_000, 2_000, 3_000, 3_000]
 

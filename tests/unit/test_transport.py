@@ -94,6 +94,7 @@ def test_a_new_incarnation_starts_the_source_streams_over_even_without_seq_1() -
     assert all(intake.accept(stamped(s, incarnation=7)) is not None for s in range(1, 41))
     assert intake.accept(stamped(3, incarnation=8)) is not None  # seq 1 and 2 of the new life were lost
     assert intake.stats.restarts == 1 and intake.stats.duplicates == 0
+    assert intake.stats.gaps == {("p", "bar.BTCUSDT"): 2}  # and they are counted, not lost silently
     assert intake.accept(stamped(4, incarnation=8)) is not None and intake.accept(stamped(4, incarnation=8)) is None
     assert intake.stats.duplicates == 1 and intake.stats.as_counters()["bus.restarts"] == 1
 

@@ -363,9 +363,8 @@ class Supervisor:
     def start(self, process: ManagedProcess) -> None:
         """Start (or restart) one service's process; its log goes to ``<run dir>/logs/<name>.log``."""
         spec = process.spec
-        args = [self.python, "-m", spec.module, "--config", str(self.config_path), "--name", spec.name, *spec.args]
-        if process.starts == 0:
-            args += spec.first_args
+        args = [self.python, "-m", spec.module, "--config", str(self.config_path), "--name", spec.name,
+                *self.start_args(process)]
         logs = self.run_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         with open(logs / f"{spec.name}.log", "ab") as out:
@@ -376,6 +375,20 @@ class Supervisor:
         process.started_at = time.monotonic()
         log.info("started %s (pid %d)%s", spec.name, process.proc.pid,
                  f", restart #{process.restarts}" if process.restarts else "")
+
+    def start_args(self, process: ManagedProcess) -> list[str]:
+        """The service's own arguments for its next start. A restarted source waits only for the bar readers
+        running now (and the supervisor): a reader that is itself restarting catches up by itself, and a
+        start never waits on a peer's restart."""
+        spec = process.spec
+        if process.starts == 0:
+            return [*spec.args, *spec.first_args]
+        args = list(spec.args)
+        if spec.is_source and "--wait-subscribers" in args:
+            running = sum(1 for p in self.processes if p.state == "running"
+                          and p.spec.module.rsplit(".", 1)[-1] in BAR_READERS)
+            args[args.index("--wait-subscribers") + 1] = str(running + 1)
+        return args
 
     def tick(self, wait_ms: int = 50) -> None:
         """One round: take in heartbeats, reap and restart processes, refresh status."""

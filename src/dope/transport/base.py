@@ -237,7 +237,8 @@ class SequenceTracker:
         self._stats = stats
 
     def incarnation(self, source: str, incarnation: int) -> None:
-        """Note ``source``'s incarnation; a new one forgets its streams (every seq starts over)."""
+        """Note ``source``'s incarnation; with a new one its streams start over at seq 1 (so messages of the
+        new life missed before the first one received count as a gap)."""
         known = self._incarnations.get(source)
         if known == incarnation:
             return
@@ -246,7 +247,7 @@ class SequenceTracker:
             return
         streams = [key for key in self._last if key[0] == source]
         for key in streams:
-            del self._last[key]
+            self._last[key] = 0
         if streams:
             self._stats.restarts += 1
             log.warning("%s restarted (a new incarnation): its %d stream(s) start over", source, len(streams))
