@@ -1,6 +1,6 @@
 """Bus throughput: Bar messages over tcp to a subscriber in another process, against raw ZeroMQ.
 
-The baseline sends the same frames (topic + the same msgpack bytes) with a raw
+The baseline sends the same frames (topic, frame header, the same msgpack bytes) with a raw
 XPUB socket to a raw SUB socket in another process, in the same run. The bus
 adds stamping (seq, source), encoding, the snapshot ring, decoding and the
 checks at the subscriber. Throughput is counted at the subscriber, from the
@@ -22,7 +22,7 @@ import msgspec
 import zmq
 
 from dope.messages import Bar, encode
-from dope.transport import ZmqPublisher, ZmqSubscriber
+from dope.transport import FrameHeader, ZmqPublisher, ZmqSubscriber
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "BNBUSDT", "SOLUSDT")
 IDLE_MS = 2_000
@@ -54,7 +54,7 @@ def bus_subscriber(endpoint: str, count: int, out: Connection) -> None:
 
 
 def raw_subscriber(endpoint: str, count: int, out: Connection) -> None:
-    """Child: receive ``count`` raw two-frame messages; send (received, time of last, 0)."""
+    """Child: receive ``count`` raw three-frame messages; send (received, time of last, 0)."""
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     sock = ctx.socket(zmq.SUB)
     sock.linger = 0
@@ -124,13 +124,14 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=200_000)
     args = parser.parse_args()
     bars = make_bars(args.messages)
-    frames = [[f"bar.{b.symbol}".encode(), encode(msgspec.structs.replace(b, seq=i + 1, source="bench"))]
+    header = FrameHeader("", 1).encode()
+    frames = [[f"bar.{b.symbol}".encode(), header, encode(msgspec.structs.replace(b, seq=i + 1, source="bench"))]
               for i, b in enumerate(bars)]
-    size = sum(len(f[0]) + len(f[1]) for f in frames) / len(frames)
+    size = sum(sum(map(len, f)) for f in frames) / len(frames)
     raw_pub, raw_e2e = run_raw(frames)
     bus_pub, bus_e2e, lost = run_bus(bars)
     n = len(bars)
-    print(f"{n} Bar messages, {size:.0f} bytes each (topic + body), tcp loopback, subscriber in another process")
+    print(f"{n} Bar messages, {size:.0f} bytes each (topic, header, body), tcp loopback, subscriber in another process")
     for name, pub_s, e2e_s in (("raw zmq XPUB->SUB (baseline)", raw_pub, raw_e2e), ("dope bus", bus_pub, bus_e2e)):
         print(f"{name:<30} publish {n / pub_s / 1e3:8.1f} k msg/s   end-to-end {n / e2e_s / 1e3:8.1f} k msg/s")
     print(f"ratio bus/raw: publish {raw_pub / bus_pub:.2f}   end-to-end {raw_e2e / bus_e2e:.2f}   (lost: {lost})")

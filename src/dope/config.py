@@ -83,6 +83,10 @@ class BusConfig(_Config, frozen=True):
     ``curve_server_public`` (the publishers' ``.key`` file) with ``curve_client_secret`` (this
     process' subscribers' ``.key_secret`` file). ``allow_plaintext_remote`` lets a publisher bind
     beyond loopback without CURVE (with a warning); otherwise that is refused.
+
+    ``run_id`` names the run (``dope up`` sets a fresh one in ``<run dir>/config.json``): publishers
+    put it in every frame header, subscribers drop and count messages of another run. ``""``: no
+    run (publishers send ``""``, subscribers accept every run).
     """
 
     publish: str = "tcp://127.0.0.1:5555"
@@ -97,6 +101,7 @@ class BusConfig(_Config, frozen=True):
     curve_server_public: str = ""
     curve_client_secret: str = ""
     allow_plaintext_remote: bool = False
+    run_id: str = ""
 
     def __post_init__(self) -> None:
         for first, second in (("curve_server_secret", "curve_authorized_dir"),

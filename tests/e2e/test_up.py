@@ -26,7 +26,7 @@ import pytest
 import tomli_w
 
 from dope.backtest import run_event
-from dope.config import DopeConfig, config_from_dict
+from dope.config import DopeConfig, config_from_dict, with_overrides
 from dope.features import OnlineFeaturizer, compute_features, default_feature_set
 from dope.messages import AnyMessage, Decision, Equity, Fill, Prediction, encode
 from dope.models.registry import Registry
@@ -41,7 +41,8 @@ REPO = Path(__file__).resolve().parents[2]
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
 MODELS = {"ridge": {}, "random_forest": {"n_estimators": 5, "max_depth": 4}, "zero": {}}
 ROLES = {"ridge": "champion", "random_forest": "challenger", "zero": "canary"}
-ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1", "PYTHONPATH": str(REPO),
+ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1",
+       "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO)]),  # this checkout's code
        "TF_CPP_MIN_LOG_LEVEL": "3"}
 
 
@@ -207,8 +208,9 @@ def test_bad_input_is_rejected_counted_and_no_service_dies(tmp_path: Path,
     root, ids = registry_dir
     config = stack_config(tmp_path, root, ids, deploy={"ridge": {"nan_every": 3}, "zero": {}},
                           services=["models", "rendezvous", "trader"], deadline_ms=500)
-    collector = ZmqPublisher(config.bus.publish, "rogue-collector")
-    featurizer = ZmqPublisher(config.services.featurizer, "rogue-featurizer")
+    config = with_overrides(config, {"bus": {"run_id": "e2e-bad-input"}})  # the test's publishers join the run
+    collector = ZmqPublisher(config.bus.publish, "rogue-collector", run_id=config.bus.run_id)
+    featurizer = ZmqPublisher(config.services.featurizer, "rogue-featurizer", run_id=config.bus.run_id)
     tap = Tap(config)
     proc = start_up(config, tmp_path)
     try:

@@ -19,7 +19,7 @@ import zmq
 
 from dope.clock import SimulatedClock
 from dope.messages import AnyMessage, Bar, Heartbeat, Trade, encode
-from dope.transport import InMemoryBus, Publisher, Subscriber, ZmqPublisher, ZmqSubscriber
+from dope.transport import FrameHeader, InMemoryBus, Publisher, Subscriber, ZmqPublisher, ZmqSubscriber
 
 RawSend = Callable[[list[bytes]], None]
 
@@ -239,15 +239,19 @@ def test_bad_frames_are_rejected_counted_and_logged_never_raised(kit: Kit, caplo
     sub = kit.subscriber(["bar."])
     good = make_bar("BTCUSDT", 1)
     stamped = msgspec.structs.replace(good, seq=1, source="raw")
+    head = FrameHeader("", 1).encode()
     with caplog.at_level(logging.WARNING, logger="dope.transport"):
         send([b"bar.BTCUSDT"])                                          # one frame
-        send([b"bar.BTCUSDT", b"\xc1 not msgpack"])                      # garbage body
-        send([b"bar.BTCUSDT", encode(msgspec.structs.replace(stamped, v=2))])  # other schema version
-        send([b"bar.ETHUSDT", encode(stamped)])                          # topic does not match
-        send([b"bar.BTCUSDT", encode(good)])                             # no seq, no source
-        send([b"bar.BTCUSDT", encode(stamped)])                          # fine
+        send([b"bar.BTCUSDT", encode(stamped)])                          # no header (the old two frames)
+        send([b"bar.BTCUSDT", b"\x93\xa1x", encode(stamped)])             # unreadable header
+        send([b"bar.BTCUSDT", head, b"\xc1 not msgpack"])                # garbage body
+        send([b"bar.BTCUSDT", head, encode(msgspec.structs.replace(stamped, v=2))])  # other schema version
+        send([b"bar.ETHUSDT", head, encode(stamped)])                    # topic does not match
+        send([b"bar.BTCUSDT", head, encode(good)])                       # no seq, no source
+        send([b"bar.BTCUSDT", head, encode(stamped)])                    # fine
         assert sub.receive(timeout_ms=2_000) == stamped
-    assert sub.stats.rejected == {"frames": 1, "undecodable": 1, "schema_version": 1, "topic": 1, "unsequenced": 1}
+    assert sub.stats.rejected == {"frames": 2, "header": 1, "undecodable": 1, "schema_version": 1, "topic": 1,
+                                  "unsequenced": 1}
     assert sub.stats.received == 1
     assert any("schema version 2" in r.getMessage() for r in caplog.records)
 
@@ -312,3 +316,55 @@ def test_publisher_and_subscriber_close_and_refuse_use_after(kit: Kit) -> None:
     sub.close()  # idempotent
     with pytest.raises(RuntimeError, match="closed"):
         sub.receive(timeout_ms=0)
+
+
+@pytest.mark.parametrize("transport", ["tcp", "ipc"])
+def test_a_restarted_publisher_is_heard_at_once_even_when_its_first_messages_were_lost(
+        tmp_path: Path, transport: str) -> None:
+    """SIGKILL-and-restart in miniature: the new publisher's first messages leave before the subscriber
+    reconnects (ZeroMQ drops them); its next ones must be delivered, not skipped as old seqs."""
+    endpoint = "tcp://127.0.0.1:0" if transport == "tcp" else f"ipc://{tmp_path}/restart.sock"
+    first = ZmqPublisher(endpoint, "svc", linger_ms=0)
+    endpoint = first.endpoint
+    with ZmqSubscriber([endpoint], ["bar."]) as sub:
+        assert first.wait_for_subscriptions(1, 5_000)
+        for i in range(40):
+            first.publish(make_bar("BTCUSDT", i))
+        assert len(receive_all(sub, 40)) == 40
+        first.close()
+        with ZmqPublisher(endpoint, "svc", linger_ms=0) as second:
+            for i in range(3):
+                second.publish(make_bar("BTCUSDT", 100 + i))  # nobody subscribed yet: dropped by ZeroMQ
+            deadline = time.monotonic() + 5
+            while not second.wait_for_subscriptions(1, 20):  # the subscriber reconnects while it is called
+                assert sub.receive(timeout_ms=20) is None and time.monotonic() < deadline
+            second.publish(make_bar("BTCUSDT", 103))
+            got = receive_all(sub, 1, timeout_ms=3_000)
+    assert [(m.seq, m.event_time) for m in got] == [(4, make_bar("BTCUSDT", 103).event_time)]
+    assert sub.stats.restarts == 1 and sub.stats.duplicates == 0 and sub.stats.total_gaps == 3
+
+
+def test_a_subscriber_hears_only_its_own_run_and_counts_the_others(tmp_path: Path) -> None:
+    """Two runs' publishers on endpoints one subscriber reads (the old fixed-port cross-talk)."""
+    mine = ZmqPublisher(f"ipc://{tmp_path}/a.sock", "trader", snapshot_endpoint=f"ipc://{tmp_path}/a-snap.sock",
+                        linger_ms=0, run_id="run-a")
+    theirs = ZmqPublisher(f"ipc://{tmp_path}/b.sock", "trader", snapshot_endpoint=f"ipc://{tmp_path}/b-snap.sock",
+                          linger_ms=0, run_id="run-b")
+    try:
+        for pub in (mine, theirs):
+            pub.publish(make_bar("BTCUSDT", 0 if pub is mine else 50))
+        with ZmqSubscriber([mine.endpoint, theirs.endpoint], ["bar.", "heartbeat."], run_id="run-a",
+                           snapshot_endpoint=[mine.snapshot_endpoint or "", theirs.snapshot_endpoint or ""]) as sub:
+            assert mine.wait_for_subscriptions(2, 5_000) and theirs.wait_for_subscriptions(2, 5_000)
+            assert [m.event_time for m in sub.catch_up(3_000)] == [make_bar("BTCUSDT", 0).event_time]
+            for i in range(1, 6):
+                theirs.publish(make_bar("BTCUSDT", 50 + i))
+                theirs.heartbeat()
+                mine.publish(make_bar("BTCUSDT", i))
+            got = receive_all(sub, 5)
+            assert sub.receive(timeout_ms=300) is None
+    finally:
+        mine.close()
+        theirs.close()
+    assert [m.event_time for m in got] == [make_bar("BTCUSDT", i).event_time for i in range(1, 6)]
+    assert sub.stats.foreign == 5 + 5 + 2 and sub.last_heartbeat("trader") is None  # bars, beats, 2 snapshots

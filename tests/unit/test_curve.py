@@ -194,6 +194,17 @@ def test_binding_beyond_loopback_without_curve_is_refused_unless_allowed(
     assert not any(is_local_endpoint(e) for e in ["tcp://*:1", "tcp://eth0:1", "tcp://169.254.1.1:1", "tcp://[::]:1"])
 
 
+def test_a_subscriber_connecting_beyond_loopback_without_curve_warns(
+        keys: Keys, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, "dope.transport.zmq"):
+        ZmqSubscriber(["tcp://192.0.2.1:5555"], ["bar."], snapshot_endpoint="tcp://192.0.2.1:5556").close()
+        ZmqSubscriber(["tcp://127.0.0.1:5557", "ipc:///tmp/dope-x.sock"], ["bar."]).close()
+        ZmqSubscriber(["tcp://192.0.2.1:5558"], ["bar."], curve=keys.client("client")).close()
+    warned = [r.getMessage() for r in caplog.records if "WITHOUT encryption" in r.getMessage()]
+    assert len(warned) == 2 and "tcp://192.0.2.1:5555" in warned[0] and "tcp://192.0.2.1:5556" in warned[1]
+    assert "5557" not in caplog.text and "5558" not in caplog.text
+
+
 def test_authorized_keys_are_reread_when_the_folder_changes(keys: Keys) -> None:
     authorizer = KeyAuthorizer(keys.authorized, "test")
     client = load_public_key(keys.public("client"))

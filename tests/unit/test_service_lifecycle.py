@@ -61,3 +61,44 @@ def test_busy_dashboard_port_is_a_clear_error(tmp_path: Path) -> None:
                 asyncio.run(service.run(asyncio.Event()))
         finally:
             service.close()
+
+
+def test_a_service_heartbeats_while_it_catches_up_from_a_peer_that_is_down(tmp_path: Path) -> None:
+    """A restarted service whose catch-up waits on a dead (restarting) peer's snapshot socket is seen
+    alive all along: heartbeats flow from the start, marked ``starting`` until the catch-up is done."""
+    from dope.messages import Heartbeat
+    from dope.services.base import Service
+    from dope.transport import ZmqPublisher, ZmqSubscriber
+
+    class CatchingUp(Service):
+        async def setup(self) -> None:
+            await self.fetch_snapshots(1_500)
+
+    peer_down = ZmqSubscriber([f"ipc://{tmp_path}/peer.sock"], ["bar."],
+                              snapshot_endpoint=f"ipc://{tmp_path}/peer-snapshot.sock")
+    service = CatchingUp("svc", ZmqPublisher(f"ipc://{tmp_path}/svc.sock", "svc", linger_ms=0), [peer_down],
+                         heartbeat_ms=100)
+    watcher = ZmqSubscriber([f"ipc://{tmp_path}/svc.sock"], ["heartbeat."])
+    beats: list[tuple[float, Heartbeat]] = []
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(service.run(stop))
+        began = time.monotonic()
+        while time.monotonic() - began < 2.2:
+            msg = watcher.receive(timeout_ms=0)
+            if isinstance(msg, Heartbeat):
+                beats.append((time.monotonic() - began, msg))
+            await asyncio.sleep(0.01)
+        stop.set()
+        await asyncio.wait_for(task, 5)
+
+    try:
+        asyncio.run(main())
+    finally:
+        service.close()
+        watcher.close()
+    starting = [t for t, beat in beats if beat.counters["starting"] == 1]
+    assert len(starting) >= 8 and starting[0] < 0.5  # a beat every 100 ms during the 1.5 s catch-up
+    assert any(beat.counters["starting"] == 0 for _, beat in beats)
+    assert service.started

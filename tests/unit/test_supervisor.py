@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import threading
 import time
@@ -21,12 +22,16 @@ from dope.services.supervisor import (
     Supervisor,
     backoff_ms,
     default_deployments,
+    lock_run_dir,
+    place_endpoints,
     plan_services,
     resolve_ports,
 )
+from dope.transport import ZmqPublisher
 
 REPO = Path(__file__).resolve().parents[2]
 FAKE = "tests.unit.test_supervisor_fake_service"
+PYTHONPATH = os.pathsep.join([str(REPO / "src"), str(REPO)])  # this checkout's code, not an installed one
 
 
 def test_plan_expands_models_and_skips_absent_modules() -> None:
@@ -39,6 +44,23 @@ def test_plan_expands_models_and_skips_absent_modules() -> None:
     assert specs[1].args == ("--deploy", "0") and specs[2].endpoint == "tcp://127.0.0.1:7101"
     assert specs[0].first_args == ("--no-catch-up",) and specs[-1].is_source
     assert specs[-1].args == ("--wait-subscribers", "2")  # the featurizer and the supervisor read it
+
+
+def test_a_restarted_source_waits_only_for_the_readers_running_now(tmp_path: Path) -> None:
+    """A collector killed together with a bar reader must not hold its source until that reader is back."""
+    config = config_from_dict({"supervisor": {"services": ["featurizer", "trader", "collector"]}})
+    specs = plan_services(config, exists=lambda module: True)
+    sup = Supervisor(config, tmp_path / "run", specs=specs)
+    try:
+        featurizer, trader, collector = sup.processes
+        assert sup.start_args(collector) == ["--wait-subscribers", "3"]  # first start: every reader
+        assert sup.start_args(featurizer) == ["--no-catch-up"]
+        featurizer.starts = trader.starts = collector.starts = 1
+        featurizer.state, trader.state = "running", "backoff"  # the trader was killed with the collector
+        assert sup.start_args(collector) == ["--wait-subscribers", "2"]  # the featurizer and the supervisor
+        assert sup.start_args(featurizer) == []  # a restarted featurizer catches up
+    finally:
+        sup._close()
 
 
 def test_backoff_doubles_and_is_capped() -> None:
@@ -56,6 +78,39 @@ def test_resolve_ports_gives_distinct_free_ports() -> None:
                  *(getattr(resolved.services, k) for k in ("featurizer", "decoy", "rendezvous", "trader", "dashboard"))]
     ports = [int(e.rsplit(":", 1)[1]) for e in endpoints] + [parse_address(resolved.supervisor.metrics)[1]]
     assert all(p > 0 for p in ports) and len(set(ports)) == len(ports)
+
+
+def test_dope_up_puts_private_endpoints_on_the_run_sockets_and_keeps_explicit_ones(tmp_path: Path) -> None:
+    config = config_from_dict({
+        "services": {"trader": "tcp://127.0.0.1:0", "decoy": "tcp://127.0.0.1:7001", "featurizer": "tcp://0.0.0.0:0"},
+        "bus": {"allow_plaintext_remote": True},
+        "models": {"deploy": [{"model": "a", "endpoint": "tcp://127.0.0.1:0", "name": "model-a"}]}})
+    placed = place_endpoints(config, tmp_path / "run", "run-1")
+    sockets = (tmp_path / "run" / "bus").resolve()
+    assert placed.bus.run_id == "run-1"
+    assert placed.bus.publish == f"ipc://{sockets}/collector.sock"  # the built-in default 5555
+    assert placed.bus.snapshot == f"ipc://{sockets}/collector-snapshot.sock"
+    assert placed.services.trader == f"ipc://{sockets}/trader.sock"  # loopback, any port
+    assert placed.services.rendezvous == f"ipc://{sockets}/rendezvous.sock"
+    assert placed.models.deploy[0].endpoint == f"ipc://{sockets}/model-a.sock"
+    assert placed.services.decoy == "tcp://127.0.0.1:7001"  # explicit: kept
+    assert placed.services.featurizer.startswith("tcp://0.0.0.0:") and not placed.services.featurizer.endswith(":0")
+    again = place_endpoints(config, tmp_path / "run2")
+    assert again.bus.run_id and again.bus.run_id != placed.bus.run_id
+    deep = tmp_path / ("d" * 90)
+    far = place_endpoints(config, deep, "run-2")  # too long for a Unix socket path: a private folder in tmp
+    assert far.services.trader.startswith("ipc://") and "dope-run-2" in far.services.trader
+    assert len(far.services.trader) - len("ipc://") <= 107 and oct(Path(far.services.trader[6:]).parent.stat().st_mode)[-3:] == "700"
+
+
+def test_a_second_dope_up_in_the_same_run_dir_is_refused(tmp_path: Path) -> None:
+    held = lock_run_dir(tmp_path)
+    try:
+        with pytest.raises(UserError, match="another `dope up` is running in"):
+            lock_run_dir(tmp_path)
+    finally:
+        held.close()
+    lock_run_dir(tmp_path).close()
 
 
 def test_default_deployments_rank_by_role() -> None:
@@ -94,17 +149,18 @@ def fake_spec(name: str, port_config: dict[str, str], behaviour: str = "ok") -> 
     return ServiceSpec(name, FAKE, port_config[name], ("--endpoint", port_config[name], "--behaviour", behaviour))
 
 
-def supervise(tmp_path: Path, behaviours: dict[str, str], body: object, **settings: int) -> Supervisor:
+def supervise(tmp_path: Path, behaviours: dict[str, str], body: object, *, run_id: str = "",
+              endpoints: dict[str, str] | None = None, **settings: int) -> Supervisor:
     """Run a supervisor over fake services in a thread; ``body(supervisor)`` acts, then it is stopped."""
     ports = resolve_ports(config_from_dict({"models": {"deploy": [
         {"model": n, "endpoint": "tcp://127.0.0.1:0", "name": n} for n in behaviours]}}))
-    endpoints = {d.name: d.endpoint for d in ports.models.deploy}
-    config = config_from_dict({"bus": {"heartbeat_ms": 100}, "supervisor": {
+    endpoints = {**{d.name: d.endpoint for d in ports.models.deploy}, **(endpoints or {})}
+    config = config_from_dict({"bus": {"heartbeat_ms": 100, "run_id": run_id}, "supervisor": {
         "metrics": "127.0.0.1:0", "restart_min_ms": 200, "restart_max_ms": 800, "stop_timeout_ms": 1_500,
         "start_timeout_ms": 20_000, **settings}})
     config = resolve_ports(config)
     specs = [fake_spec(n, endpoints, b) for n, b in behaviours.items()]
-    supervisor = Supervisor(config, tmp_path / "run", specs=specs, env={"PYTHONPATH": str(REPO)})
+    supervisor = Supervisor(config, tmp_path / "run", specs=specs, env={"PYTHONPATH": PYTHONPATH})
     stop = threading.Event()
     thread = threading.Thread(target=lambda: setattr(supervisor, "rc", supervisor.run(stop)))
     thread.start()
@@ -140,13 +196,13 @@ def test_supervisor_restarts_a_killed_service_and_stops_everything(tmp_path: Pat
         with urllib.request.urlopen(status["metrics"], timeout=5) as response:
             seen["metrics"] = response.read().decode()
 
-    sup = supervise(tmp_path, {"a": "ok", "b": "ok"}, body)
+    sup = supervise(tmp_path, {"a": "ok", "b": "ok"}, body, run_id="run-t")
     status = seen["status"]
     assert status["services"]["a"]["restarts"] == 1 and status["services"]["a"]["last_exit"] == -9  # type: ignore[index]
     assert 'dope_service_restarts_total{service="a"} 1' in seen["metrics"]  # type: ignore[operator]
     assert all(p.state == "stopped" and p.proc.returncode == 0 for p in sup.processes)  # type: ignore[union-attr]
     table = format_status(read_status(tmp_path / "run"), int(time.time() * 1000))
-    assert "a " in table and "stopped" in table
+    assert "a " in table and "stopped" in table and table.startswith("run run-t, supervisor pid")
 
 
 def test_a_service_that_ignores_sigterm_is_killed_after_the_timeout(tmp_path: Path) -> None:
@@ -174,3 +230,32 @@ def test_status_without_a_run_is_a_clear_error(tmp_path: Path) -> None:
         read_status(tmp_path)
     (tmp_path / "status.json").write_text(json.dumps({"updated_ms": 0, "services": {}}))
     assert "STALE" in format_status(read_status(tmp_path), 60_000)
+
+
+def test_the_supervisor_never_takes_another_runs_heartbeats_for_its_services(tmp_path: Path) -> None:
+    """The issue's cross-talk: another run's "ghost" holds the endpoint this run's ghost should bind. This
+    run's ghost fails with a clear bind error; the other run's heartbeats are dropped and counted."""
+    other = ZmqPublisher("tcp://127.0.0.1:0", "ghost", linger_ms=0, heartbeat_ms=50, run_id="run-other")
+    seen: dict[str, object] = {}
+
+    def body(sup: Supervisor) -> None:
+        def beat_until() -> bool:
+            other.heartbeat()
+            return sup.processes[1].state == "failed" and sup.processes[0].state == "running"
+        wait_for(beat_until)
+        for _ in range(10):
+            other.heartbeat()
+            time.sleep(0.05)
+        seen["status"] = sup.status()
+        seen["foreign"] = sup._monitor.stats.foreign
+
+    try:
+        sup = supervise(tmp_path, {"a": "ok", "ghost": "ok"}, body, run_id="run-mine",
+                        endpoints={"ghost": other.endpoint})
+    finally:
+        other.close()
+    status = seen["status"]
+    assert status["run_id"] == "run-mine"  # type: ignore[index]
+    assert "ghost" not in sup.beats and status["services"]["ghost"]["heartbeat_age_s"] is None  # type: ignore[index]
+    assert sup.processes[1].last_exit == 2 and seen["foreign"] >= 10  # type: ignore[operator]
+    assert "cannot bind bus endpoint" in (tmp_path / "run" / "logs" / "ghost.log").read_text()

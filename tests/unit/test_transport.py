@@ -13,6 +13,7 @@ from dope.config import BusConfig, ConfigError, config_from_dict
 from dope.messages import Heartbeat, encode
 from dope.transport import (
     BusError,
+    FrameHeader,
     InMemoryBus,
     Snapshot,
     SnapshotProtocolError,
@@ -27,9 +28,10 @@ from dope.transport.snapshot import parse_reply, parse_request, reply_frames, re
 from tests.integration.test_bus_behaviour import make_bar, make_trade
 
 
-def stamped(seq: int, i: int | None = None, symbol: str = "BTCUSDT", source: str = "p") -> list[bytes]:
+def stamped(seq: int, i: int | None = None, symbol: str = "BTCUSDT", source: str = "p", *, run: str = "",
+            incarnation: int = 1) -> list[bytes]:
     bar = msgspec.structs.replace(make_bar(symbol, seq if i is None else i), seq=seq, source=source)
-    return [f"bar.{symbol}".encode(), encode(bar)]
+    return [f"bar.{symbol}".encode(), FrameHeader(run, incarnation).encode(), encode(bar)]
 
 
 def test_exports_are_exactly_the_public_api() -> None:
@@ -68,7 +70,8 @@ def test_sequence_tracker_counts_gaps_duplicates_and_restarts() -> None:
 def test_intake_splices_a_snapshot_without_gap_or_duplicate() -> None:
     intake = Intake()
     assert intake.accept(stamped(2)) is not None
-    snapshot = Snapshot("p", [("bar.BTCUSDT", stamped(s)[1]) for s in (1, 2, 3, 4)], {"bar.BTCUSDT": 4})
+    snapshot = Snapshot("p", [("bar.BTCUSDT", stamped(s)[2]) for s in (1, 2, 3, 4)], {"bar.BTCUSDT": 4},
+                        FrameHeader("", 1))
     assert [m.seq for m in intake.splice(snapshot)] == [3, 4]
     assert intake.accept(stamped(4)) is None and intake.stats.duplicates == 1
     assert intake.accept(stamped(5)) is not None
@@ -78,23 +81,50 @@ def test_intake_splices_a_snapshot_without_gap_or_duplicate() -> None:
 def test_intake_counts_the_hole_between_what_it_saw_and_the_snapshot() -> None:
     intake = Intake()
     intake.accept(stamped(1))
-    snapshot = Snapshot("p", [("bar.BTCUSDT", stamped(s)[1]) for s in (5, 6)], {"bar.BTCUSDT": 6})
+    snapshot = Snapshot("p", [("bar.BTCUSDT", stamped(s)[2]) for s in (5, 6)], {"bar.BTCUSDT": 6},
+                        FrameHeader("", 1))
     assert [m.seq for m in intake.splice(snapshot)] == [5, 6]
     assert intake.stats.gaps == {("p", "bar.BTCUSDT"): 3}
+
+
+def test_a_new_incarnation_starts_the_source_streams_over_even_without_seq_1() -> None:
+    """A restarted publisher whose first messages were lost (slow joiner) is heard at once, not
+    after its seq passes the old one (the cause of a restarted service's 35-70 s of silence)."""
+    intake = Intake()
+    assert all(intake.accept(stamped(s, incarnation=7)) is not None for s in range(1, 41))
+    assert intake.accept(stamped(3, incarnation=8)) is not None  # seq 1 and 2 of the new life were lost
+    assert intake.stats.restarts == 1 and intake.stats.duplicates == 0
+    assert intake.stats.gaps == {("p", "bar.BTCUSDT"): 2}  # and they are counted, not lost silently
+    assert intake.accept(stamped(4, incarnation=8)) is not None and intake.accept(stamped(4, incarnation=8)) is None
+    assert intake.stats.duplicates == 1 and intake.stats.as_counters()["bus.restarts"] == 1
+
+
+def test_messages_and_snapshots_of_another_run_are_dropped_and_counted(caplog: pytest.LogCaptureFixture) -> None:
+    intake = Intake(run_id="run-a")
+    assert intake.accept(stamped(1, run="run-b")) is None
+    assert intake.accept(stamped(1, run="")) is None  # a publisher outside any run
+    assert intake.accept(stamped(1, run="run-a")) is not None
+    foreign = Snapshot("p", [("bar.BTCUSDT", stamped(2)[2])], {"bar.BTCUSDT": 2}, FrameHeader("run-b", 1))
+    assert intake.splice(foreign) == []
+    assert intake.stats.foreign == 3 and intake.stats.as_counters()["bus.foreign"] == 3
+    assert intake.stats.received == 1 and intake.stats.total_rejected == 0
+    assert "run 'run-b' (this is run 'run-a')" in caplog.text
+    anyone = Intake()  # no run id: a tool outside `dope up` hears every run
+    assert anyone.accept(stamped(1, run="run-b")) is not None and anyone.stats.foreign == 0
 
 
 def test_heartbeats_keep_the_latest_event_time() -> None:
     intake = Intake()
     for seq, t in ((1, 3_000), (2, 1_000)):
         beat = Heartbeat(symbol="*", event_time=t, service="p", interval_ms=1_000, seq=seq, source="p")
-        intake.accept([b"heartbeat.*", encode(beat)])
+        intake.accept([b"heartbeat.*", FrameHeader("", 1).encode(), encode(beat)])
     assert intake.heartbeats.last("p") == 3_000
     assert intake.heartbeats.dead(now_ms=6_001, timeout_ms=3_000) == ["p"]
 
 
 def test_snapshot_protocol_round_trips_and_refuses_bad_frames() -> None:
     assert parse_request(request_frames(7, "bar.")) == (7, "bar.")
-    snap = Snapshot("p", [("bar.A", b"x"), ("bar.B", b"y")], {"bar.A": 3, "bar.B": 9})
+    snap = Snapshot("p", [("bar.A", b"x"), ("bar.B", b"y")], {"bar.A": 3, "bar.B": 9}, FrameHeader("run-1", 42))
     assert parse_reply(reply_frames(7, snap)) == (7, snap)
     for bad in ([b"HELLO"], [b"DOPE-SNAP1", b"short", b"bar."], [b"DOPE-SNAP1", b"\0" * 8, b"\xff"]):
         with pytest.raises(SnapshotProtocolError):

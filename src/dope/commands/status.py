@@ -36,7 +36,8 @@ def read_status(run_dir: Path) -> dict[str, Any]:
 def format_status(status: dict[str, Any], now_ms: int) -> str:
     """A table: service, state, health (heartbeat age), lag, throughput, restarts, pid."""
     age = (now_ms - int(status.get("updated_ms", 0))) / 1000
-    lines = [f"supervisor pid {status.get('supervisor_pid')}, status written {age:.1f} s ago"
+    run = f"run {status['run_id']}, " if status.get("run_id") else ""
+    lines = [f"{run}supervisor pid {status.get('supervisor_pid')}, status written {age:.1f} s ago"
              + (" (STALE: is dope up still running?)" if age > 10 else "")
              + (f"; metrics {status['metrics']}" if status.get("metrics") else ""),
              f"{'service':28} {'state':9} {'health':8} {'heartbeat':>9} {'lag':>8} {'msg/s':>9} {'restarts':>8} {'pid':>7}"]

@@ -6,7 +6,10 @@
     dope up --binance                         # the live exchange (network needed)
     dope up --config dope.toml --no-dashboard --run-dir var/run
 
-See ``docs/services.md``. ``dope status`` reads ``<run dir>/status.json``.
+See ``docs/services.md``. ``dope status`` reads ``<run dir>/status.json``. Every run gets an id
+(``bus.run_id`` in ``<run dir>/config.json``) and, unless the configuration names them, its
+endpoints are ``ipc://`` sockets under ``<run dir>/bus``: two runs on one machine (each with its
+own ``--run-dir``) never hear each other; a second run in the same directory is refused.
 """
 
 from __future__ import annotations
@@ -83,19 +86,31 @@ def run(args: argparse.Namespace) -> int:
     """Bootstrap models if needed, then supervise every service until Ctrl-C / SIGTERM."""
     from dope.logs import setup_logging
     from dope.models.registry import Registry
-    from dope.services.supervisor import Supervisor, bootstrap_registry, default_deployments, resolve_ports
+    from dope.services.supervisor import (
+        Supervisor,
+        bootstrap_registry,
+        default_deployments,
+        lock_run_dir,
+        place_endpoints,
+    )
 
     config = config_from_args(args)
     setup_logging(config.log_level)
+    run_dir = Path(args.run_dir)
+    lock = lock_run_dir(run_dir)
     if not args.no_bootstrap and not Registry(config.registry.path).list():
         print(f"dope up: the registry {config.registry.path} is empty: training default models "
               f"{', '.join(config.supervisor.bootstrap)} on synthetic bars first", file=sys.stderr)
         bootstrap_registry(config)
-    config = resolve_ports(default_deployments(config, Registry(config.registry.path).roles()))
-    supervisor = Supervisor(config, Path(args.run_dir), exit_when_done=args.exit_when_done)
+    config = place_endpoints(default_deployments(config, Registry(config.registry.path).roles()), run_dir)
+    supervisor = Supervisor(config, run_dir, exit_when_done=args.exit_when_done)
     stop = StopFlag()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    print(f"dope up: {len(supervisor.processes)} services ({', '.join(p.spec.name for p in supervisor.processes)}); "
+    print(f"dope up: run {config.bus.run_id}, {len(supervisor.processes)} services "
+          f"({', '.join(p.spec.name for p in supervisor.processes)}); "
           f"status: dope status --run-dir {args.run_dir}; Ctrl-C stops", file=sys.stderr)
-    return supervisor.run(stop)
+    try:
+        return supervisor.run(stop)
+    finally:
+        lock.close()

@@ -1,7 +1,7 @@
 """The dashboard's link to the bus: a background thread that subscribes to every service and fills the state.
 
 ZeroMQ reconnects by itself when a publisher restarts, and the subscriber
-treats a sequence that starts again at 1 as a restart, so the dashboard
+treats a publisher's new incarnation as a restart, so the dashboard
 recovers from a bus or service restart without doing anything.
 """
 
@@ -35,8 +35,9 @@ class BusFeed:
     """Receives from the bus in its own thread (zmq sockets never cross threads) into the state."""
 
     def __init__(self, state: DashboardState, endpoints: Sequence[str], topics: Sequence[str] = TOPICS,
-                 curve: CurveClient | None = None) -> None:
+                 curve: CurveClient | None = None, run_id: str = "") -> None:
         self.state, self.endpoints, self.topics, self.curve = state, list(endpoints), list(topics), curve
+        self.run_id = run_id
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="dashboard-feed", daemon=True)
 
@@ -49,7 +50,7 @@ class BusFeed:
         self._thread.join(timeout=5)
 
     def _run(self) -> None:
-        with ZmqSubscriber(self.endpoints, self.topics, curve=self.curve) as subscriber:
+        with ZmqSubscriber(self.endpoints, self.topics, curve=self.curve, run_id=self.run_id) as subscriber:
             log.info("dashboard listening to %s", ", ".join(self.endpoints))
             while not self._stop.is_set():
                 msg = subscriber.receive(timeout_ms=100)

@@ -112,14 +112,15 @@ def service_publisher(config: DopeConfig, name: str, endpoint: str, *, snapshot_
     return ZmqPublisher(endpoint, name, send_hwm=bus.send_hwm, snapshot_endpoint=snapshot_endpoint,
                         snapshot_depth=bus.snapshot_bars, clock=clock, heartbeat_ms=bus.heartbeat_ms,
                         linger_ms=bus.linger_ms, curve=server_curve(bus),
-                        allow_plaintext_remote=bus.allow_plaintext_remote)
+                        allow_plaintext_remote=bus.allow_plaintext_remote, run_id=bus.run_id)
 
 
 def service_subscriber(config: DopeConfig, topics: Iterable[str], endpoints: Sequence[str], *,
                        snapshot_endpoints: Sequence[str] = ()) -> ZmqSubscriber:
     """A subscriber to ``topics`` connected to every one of ``endpoints`` (one socket, many publishers)."""
     return ZmqSubscriber(list(endpoints), topics, receive_hwm=config.bus.receive_hwm,
-                         snapshot_endpoint=list(snapshot_endpoints) or None, curve=client_curve(config.bus))
+                         snapshot_endpoint=list(snapshot_endpoints) or None, curve=client_curve(config.bus),
+                         run_id=config.bus.run_id)
 
 
 def wait_for_subscribers(publisher: Publisher, minimum: int, *, settle_ms: int = 300,
@@ -148,9 +149,11 @@ class Service:
     """A process's main object: one publisher, subscribers, counters, heartbeats and a receive loop.
 
     Subclasses override :meth:`handle` (one received message), and optionally :meth:`setup`
-    (before the loop, e.g. a snapshot catch-up), :meth:`on_idle` (after every quiet receive,
-    e.g. deadlines), :meth:`extra_counters` and :meth:`finish`. An exception from ``handle`` is
-    counted (``errors``) and logged; the service goes on.
+    (before the loop, e.g. a snapshot catch-up with :meth:`fetch_snapshots`), :meth:`on_idle` (after
+    every quiet receive, e.g. deadlines), :meth:`extra_counters` and :meth:`finish`. An exception
+    from ``handle`` is counted (``errors``) and logged; the service goes on. Heartbeats start
+    before ``setup`` (counter ``starting`` = 1 until it is done), so a service that catches up,
+    or waits for a peer that is itself restarting, is seen alive all along.
     """
 
     def __init__(self, name: str, publisher: Publisher, subscribers: Sequence[Subscriber] = (), *,
@@ -166,6 +169,7 @@ class Service:
         self.counters: dict[str, int] = {"handled": 0, "errors": 0}
         self.last_event_ms = 0
         self.started = False
+        self.counters["starting"] = 1
 
     # -- hooks -------------------------------------------------------------------------------
     def handle(self, msg: AnyMessage) -> None:
@@ -226,12 +230,23 @@ class Service:
         if msg.event_time > self.last_event_ms and msg.symbol != "*":
             self.last_event_ms = msg.event_time
 
+    async def fetch_snapshots(self, timeout_ms: int) -> list[AnyMessage]:
+        """The recent messages of every subscriber's publishers (their snapshots), fetched in a worker
+        thread so heartbeats go on meanwhile; a dead or restarting publisher costs at most ``timeout_ms``."""
+        found: list[AnyMessage] = []
+        for sub in self.subscribers:  # the loop does not touch the subscribers before setup is done
+            found += await asyncio.to_thread(sub.catch_up, timeout_ms)
+        return found
+
     async def run(self, stop: asyncio.Event) -> None:
-        """Set up, heartbeat and receive until ``stop`` is set; then finish with a last heartbeat."""
-        await self.setup()
-        self.started = True
+        """Heartbeat from the start; set up, receive until ``stop`` is set; then finish with a last heartbeat."""
         beats = asyncio.create_task(self._heartbeats(stop))
+        await asyncio.sleep(0)  # the first heartbeat leaves now, even if setup blocks
         try:
+            await self.setup()
+            self.started = True
+            self.counters["starting"] = 0
+            self.send_heartbeat()
             await receive_loop(self.subscribers, stop, self.dispatch, timeout_ms=self.receive_timeout_ms,
                                on_idle=self._safe_idle)
         finally:
@@ -257,7 +272,11 @@ class Service:
 
     async def _heartbeats(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
-            self.send_heartbeat()
+            try:
+                self.send_heartbeat()
+            except Exception as exc:  # e.g. counters changing in a catch-up thread: never stop beating
+                self.count("errors")
+                self.problems.report("heartbeat", f"heartbeat failed: {exc!r}")
             await asyncio.sleep(self.heartbeat_ms / 1000)
 
 

@@ -32,7 +32,7 @@ class DashboardService:
         self.name, self.config, self.publisher = name, config, publisher
         self.state = DashboardState(config.dashboard.rollover)
         self.history = load_history(self.state, config)
-        self.feed = BusFeed(self.state, endpoints, curve=client_curve(config.bus))
+        self.feed = BusFeed(self.state, endpoints, curve=client_curve(config.bus), run_id=config.bus.run_id)
         self.server: Any = None
         self.url = ""
 

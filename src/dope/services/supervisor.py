@@ -4,8 +4,11 @@ From one configuration it
 
 1. trains default models into an empty registry (:func:`bootstrap_registry`), and deploys every
    model that holds a role when ``[[models.deploy]]`` is empty (:func:`default_deployments`);
-2. gives every endpoint that asks for port 0 a free port, and writes the effective configuration
-   to ``<run dir>/config.json`` (every service reads that one file);
+2. gives the run an id (``bus.run_id``: every message carries it, subscribers drop other runs'),
+   places every endpoint left at its built-in default or asking for a loopback port 0 on an
+   ``ipc://`` socket under the run directory (:func:`place_endpoints`: no other run can take it,
+   no port is picked and released), and writes the effective configuration to
+   ``<run dir>/config.json`` (every service reads that one file);
 3. starts each service as ``python -m dope.services.<module> --config <run dir>/config.json --name N``
    in the configured order, waits until each has sent a heartbeat ("ready"), and starts the
    collector last, holding its source until its subscribers are connected;
@@ -23,20 +26,24 @@ import importlib.util
 import json
 import logging
 import os
+import secrets
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Final, Protocol
+from typing import IO, Any, Final, Protocol
 
 import msgspec
 
-from dope.config import DopeConfig, ModelDeployConfig, with_overrides
+from dope.config import BusConfig, DopeConfig, ModelDeployConfig, ServicesConfig, with_overrides
+from dope.errors import UserError
+from dope.fileio import try_lock
 from dope.services.base import SERVICE_NAMES, endpoint_of, model_service_name
 from dope.services.metrics import MetricsServer, ServiceMetrics, parse_address
 from dope.transport import ZmqSubscriber, client_curve
@@ -45,6 +52,11 @@ log = logging.getLogger("dope.supervisor")
 
 STATUS_FILE: Final = "status.json"
 CONFIG_FILE: Final = "config.json"
+LOCK_FILE: Final = "supervisor.lock"
+SOCKET_DIR: Final = "bus"
+IPC_PATH_MAX: Final = 107
+"""Bytes of an ``ipc://`` socket path Linux accepts (``sun_path`` holds 108 with the final NUL)."""
+SOCKET_NAME_MAX: Final = 24
 BAR_READERS: Final = frozenset({"featurizer", "rendezvous", "trader", "dashboard"})
 DEPLOYED_ROLES: Final = ("champion", "challenger", "shadow", "canary")
 SERVICE_ENV: Final = {"PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "3", "TF_ENABLE_ONEDNN_OPTS": "0",
@@ -161,8 +173,70 @@ def resolve_ports(config: DopeConfig) -> DopeConfig:
     return with_overrides(DopeConfig(), raw, origin="supervisor")
 
 
+def new_run_id() -> str:
+    """A fresh run id: the start time (UTC) and 6 random hex digits, e.g. ``20261206T101500-3fa2c1``."""
+    return f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{secrets.token_hex(3)}"
+
+
+def lock_run_dir(run_dir: Path) -> IO[bytes]:
+    """Hold ``<run dir>/supervisor.lock`` for the life of the handle; UserError when another ``dope up`` holds it.
+
+    Two runs in one directory would overwrite each other's status and ``ipc://`` sockets.
+    """
+    try:
+        return try_lock(Path(run_dir) / LOCK_FILE)
+    except BlockingIOError:
+        raise UserError(f"another `dope up` is running in {run_dir} (it holds {Path(run_dir) / LOCK_FILE}): "
+                        "stop it, or give this run another --run-dir") from None
+
+
+def _is_private(endpoint: str, default: str) -> bool:
+    """Whether ``dope up`` may place ``endpoint`` itself: the built-in default, or loopback with any port."""
+    if endpoint == default:
+        return True
+    if not endpoint.startswith("tcp://") or endpoint.rsplit(":", 1)[-1] not in ("0", "*"):
+        return False
+    host = endpoint[len("tcp://"):].rsplit(":", 1)[0]
+    return host in ("127.0.0.1", "localhost")
+
+
+def socket_dir(run_dir: Path, run_id: str) -> Path:
+    """Where the run's ``ipc://`` sockets live: ``<run dir>/bus``, or ``<tmp>/dope-<run id>`` (mode 0700)
+    when the run directory's path is too long for a Unix socket."""
+    folder = Path(run_dir).resolve() / SOCKET_DIR
+    if len(str(folder).encode()) + SOCKET_NAME_MAX + len("/.sock") > IPC_PATH_MAX:
+        folder = Path(tempfile.gettempdir()) / f"dope-{run_id}"
+        log.info("the run directory's path is too long for Unix sockets: they go to %s", folder)
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return folder
+
+
+def place_endpoints(config: DopeConfig, run_dir: Path, run_id: str | None = None) -> DopeConfig:
+    """``config`` with a run id (``bus.run_id``, kept if set) and every private endpoint on an ``ipc://``
+    socket of the run (:func:`socket_dir`); explicit endpoints are kept, any other port 0 gets a free port."""
+    raw = msgspec.to_builtins(config)
+    run_id = config.bus.run_id or run_id or new_run_id()
+    raw["bus"]["run_id"] = run_id
+    folder = socket_dir(run_dir, run_id)
+
+    def place(endpoint: str, default: str, name: str) -> str:
+        return f"ipc://{folder / name[:SOCKET_NAME_MAX]}.sock" if _is_private(endpoint, default) else endpoint
+
+    bus, services = BusConfig(), ServicesConfig()
+    raw["bus"]["publish"] = place(config.bus.publish, bus.publish, "collector")
+    if config.bus.snapshot:
+        raw["bus"]["snapshot"] = place(config.bus.snapshot, bus.snapshot, "collector-snapshot")
+    for key in SERVICE_NAMES:
+        if raw["services"][key]:
+            raw["services"][key] = place(raw["services"][key], getattr(services, key), key)
+    for index, deploy in enumerate(raw["models"]["deploy"]):
+        deploy["endpoint"] = place(deploy["endpoint"], "", model_service_name(config, index))
+    return resolve_ports(with_overrides(DopeConfig(), raw, origin="supervisor"))
+
+
 def default_deployments(config: DopeConfig, roles: dict[str, str]) -> DopeConfig:
-    """With no ``[[models.deploy]]``: one model service per model holding a role, by id, on a free port."""
+    """With no ``[[models.deploy]]``: one model service per model holding a role, by id, on a loopback port 0
+    (which :func:`place_endpoints` puts on the run's ``ipc://`` sockets)."""
     if config.models.deploy:
         return config
     ranked = sorted(((DEPLOYED_ROLES.index(r), mid) for mid, r in roles.items() if r in DEPLOYED_ROLES))
@@ -249,7 +323,7 @@ class Supervisor:
         self.metrics: MetricsServer | None = None
         self._monitor = ZmqSubscriber(sorted({p.spec.endpoint for p in self.processes}) or [config.bus.publish],
                                       ["heartbeat."], receive_hwm=config.bus.receive_hwm,
-                                      curve=client_curve(config.bus))
+                                      curve=client_curve(config.bus), run_id=config.bus.run_id)
         self._last_status = 0.0
         self._quiet_since: float | None = None
 
@@ -289,9 +363,8 @@ class Supervisor:
     def start(self, process: ManagedProcess) -> None:
         """Start (or restart) one service's process; its log goes to ``<run dir>/logs/<name>.log``."""
         spec = process.spec
-        args = [self.python, "-m", spec.module, "--config", str(self.config_path), "--name", spec.name, *spec.args]
-        if process.starts == 0:
-            args += spec.first_args
+        args = [self.python, "-m", spec.module, "--config", str(self.config_path), "--name", spec.name,
+                *self.start_args(process)]
         logs = self.run_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         with open(logs / f"{spec.name}.log", "ab") as out:
@@ -302,6 +375,20 @@ class Supervisor:
         process.started_at = time.monotonic()
         log.info("started %s (pid %d)%s", spec.name, process.proc.pid,
                  f", restart #{process.restarts}" if process.restarts else "")
+
+    def start_args(self, process: ManagedProcess) -> list[str]:
+        """The service's own arguments for its next start. A restarted source waits only for the bar readers
+        running now (and the supervisor): a reader that is itself restarting catches up by itself, and a
+        start never waits on a peer's restart."""
+        spec = process.spec
+        if process.starts == 0:
+            return [*spec.args, *spec.first_args]
+        args = list(spec.args)
+        if spec.is_source and "--wait-subscribers" in args:
+            running = sum(1 for p in self.processes if p.state == "running"
+                          and p.spec.module.rsplit(".", 1)[-1] in BAR_READERS)
+            args[args.index("--wait-subscribers") + 1] = str(running + 1)
+        return args
 
     def tick(self, wait_ms: int = 50) -> None:
         """One round: take in heartbeats, reap and restart processes, refresh status."""
@@ -322,7 +409,8 @@ class Supervisor:
         code = process.proc.poll()
         if code is None:
             beat = self.beats.get(process.spec.name)
-            if process.state == "starting" and beat is not None and beat.received > process.started_at:
+            if (process.state == "starting" and beat is not None and beat.received > process.started_at
+                    and not beat.counters.get("starting", 0)):  # heartbeats come during set-up too
                 process.state = "running"
             return
         self._exited(process, code, now)
@@ -341,7 +429,8 @@ class Supervisor:
             return
         settings = self.config.supervisor
         ran_ms = (now - process.started_at) * 1000
-        process.failures = 1 if ran_ms > settings.restart_max_ms else process.failures + 1
+        healthy_before = process.state == "running"  # a kill after a healthy run is no crash loop
+        process.failures = 1 if ran_ms > settings.restart_max_ms or healthy_before else process.failures + 1
         delay = backoff_ms(process.failures, settings.restart_min_ms, settings.restart_max_ms)
         process.state, process.restart_at = "backoff", now + delay / 1000
         log.warning("%s exited with status %d; restarting in %d ms", name, code, delay)
@@ -439,7 +528,8 @@ class Supervisor:
                 "heartbeat_age_s": None if m.heartbeat_age_s != m.heartbeat_age_s else round(m.heartbeat_age_s, 3),
                 "lag_s": m.lag_s, "throughput": round(m.throughput, 2), "counters": m.counters,
                 "endpoint": process.spec.endpoint}
-        return {"supervisor_pid": os.getpid(), "updated_ms": time.time_ns() // 1_000_000,
+        return {"supervisor_pid": os.getpid(), "run_id": self.config.bus.run_id,
+                "updated_ms": time.time_ns() // 1_000_000,
                 "metrics": None if self.metrics is None else self.metrics.url, "services": services}
 
     def write_status(self) -> None:
@@ -451,7 +541,11 @@ class Supervisor:
         if not address:
             return
         host, port = parse_address(address)
-        self.metrics = MetricsServer(self.service_metrics, host, port)
+        try:
+            self.metrics = MetricsServer(self.service_metrics, host, port)
+        except OSError as exc:  # another run holds the port: metrics elsewhere, never a failed start
+            log.warning("metrics cannot listen on %s (%s): using any free port instead", address, exc)
+            self.metrics = MetricsServer(self.service_metrics, host, 0)
         log.info("metrics on %s", self.metrics.url)
 
 

@@ -203,11 +203,10 @@ class TraderService(Service):
         if not self.catch_up:
             return
         now = self.clock.now_ms()
-        for sub in self.subscribers:
-            for msg in sub.catch_up(CATCH_UP_TIMEOUT_MS):
-                if isinstance(msg, Bar) and msg.symbol in self.traders and _valid_bar(msg):
-                    self.count("catch_up_bars")
-                    self._publish_all(self.traders[msg.symbol].on_bar(msg, now, wait=False))
+        for msg in await self.fetch_snapshots(CATCH_UP_TIMEOUT_MS):
+            if isinstance(msg, Bar) and msg.symbol in self.traders and _valid_bar(msg):
+                self.count("catch_up_bars")
+                self._publish_all(self.traders[msg.symbol].on_bar(msg, now, wait=False))
 
     def handle(self, msg: AnyMessage) -> None:
         trader = self.traders.get(msg.symbol)

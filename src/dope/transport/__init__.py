@@ -1,8 +1,9 @@
 """DOPE's message bus: ZeroMQ publish/subscribe between processes, and an in-memory twin for tests.
 
-Frames are ``[topic, body]``: the topic is ``<kind>.<symbol>`` (``bar.BTCUSDT``,
-``heartbeat.*``), the body the msgpack of the message, stamped with the
-publisher's name and a per-topic sequence number. See ``docs/bus.md``.
+Frames are ``[topic, header, body]``: the topic is ``<kind>.<symbol>`` (``bar.BTCUSDT``,
+``heartbeat.*``), the header the publisher's run id and incarnation, the body the
+msgpack of the message, stamped with the publisher's name and a per-topic sequence
+number. See ``docs/bus.md``.
 
 >>> bus = InMemoryBus()
 >>> sub = bus.subscriber(["bar."])
@@ -22,6 +23,7 @@ from dope.transport.base import (
     BasePublisher,
     BaseSubscriber,
     BusError,
+    FrameHeader,
     Publisher,
     PublisherStats,
     Snapshot,
@@ -41,6 +43,7 @@ __all__ = [
     "CurveClient",
     "CurveKeyError",
     "CurveServer",
+    "FrameHeader",
     "InMemoryBus",
     "InMemoryPublisher",
     "InMemorySubscriber",
@@ -71,7 +74,7 @@ def open_publisher(config: BusConfig, name: str, *, endpoint: str | None = None,
                         snapshot_endpoint=(snapshot_endpoint or config.snapshot) or None,
                         snapshot_depth=config.snapshot_bars, clock=clock, heartbeat_ms=config.heartbeat_ms,
                         linger_ms=config.linger_ms, curve=server_curve(config),
-                        allow_plaintext_remote=config.allow_plaintext_remote)
+                        allow_plaintext_remote=config.allow_plaintext_remote, run_id=config.run_id)
 
 
 def open_subscriber(config: BusConfig, topics: Iterable[str], *, endpoints: Sequence[str] | None = None,
@@ -79,4 +82,4 @@ def open_subscriber(config: BusConfig, topics: Iterable[str], *, endpoints: Sequ
     """A ZeroMQ subscriber to ``topics`` connected to ``config.publish`` (or ``endpoints``) and its snapshot socket."""
     snapshots = snapshot_endpoints if snapshot_endpoints is not None else [e for e in [config.snapshot] if e]
     return ZmqSubscriber(endpoints or [config.publish], topics, receive_hwm=config.receive_hwm,
-                         snapshot_endpoint=snapshots, curve=client_curve(config))
+                         snapshot_endpoint=snapshots, curve=client_curve(config), run_id=config.run_id)

@@ -1,12 +1,16 @@
 """What every bus implementation shares: the protocols, and the sequence, gap, snapshot and heartbeat bookkeeping.
 
 A publisher stamps each message with its name (``source``) and a sequence
-number per topic (``seq``, from 1), sends ``[topic, body]`` frames and keeps
-the last messages of some kinds in a :class:`TopicRing` for late joiners. A
-subscriber checks every frame (:class:`Intake`): undecodable or mis-labelled
-frames and other schema versions are counted and logged, never raised; a jump
-in ``seq`` is counted as a gap; an old ``seq`` as a duplicate; heartbeats are
-remembered so a silent publisher is noticed.
+number per topic (``seq``, from 1), sends ``[topic, header, body]`` frames and
+keeps the last messages of some kinds in a :class:`TopicRing` for late joiners.
+The header (:class:`FrameHeader`, the same bytes for every message of one
+publisher) names the run the publisher belongs to and its incarnation (a random
+number drawn when it starts). A subscriber checks every frame (:class:`Intake`):
+frames of another run are dropped and counted (``foreign``); undecodable or
+mis-labelled frames and other schema versions are counted and logged, never
+raised; a new incarnation of a source starts its streams over (a restart); a
+jump in ``seq`` is counted as a gap; an old ``seq`` as a duplicate; heartbeats
+are remembered so a silent publisher is noticed.
 
 The ZeroMQ and in-memory buses subclass :class:`BasePublisher` and
 :class:`BaseSubscriber`, which hold all of this logic, and add only how frames
@@ -16,6 +20,7 @@ move.
 from __future__ import annotations
 
 import logging
+import secrets
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -40,6 +45,31 @@ StreamKey = tuple[str, str]
 
 HEARTBEAT_SYMBOL: Final = "*"
 DEFAULT_SNAPSHOT_KINDS: Final = ("bar",)
+_HEADER_CACHE: Final = 1_024
+
+
+class FrameHeader(msgspec.Struct, frozen=True, array_like=True):
+    """The middle frame of every message: the publisher's run id and incarnation.
+
+    ``run`` is the id ``dope up`` gives a run (``""``: no run); ``incarnation`` is drawn at random
+    when the publisher starts, so a restarted publisher is told apart from its previous life even
+    when its first messages were lost (its ``seq`` starts over at 1).
+    """
+
+    run: str
+    incarnation: int
+
+    def encode(self) -> bytes:
+        return msgspec.msgpack.encode(self)
+
+
+NO_RUN: Final = FrameHeader("", 0)
+"""The header of a message outside any run (and of a snapshot that does not say)."""
+
+
+def new_incarnation() -> int:
+    """A random 63-bit number naming one life of a publisher."""
+    return secrets.randbits(63)
 
 
 class BusError(UserError, OSError):
@@ -77,6 +107,8 @@ class SubscriberStats:
     duplicates: int = 0
     restarts: int = 0
     snapshot_messages: int = 0
+    foreign: int = 0
+    """Messages of another run (another ``dope up`` on this machine), dropped."""
 
     @property
     def total_rejected(self) -> int:
@@ -89,7 +121,8 @@ class SubscriberStats:
     def as_counters(self) -> dict[str, int]:
         """Totals, named for a heartbeat's counters."""
         return {"bus.received": self.received, "bus.rejected": self.total_rejected,
-                "bus.gaps": self.total_gaps, "bus.duplicates": self.duplicates}
+                "bus.gaps": self.total_gaps, "bus.duplicates": self.duplicates, "bus.foreign": self.foreign,
+                "bus.restarts": self.restarts}
 
 
 class Publisher(Protocol):
@@ -143,11 +176,12 @@ class Subscriber(Protocol):
 
 @dataclass(frozen=True)
 class Snapshot:
-    """A publisher's recent messages matching a prefix, and its current seq of each such topic."""
+    """A publisher's recent messages matching a prefix, its current seq of each such topic, its header."""
 
     source: str
     entries: list[tuple[str, bytes]]
     seqs: dict[str, int]
+    header: FrameHeader = NO_RUN
 
 
 class TopicRing:
@@ -181,24 +215,42 @@ class TopicRing:
                 ring = self._rings[topic] = deque(maxlen=self.depth)
             ring.append((seq, body))
 
-    def snapshot(self, prefix: str, source: str) -> Snapshot:
+    def snapshot(self, prefix: str, source: str, header: FrameHeader = NO_RUN) -> Snapshot:
         """The kept messages of topics starting with ``prefix``, oldest first per topic."""
         with self._lock:
             rings = {t: list(r) for t, r in self._rings.items() if t.startswith(prefix)}
         entries = [(topic, body) for topic, ring in rings.items() for _, body in ring]
         seqs = {topic: ring[-1][0] for topic, ring in rings.items()}
-        return Snapshot(source, entries, seqs)
+        return Snapshot(source, entries, seqs, header)
 
 
 class SequenceTracker:
     """Last seq seen per (source, topic); counts missing seqs (gaps), old ones (duplicates) and restarts.
 
-    A seq of 1 after a higher one means the publisher restarted: the stream starts over.
+    A new incarnation of a source (:meth:`incarnation`), or a seq of 1 after a higher one, means
+    the publisher restarted: its streams start over.
     """
 
     def __init__(self, stats: SubscriberStats) -> None:
         self._last: dict[StreamKey, int] = {}
+        self._incarnations: dict[str, int] = {}
         self._stats = stats
+
+    def incarnation(self, source: str, incarnation: int) -> None:
+        """Note ``source``'s incarnation; with a new one its streams start over at seq 1 (so messages of the
+        new life missed before the first one received count as a gap)."""
+        known = self._incarnations.get(source)
+        if known == incarnation:
+            return
+        self._incarnations[source] = incarnation
+        if known is None:
+            return
+        streams = [key for key in self._last if key[0] == source]
+        for key in streams:
+            self._last[key] = 0
+        if streams:
+            self._stats.restarts += 1
+            log.warning("%s restarted (a new incarnation): its %d stream(s) start over", source, len(streams))
 
     def last(self, key: StreamKey) -> int:
         return self._last.get(key, 0)
@@ -244,18 +296,32 @@ class HeartbeatTracker:
 
 
 class Intake:
-    """Checks received frames into messages: rejects (counted, logged), gaps, duplicates, heartbeats."""
+    """Checks received frames into messages: foreign runs, rejects (counted, logged), restarts, gaps, duplicates.
 
-    def __init__(self) -> None:
+    ``run_id`` is the run this subscriber belongs to: frames of any other run are dropped and
+    counted (``stats.foreign``). ``""`` accepts every run (a tool outside ``dope up``).
+    """
+
+    def __init__(self, run_id: str = "") -> None:
+        self.run_id = run_id
         self.stats = SubscriberStats()
         self.sequences = SequenceTracker(self.stats)
         self.heartbeats = HeartbeatTracker()
         self._problems = ProblemCounter(log)
+        self._headers: dict[bytes, FrameHeader | None] = {}
 
     def accept(self, frames: Frames) -> AnyMessage | None:
-        """The message in ``[topic, body]`` if it is valid and new; None if it was rejected or a duplicate."""
-        msg = self._parse(frames)
-        if msg is None or not self.sequences.observe((msg.source, topic_of(msg)), msg.seq):
+        """The message in ``[topic, header, body]`` if it is of this run, valid and new; else None."""
+        if len(frames) != 3:
+            return self._reject("frames", f"expected [topic, header, body], got {len(frames)} frame(s)")
+        header = self._header(frames[1])
+        if header is None or not self._own(header):
+            return None
+        msg = self._parse(frames[0], frames[2])
+        if msg is None:
+            return None
+        self.sequences.incarnation(msg.source, header.incarnation)
+        if not self.sequences.observe((msg.source, topic_of(msg)), msg.seq):
             return None
         self.stats.received += 1
         if isinstance(msg, Heartbeat):
@@ -264,23 +330,46 @@ class Intake:
 
     def splice(self, snapshot: Snapshot) -> list[AnyMessage]:
         """The snapshot's messages not seen yet; afterwards live messages it covers count as duplicates."""
+        if not self._own(snapshot.header):
+            return []
+        self.sequences.incarnation(snapshot.source, snapshot.header.incarnation)
         fresh = [msg for msg in map(self._parse_entry, snapshot.entries) if msg is not None and self._take(msg)]
         for topic, seq in snapshot.seqs.items():
             self.sequences.prime((snapshot.source, topic), seq)
         self.stats.snapshot_messages += len(fresh)
         return fresh
 
+    def _own(self, header: FrameHeader) -> bool:
+        """Whether ``header`` is of this subscriber's run (always, without a run id); counts the others."""
+        if not self.run_id or header.run == self.run_id:
+            return True
+        self.stats.foreign += 1
+        self._problems.report("foreign", f"dropped a message of run {header.run!r} (this is run {self.run_id!r}): "
+                                         "another stack publishes on an endpoint this one reads")
+        return False
+
+    def _header(self, raw: bytes) -> FrameHeader | None:
+        """The decoded header (cached: one publisher sends the same bytes every time); None if unreadable."""
+        header = self._headers.get(raw)
+        if header is None and raw not in self._headers:
+            try:
+                header = msgspec.msgpack.decode(raw, type=FrameHeader)
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                self._reject("header", f"unreadable frame header ({exc}, {len(raw)} bytes)")
+                return None
+            if len(self._headers) >= _HEADER_CACHE:
+                self._headers.clear()
+            self._headers[bytes(raw)] = header
+        return header
+
     def _take(self, msg: AnyMessage) -> bool:
         key = (msg.source, topic_of(msg))
         return msg.seq > self.sequences.last(key) and self.sequences.observe(key, msg.seq)
 
     def _parse_entry(self, entry: tuple[str, bytes]) -> AnyMessage | None:
-        return self._parse([entry[0].encode(), entry[1]])
+        return self._parse(entry[0].encode(), entry[1])
 
-    def _parse(self, frames: Frames) -> AnyMessage | None:
-        if len(frames) != 2:
-            return self._reject("frames", f"expected [topic, body], got {len(frames)} frame(s)")
-        topic, body = frames
+    def _parse(self, topic: bytes, body: bytes) -> AnyMessage | None:
         try:
             msg = decode(body)
         except SchemaVersionError as exc:
@@ -329,10 +418,12 @@ class BasePublisher(_Closable):
     """Stamps, encodes, records and sends; subclasses move the frames (``_send``, never blocking)."""
 
     def __init__(self, name: str, *, snapshot_depth: int = 0, snapshot_kinds: Iterable[str] = DEFAULT_SNAPSHOT_KINDS,
-                 clock: Clock | None = None, heartbeat_ms: int = 1_000) -> None:
+                 clock: Clock | None = None, heartbeat_ms: int = 1_000, run_id: str = "") -> None:
         if not name:
             raise ValueError("a publisher needs a non-empty name")
         self._name = name
+        self.header = FrameHeader(run_id, new_incarnation())
+        self._header_bytes = self.header.encode()
         self._stats = PublisherStats()
         self._seqs: dict[str, int] = {}
         self.ring = TopicRing(snapshot_depth, snapshot_kinds)
@@ -401,9 +492,13 @@ class BasePublisher(_Closable):
     def _poll_subscriptions(self) -> None:
         self._await_subscription(0)
 
-    @abstractmethod
     def _send(self, topic: bytes, body: bytes) -> bool:
-        """Send ``[topic, body]`` without blocking; False if it could not be queued."""
+        """Send ``[topic, header, body]`` without blocking; False if it could not be queued."""
+        return self._send_frames([topic, self._header_bytes, body])
+
+    @abstractmethod
+    def _send_frames(self, frames: list[bytes]) -> bool:
+        """Send the frames of one message without blocking; False if they could not be queued."""
 
     @abstractmethod
     def _await_subscription(self, timeout_ms: int) -> None:
@@ -413,8 +508,8 @@ class BasePublisher(_Closable):
 class BaseSubscriber(_Closable):
     """Receive loop, catch-up and liveness over an :class:`Intake`; subclasses fetch frames and snapshots."""
 
-    def __init__(self, topics: Iterable[str]) -> None:
-        self._intake = Intake()
+    def __init__(self, topics: Iterable[str], *, run_id: str = "") -> None:
+        self._intake = Intake(run_id)
         self._prefixes: list[str] = []
         self._closed = False
         for topic in topics:

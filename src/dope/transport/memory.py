@@ -37,16 +37,19 @@ class InMemoryBus:
         self._subscribers: list[InMemorySubscriber] = []
         self._publishers: list[InMemoryPublisher] = []
 
-    def publisher(self, name: str, *, clock: Clock | None = None, heartbeat_ms: int = 1_000) -> InMemoryPublisher:
-        """A publisher called ``name`` on this bus."""
-        pub = InMemoryPublisher(self, name, clock=clock, heartbeat_ms=heartbeat_ms)
+    def publisher(self, name: str, *, clock: Clock | None = None, heartbeat_ms: int = 1_000,
+                  run_id: str = "") -> InMemoryPublisher:
+        """A publisher called ``name`` on this bus (its frames name the run ``run_id``)."""
+        pub = InMemoryPublisher(self, name, clock=clock, heartbeat_ms=heartbeat_ms, run_id=run_id)
         with self.changed:
             self._publishers.append(pub)
         return pub
 
-    def subscriber(self, topics: Iterable[str] = (), *, hwm: int | None = None) -> InMemorySubscriber:
-        """A subscriber to the topic prefixes ``topics`` with a queue of ``hwm`` messages (default: the bus's)."""
-        sub = InMemorySubscriber(self, self.hwm if hwm is None else hwm)
+    def subscriber(self, topics: Iterable[str] = (), *, hwm: int | None = None,
+                   run_id: str = "") -> InMemorySubscriber:
+        """A subscriber to the topic prefixes ``topics`` with a queue of ``hwm`` messages (default: the bus's);
+        with ``run_id``, messages of other runs are dropped and counted."""
+        sub = InMemorySubscriber(self, self.hwm if hwm is None else hwm, run_id=run_id)
         with self.changed:
             self._subscribers.append(sub)
         for topic in topics:
@@ -72,7 +75,7 @@ class InMemoryBus:
         """Every open publisher's recent messages of topics starting with ``prefix``."""
         with self.changed:
             publishers = list(self._publishers)
-        return [pub.ring.snapshot(prefix, pub.name) for pub in publishers]
+        return [pub.ring.snapshot(prefix, pub.name, pub.header) for pub in publishers]
 
     def remove(self, member: InMemoryPublisher | InMemorySubscriber) -> None:
         """Forget a closed publisher or subscriber."""
@@ -87,13 +90,14 @@ class InMemoryBus:
 class InMemoryPublisher(BasePublisher):
     """Publishes on an :class:`InMemoryBus` (make it with ``bus.publisher(name)``)."""
 
-    def __init__(self, bus: InMemoryBus, name: str, *, clock: Clock | None = None, heartbeat_ms: int = 1_000) -> None:
+    def __init__(self, bus: InMemoryBus, name: str, *, clock: Clock | None = None, heartbeat_ms: int = 1_000,
+                 run_id: str = "") -> None:
         super().__init__(name, snapshot_depth=bus.snapshot_depth, snapshot_kinds=bus.snapshot_kinds,
-                         clock=clock, heartbeat_ms=heartbeat_ms)
+                         clock=clock, heartbeat_ms=heartbeat_ms, run_id=run_id)
         self._bus = bus
 
-    def _send(self, topic: bytes, body: bytes) -> bool:
-        return self._bus.deliver([topic, body])
+    def _send_frames(self, frames: list[bytes]) -> bool:
+        return self._bus.deliver(frames)
 
     def _await_subscription(self, timeout_ms: int) -> None:
         with self._bus.changed:
@@ -107,12 +111,12 @@ class InMemoryPublisher(BasePublisher):
 class InMemorySubscriber(BaseSubscriber):
     """Receives from an :class:`InMemoryBus` (make it with ``bus.subscriber(topics)``)."""
 
-    def __init__(self, bus: InMemoryBus, hwm: int) -> None:
+    def __init__(self, bus: InMemoryBus, hwm: int, *, run_id: str = "") -> None:
         self._bus = bus
         self.hwm = hwm
         self.queue: deque[Frames] = deque()
         self._matching: set[bytes] = set()
-        super().__init__(())
+        super().__init__((), run_id=run_id)
 
     def matches(self, topic: bytes) -> bool:
         """Whether ``topic`` starts with one of the subscribed prefixes (call under the bus's lock)."""

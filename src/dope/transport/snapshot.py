@@ -7,9 +7,11 @@ uses a DEALER) for the recent messages of a topic prefix::
     request: [b"DOPE-SNAP1", request_id (8 bytes, big endian), prefix]
     reply:   [b"DOPE-SNAP1", header, topic, body, topic, body, ...]
 
-``header`` is msgpack ``{request_id, source, seqs}``: ``seqs`` is the
+``header`` is msgpack ``{request_id, source, seqs, run, incarnation}``: ``seqs`` is the
 publisher's current seq of each topic in the reply, so the subscriber skips
-live messages the snapshot already covers and expects the next one after it.
+live messages the snapshot already covers and expects the next one after it;
+``run`` and ``incarnation`` are those of the publisher's frame header (a
+subscriber ignores the snapshot of another run).
 The reply is one multipart message, so it arrives whole or not at all; the end
 of the message is the end marker. ``request_id`` lets a subscriber ignore a
 late reply to a request it gave up on.
@@ -30,7 +32,7 @@ import msgspec
 import zmq
 
 from dope.logs import ProblemCounter
-from dope.transport.base import Snapshot, TopicRing
+from dope.transport.base import NO_RUN, FrameHeader, Snapshot, TopicRing
 
 log = logging.getLogger("dope.transport.snapshot")
 
@@ -46,6 +48,8 @@ class _Header(msgspec.Struct, frozen=True):
     request_id: int
     source: str
     seqs: dict[str, int]
+    run: str = ""
+    incarnation: int = 0
 
 
 def request_frames(request_id: int, prefix: str) -> list[bytes]:
@@ -65,7 +69,8 @@ def parse_request(frames: Sequence[bytes]) -> tuple[int, str]:
 
 def reply_frames(request_id: int, snapshot: Snapshot) -> list[bytes]:
     """The frames of the reply carrying ``snapshot``."""
-    header = msgspec.msgpack.encode(_Header(request_id, snapshot.source, snapshot.seqs))
+    header = msgspec.msgpack.encode(_Header(request_id, snapshot.source, snapshot.seqs, snapshot.header.run,
+                                            snapshot.header.incarnation))
     return [PROTOCOL, header, *(part for topic, body in snapshot.entries for part in (topic.encode(), body))]
 
 
@@ -78,7 +83,8 @@ def parse_reply(frames: Sequence[bytes]) -> tuple[int, Snapshot]:
         entries = [(bytes(frames[i]).decode(), bytes(frames[i + 1])) for i in range(2, len(frames), 2)]
     except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
         raise SnapshotProtocolError(f"bad snapshot reply: {exc}") from None
-    return header.request_id, Snapshot(header.source, entries, dict(header.seqs))
+    return header.request_id, Snapshot(header.source, entries, dict(header.seqs),
+                                       FrameHeader(header.run, header.incarnation))
 
 
 class SnapshotServer:
@@ -90,12 +96,14 @@ class SnapshotServer:
     """
 
     def __init__(self, context: zmq.Context[zmq.Socket[bytes]], endpoint: str, ring: TopicRing, source: str,
-                 configure: Callable[[zmq.Socket[bytes]], None] | None = None) -> None:
+                 configure: Callable[[zmq.Socket[bytes]], None] | None = None,
+                 header: FrameHeader = NO_RUN) -> None:
         self._context = context
         self._configure = configure
         self._requested = endpoint
         self._ring = ring
         self._source = source
+        self._header = header
         self._stop = threading.Event()
         self._ready = threading.Event()
         self._error: zmq.ZMQError | None = None
@@ -149,5 +157,5 @@ class SnapshotServer:
         except SnapshotProtocolError as exc:
             self.problems.report("bad_request", f"snapshot server {self._source}: {exc}")
             return
-        sock.send_multipart([frames[0], *reply_frames(request_id, self._ring.snapshot(prefix, self._source))])
+        sock.send_multipart([frames[0], *reply_frames(request_id, self._ring.snapshot(prefix, self._source, self._header))])
         self.served += 1

@@ -10,7 +10,10 @@ covers its worst stall.) ``publish`` never blocks, so an asyncio loop can call
 it. The snapshot socket is served by a background thread
 (:class:`~dope.transport.snapshot.SnapshotServer`). With ``curve`` both sockets
 require ZeroMQ CURVE (:mod:`dope.transport.curve`); without it, binding beyond
-loopback is refused unless ``allow_plaintext_remote``.
+loopback is refused unless ``allow_plaintext_remote``, and a subscriber that
+connects beyond loopback logs a warning. ``run_id`` names the run: a publisher
+puts it in every frame header, a subscriber drops (and counts) frames of
+other runs.
 
 >>> with ZmqPublisher("tcp://127.0.0.1:*", "doc", snapshot_endpoint="tcp://127.0.0.1:*") as pub:
 ...     pub.endpoint.startswith("tcp://127.0.0.1:")
@@ -42,6 +45,7 @@ from dope.transport.curve import (
     HandshakeMonitor,
     KeyAuthorizer,
     check_plaintext_bind,
+    is_local_endpoint,
     start_authenticator,
     stop_authenticator,
 )
@@ -85,9 +89,9 @@ class ZmqPublisher(BasePublisher):
                  snapshot_depth: int = 360, snapshot_kinds: Iterable[str] = DEFAULT_SNAPSHOT_KINDS,
                  clock: Clock | None = None, heartbeat_ms: int = 1_000, linger_ms: int = 1_000,
                  context: Context | None = None, curve: CurveServer | None = None,
-                 allow_plaintext_remote: bool = False) -> None:
+                 allow_plaintext_remote: bool = False, run_id: str = "") -> None:
         super().__init__(name, snapshot_depth=snapshot_depth if snapshot_endpoint else 0,
-                         snapshot_kinds=snapshot_kinds, clock=clock, heartbeat_ms=heartbeat_ms)
+                         snapshot_kinds=snapshot_kinds, clock=clock, heartbeat_ms=heartbeat_ms, run_id=run_id)
         for bound in (endpoint, snapshot_endpoint or ""):
             check_plaintext_bind(bound, curve=curve is not None, allow=allow_plaintext_remote)
         self._own_context = context is None
@@ -147,16 +151,16 @@ class ZmqPublisher(BasePublisher):
         if endpoint is None:
             return None
         server = SnapshotServer(self._context, check_endpoint(endpoint), self.ring, self.name,
-                                configure=None if self._curve is None else self._curve.apply)
+                                configure=None if self._curve is None else self._curve.apply, header=self.header)
         try:
             server.start()
         except zmq.ZMQError as exc:
             raise BusError(f"cannot bind snapshot endpoint {endpoint!r}: {exc}") from None
         return server
 
-    def _send(self, topic: bytes, body: bytes) -> bool:
+    def _send_frames(self, frames: list[bytes]) -> bool:
         try:
-            self._socket.send_multipart([topic, body], zmq.NOBLOCK)
+            self._socket.send_multipart(frames, zmq.NOBLOCK)
         except zmq.Again:
             return False
         return True
@@ -184,12 +188,14 @@ class ZmqSubscriber(BaseSubscriber):
     """A SUB socket connected to one or more publishers, and DEALERs to their snapshot sockets.
 
     Not thread-safe: use it from one thread. ``curve`` makes every socket a CURVE
-    client of the publishers' key (all publishers it connects to share that key).
+    client of the publishers' key (all publishers it connects to share that key); without it,
+    an endpoint beyond loopback is connected to with a warning. With ``run_id``, messages of
+    other runs are dropped and counted (``stats.foreign``).
     """
 
     def __init__(self, endpoints: Sequence[str], topics: Iterable[str] = (), *, receive_hwm: int = 100_000,
                  snapshot_endpoint: str | Sequence[str] | None = None, context: Context | None = None,
-                 curve: CurveClient | None = None) -> None:
+                 curve: CurveClient | None = None, run_id: str = "") -> None:
         self._own_context = context is None
         self._context: Context = context if context is not None else zmq.Context()
         self._curve = curve
@@ -206,11 +212,13 @@ class ZmqSubscriber(BaseSubscriber):
         except BaseException:
             self._close()
             raise
-        super().__init__(topics)
+        super().__init__(topics, run_id=run_id)
 
     def _connect(self, endpoints: Sequence[str], snapshot_endpoints: list[str]) -> None:
         if not endpoints:
             raise BusError("a subscriber needs at least one endpoint to connect to")
+        for endpoint in [*endpoints, *snapshot_endpoints]:
+            warn_if_plaintext_remote(endpoint, curve=self._curve is not None)
         for endpoint in endpoints:
             self._socket.connect(check_endpoint(endpoint))
         for endpoint in snapshot_endpoints:
@@ -272,6 +280,16 @@ class ZmqSubscriber(BaseSubscriber):
         self._socket.close()
         if self._own_context:
             self._context.term()
+
+
+def warn_if_plaintext_remote(endpoint: str, *, curve: bool) -> bool:
+    """Log a warning when connecting to ``endpoint`` beyond loopback without CURVE; True if it warned."""
+    if curve or is_local_endpoint(endpoint):
+        return False
+    log.warning("connecting to %s WITHOUT encryption or authentication: anyone on the path can read and forge "
+                "this stream; configure bus.curve_server_public and bus.curve_client_secret (docs/bus.md, "
+                "Security)", endpoint)
+    return True
 
 
 def _as_list(endpoints: str | Sequence[str] | None) -> list[str]:
