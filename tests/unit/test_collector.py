@@ -271,3 +271,35 @@ def test_a_stop_stores_the_closed_bars_before_the_source_winds_down(tmp_path: Pa
         return stored, run.counters.bars
     stored, published = asyncio.run(main())
     assert published >= 5 and stored == published
+
+
+def test_a_collector_waiting_for_its_subscribers_heartbeats_meanwhile(tmp_path: Path) -> None:
+    """``dope up``'s collector holds its first trade until every bar reader subscribed; it must not look dead
+    meanwhile (a silent start is what the supervisor reports as a hung service)."""
+    import threading
+    import time
+
+    from dope.config import BusConfig
+    from dope.messages import Heartbeat
+    from dope.services.collector import CollectorService
+    from dope.transport import ZmqPublisher, open_subscriber
+
+    publisher = ZmqPublisher("tcp://127.0.0.1:*", "collector")
+    run = collector(tmp_path, [real_trades()])
+    run.publisher, run.heartbeat_ms = publisher, 100
+    service = CollectorService("collector", run, publisher, wait_subscribers=3)  # the watcher subscribes twice
+    thread = threading.Thread(target=lambda: asyncio.run(service.run(asyncio.Event())))
+    with open_subscriber(BusConfig(), ["heartbeat.", "bar."], endpoints=[publisher.endpoint]) as watcher:
+        thread.start()
+        kinds: list[str] = []
+        deadline = time.monotonic() + 1.5
+        while time.monotonic() < deadline:
+            msg = watcher.receive(timeout_ms=100)
+            if msg is not None:
+                kinds.append(type(msg).__name__)
+        with open_subscriber(BusConfig(), ["bar."], endpoints=[publisher.endpoint]):
+            thread.join(timeout=30)
+    publisher.close()
+    assert not thread.is_alive()
+    assert kinds.count(Heartbeat.__name__) >= 5, f"silent while waiting for the second subscriber: {kinds}"
+    assert Bar.__name__ not in kinds, "a trade went out before every subscriber was there"

@@ -124,15 +124,18 @@ def service_subscriber(config: DopeConfig, topics: Iterable[str], endpoints: Seq
 
 
 def wait_for_subscribers(publisher: Publisher, minimum: int, *, settle_ms: int = 300,
-                         timeout_ms: int = 10_000) -> int:
+                         timeout_ms: int = 10_000, on_tick: Callable[[], None] | None = None) -> int:
     """Wait until ``minimum`` subscriptions reached ``publisher`` and none arrived for ``settle_ms``.
 
     A source calls this before it publishes anything, so that no subscriber misses the start of
-    a replay (ZeroMQ's slow joiner). Returns the subscriptions seen (fewer on timeout, logged).
+    a replay (ZeroMQ's slow joiner). ``on_tick`` runs every 50 ms or so, on this thread (the
+    collector heartbeats from it while it waits). Returns the subscriptions seen (fewer on timeout, logged).
     """
     deadline = time.monotonic() + timeout_ms / 1000
     seen, quiet_since = publisher.stats.subscriptions, time.monotonic()
     while time.monotonic() < deadline:
+        if on_tick is not None:
+            on_tick()
         publisher.wait_for_subscriptions(seen + 1, timeout_ms=min(settle_ms, 50))
         if publisher.stats.subscriptions != seen:
             seen, quiet_since = publisher.stats.subscriptions, time.monotonic()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -225,7 +226,7 @@ class Collector:
         self.counters.problems = dict(self.problems.counts)
         self.counters.late_trades = sum(b.late_trades for b in self.builders.values())
         self.counters.source = dict(self.source.counters)
-        self._send_heartbeat()
+        self.send_heartbeat()
         log.info("collector done: %s; source: %s", self.counters.as_dict(), self.counters.source)
 
     def _resumed_builder(self, symbol: str) -> BarBuilder:
@@ -263,10 +264,10 @@ class Collector:
 
     async def _heartbeats(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
-            self._send_heartbeat()
+            self.send_heartbeat()
             await asyncio.sleep(self.heartbeat_ms / 1000)
 
-    def _send_heartbeat(self) -> None:
+    def send_heartbeat(self) -> None:
         if self.publisher is not None:
             self.counters.problems = dict(self.problems.counts)
             self.publisher.heartbeat(self.counters.as_dict())
@@ -284,14 +285,22 @@ class CollectorService:
         self.collector = collector
         self.publisher = publisher
         self.wait_subscribers = wait_subscribers
+        self._last_wait_beat = -float("inf")
 
     async def run(self, stop: asyncio.Event) -> None:
         """Wait for the subscribers if asked, then collect until the source ends or ``stop``."""
         if self.wait_subscribers:
             from dope.services.base import wait_for_subscribers
 
-            wait_for_subscribers(self.publisher, self.wait_subscribers)
+            wait_for_subscribers(self.publisher, self.wait_subscribers, on_tick=self._heartbeat_while_waiting)
         await self.collector.run(stop)
+
+    def _heartbeat_while_waiting(self) -> None:
+        """A heartbeat every ``heartbeat_ms`` while the first trade waits for the subscribers."""
+        now = time.monotonic()
+        if now - self._last_wait_beat >= self.collector.heartbeat_ms / 1000:
+            self._last_wait_beat = now
+            self.collector.send_heartbeat()
 
     def close(self) -> None:
         self.publisher.close()
