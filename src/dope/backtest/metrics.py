@@ -106,6 +106,16 @@ def fold_bar(s: EquitySums, equity: float, exposed: bool) -> EquitySums:
                       s.n_exposed + (1.0 if exposed else 0.0), s.sum_equity + equity, peak, floor)
 
 
+@register_jitable
+def fold_unmoved(s: EquitySums) -> EquitySums:
+    """:func:`fold_bar` for a bar whose equity is the previous one's, a positive number (a flat bar after
+    the first): the same bits, without the division. Its return is 0.0, which adds nothing to the
+    return sums (never -0.0); it moves neither the peak nor the drawdown (the previous bar left
+    them as this equity sets them); only the bar and its equity are summed."""
+    return EquitySums(s.n_bars + 1.0, s.final_equity, s.sum_r, s.sum_r2, s.sum_down2, s.max_drawdown, s.n_exposed,
+                      s.sum_equity + s.final_equity, s.peak, s.floor)
+
+
 @numba.njit(cache=True)
 def equity_sums(equity: FloatArray, position: FloatArray, cash0: float) -> EquitySums:
     """The sums of a recorded equity curve (``position``: signed quantity per bar), folded as the kernel folds."""
