@@ -238,14 +238,19 @@ def check_inputs(open_: npt.ArrayLike, close: npt.ArrayLike,
 @numba.njit(cache=True)
 def _prices_pass(open_: FloatArray, close: FloatArray) -> bool:
     """The quick check: every price is finite and > 0 if the lowest is > 0 and the sum finite (a NaN or an
-    infinity reaches the sum). No branch in the loop, so it runs at the speed of the read."""
-    total, lowest = 0.0, math.inf
-    for t in range(close.shape[0]):
-        o, c = open_[t], close[t]
-        total += o + c
-        lowest = o if o < lowest else lowest
-        lowest = c if c < lowest else lowest
-    return lowest > 0.0 and total < math.inf
+    infinity reaches the sum). Four bars at a time into four sums and minimums, so that no bar waits for
+    the previous one's addition: it runs at the speed of the read."""
+    total, lowest = np.zeros(4), np.full(4, math.inf)
+    n = close.shape[0]
+    for t in range(0, n - n % 4, 4):
+        for j in range(4):
+            o, c = open_[t + j], close[t + j]
+            total[j] += o + c
+            lowest[j] = min(lowest[j], o if o < c else c)
+    for t in range(n - n % 4, n):
+        total[0] += open_[t] + close[t]
+        lowest[0] = min(lowest[0], open_[t], close[t])
+    return lowest.min() > 0.0 and math.isfinite(total.sum())
 
 
 def _bad_price(o: FloatArray, c: FloatArray, t: int) -> ValueError:
