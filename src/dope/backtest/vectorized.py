@@ -55,19 +55,21 @@ _N_TRADE_SUMS: Final = len(TradeSums._fields)
 
 @numba.njit(cache=True, error_model="numpy")
 def backtest_kernel(open_: FloatArray, close: FloatArray, pred: FloatArray, thresholds: Thresholds,
-                    costs: Costs, cash0: float, fills: Table) -> tuple[int, EquitySums, TradeSums]:
-    """One backtest in one pass over checked prices: (rows of ``fills`` written, equity sums, trade sums).
+                    costs: Costs, cash0: float, fills: Table) -> tuple[int, EquitySums, TradeSums, bool]:
+    """One backtest in one pass: (rows of ``fills`` written, equity sums, trade sums, whether the prices
+    passed the quick check of :func:`note_prices`; when not, the rest means nothing).
 
     The bars run in stretches with the position fixed, each ended by a prediction that makes
     an order; the order executes at the next bar's open, which starts the next stretch.
     ``fills`` (``FILL_DTYPE``, room for one row per bar and one more) receives the fill log;
-    an empty one logs nothing (the sweep). The arrays are used here only, not handed to other
-    functions, which would count references at every call.
+    an empty one logs nothing (the sweep). Every bar's open is read (for the price check) so
+    that the open of a fill bar is in the cache when the fill needs it.
     """
     n = close.shape[0]
     log = fills.shape[0] > 0
     position = flat(cash0)
     sums, traded = start_equity_sums(cash0), start_trade_sums()
+    lowest, total = math.inf, 0.0
     if log:
         fills[0].bar, fills[0].cash, fills[0].position = 0, cash0, 0.0
     n_fills = 1
@@ -78,11 +80,13 @@ def backtest_kernel(open_: FloatArray, close: FloatArray, pred: FloatArray, thre
         held = position.direction * position.qty
         exposed = held != 0.0
         unmoved = not exposed and position.cash > 0.0  # flat: the equity stays the cash, bar after bar
+        lowest, total = note_prices(lowest, total, open_[t], close[t])
         sums = fold_bar(sums, mark(position.cash, held, close[t]), exposed)
         while not (pred[t] > above or pred[t] < below):  # no order yet (a NaN prediction makes none)
             t += 1
             if t == n:
                 break
+            lowest, total = note_prices(lowest, total, open_[t], close[t])
             sums = fold_unmoved(sums) if unmoved else fold_bar(sums, mark(position.cash, held, close[t]), exposed)
         if t >= n - 1:  # no order, or an order at the last bar, which never fills
             break
@@ -96,7 +100,15 @@ def backtest_kernel(open_: FloatArray, close: FloatArray, pred: FloatArray, thre
                 row = fills[n_fills]
                 row.bar, row.cash, row.position = t, position.cash, position.direction * position.qty
             n_fills += 1
-    return n_fills, sums, traded
+    return n_fills, sums, traded, lowest > 0.0 and total < math.inf
+
+
+@register_jitable
+def note_prices(lowest: float, total: float, open_price: float, close_price: float) -> tuple[float, float]:
+    """The quick price check, one bar more: every price was finite and > 0 if the lowest is > 0 and the sum
+    finite (a NaN or an infinity reaches the sum; a sum that overflows only calls for the exact check)."""
+    lower = open_price if open_price < close_price else close_price
+    return (lower if lower < lowest else lowest), total + (open_price + close_price)
 
 
 @register_jitable
@@ -199,7 +211,7 @@ def _sweep_kernel(open_: FloatArray, close: FloatArray, pred: FloatArray, uppers
     trades = np.empty((g, _N_TRADE_SUMS))
     no_log = np.empty(0, FILL_DTYPE)
     for k in numba.prange(g):
-        _, sums, traded = backtest_kernel(open_, close, pred, Thresholds(uppers[k], lowers[k], allow_short),
+        _, sums, traded, _ = backtest_kernel(open_, close, pred, Thresholds(uppers[k], lowers[k], allow_short),
                                              costs, cash0, no_log)
         equity[k] = np.array(sums)
         trades[k] = np.array(traded)
@@ -228,29 +240,15 @@ def check_inputs(open_: npt.ArrayLike, close: npt.ArrayLike,
                  prediction: npt.ArrayLike) -> tuple[FloatArray, FloatArray, FloatArray]:
     """:func:`as_arrays`, refusing prices that are not finite and positive."""
     o, c, p = as_arrays(open_, close, prediction)
-    if not _prices_pass(o, c):
-        bad = first_bad_price(o, c)
-        if bad >= 0:  # else the quick sum overflowed, which only calls for the exact check
-            raise _bad_price(o, c, bad)
+    _check_prices(o, c)
     return o, c, p
 
 
-@numba.njit(cache=True)
-def _prices_pass(open_: FloatArray, close: FloatArray) -> bool:
-    """The quick check: every price is finite and > 0 if the lowest is > 0 and the sum finite (a NaN or an
-    infinity reaches the sum). Four bars at a time into four sums and minimums, so that no bar waits for
-    the previous one's addition: it runs at the speed of the read."""
-    total, lowest = np.zeros(4), np.full(4, math.inf)
-    n = close.shape[0]
-    for t in range(0, n - n % 4, 4):
-        for j in range(4):
-            o, c = open_[t + j], close[t + j]
-            total[j] += o + c
-            lowest[j] = min(lowest[j], o if o < c else c)
-    for t in range(n - n % 4, n):
-        total[0] += open_[t] + close[t]
-        lowest[0] = min(lowest[0], open_[t], close[t])
-    return lowest.min() > 0.0 and math.isfinite(total.sum())
+def _check_prices(o: FloatArray, c: FloatArray) -> None:
+    """Raise naming the first price that is not a finite number > 0, if any."""
+    bad = first_bad_price(o, c)
+    if bad >= 0:
+        raise _bad_price(o, c, bad)
 
 
 def _bad_price(o: FloatArray, c: FloatArray, t: int) -> ValueError:
@@ -338,10 +336,12 @@ class FillLog:
 
 def _backtest(o: FloatArray, c: FloatArray, p: FloatArray, config: BacktestConfig
               ) -> tuple[Table, EquitySums, TradeSums]:
-    """The kernel on checked arrays: fill log, equity sums and trade sums."""
+    """The kernel on arrays of one length: fill log, equity sums and trade sums (a bad price raises)."""
     fills = np.empty(len(c) + 1, FILL_DTYPE)  # untouched rows cost no memory
-    n_fills, sums, traded = backtest_kernel(o, c, p, config.thresholds(), config.costs(), config.initial_cash,
-                                            fills)
+    n_fills, sums, traded, prices_pass = backtest_kernel(o, c, p, config.thresholds(), config.costs(),
+                                                         config.initial_cash, fills)
+    if not prices_pass:
+        _check_prices(o, c)
     return fills[:n_fills].copy(), sums, traded
 
 
@@ -358,7 +358,7 @@ def run_vectorized(open: npt.ArrayLike, close: npt.ArrayLike, prediction: npt.Ar
     >>> r.equity.tolist(), r.trades["entry_price"].tolist()
     ([10000.0, 11000.0, 12000.0], [10.0])
     """
-    o, c, p = check_inputs(open, close, prediction)
+    o, c, p = as_arrays(open, close, prediction)
     stamps, interval = checked_times(len(c), times, interval_ms)
     fills, sums, traded = _backtest(o, c, p, config)
     metrics = finish_metrics(sums, traded, config.initial_cash, interval)
