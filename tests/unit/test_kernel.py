@@ -60,11 +60,11 @@ def _fold_repeated(before: np.ndarray, cash: float, repeats: int):  # type: igno
     """A curve, then ``cash`` for ``repeats`` bars folded by fold_bar and, after its first bar, by fold_unmoved."""
     sums = start_equity_sums(before[0])
     for eq in before:
-        sums = fold_bar(sums, eq, True)
-    sums = fold_bar(sums, cash, False)
+        sums = fold_bar(sums, eq)
+    sums = fold_bar(sums, cash)
     whole = split = sums
     for _ in range(repeats):
-        whole = fold_bar(whole, cash, False)
+        whole = fold_bar(whole, cash)
         split = fold_unmoved(split)
     return whole, split
 

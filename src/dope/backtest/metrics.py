@@ -91,8 +91,8 @@ def start_equity_sums(cash0: float) -> EquitySums:
 
 
 @register_jitable
-def fold_bar(s: EquitySums, equity: float, exposed: bool) -> EquitySums:
-    """The sums after one more bar closing at ``equity`` (``exposed``: holding a position)."""
+def fold_bar(s: EquitySums, equity: float) -> EquitySums:
+    """The sums after one more bar closing at ``equity`` (the bars are counted apart: :func:`counted`)."""
     r = equity / s.final_equity - 1.0
     down = r if r < 0.0 else 0.0
     peak, floor, mdd = s.peak, s.floor, s.max_drawdown
@@ -102,8 +102,8 @@ def fold_bar(s: EquitySums, equity: float, exposed: bool) -> EquitySums:
     elif equity < floor:
         mdd = 1.0 - equity / peak
         floor = peak * (1.0 - mdd)
-    return EquitySums(s.n_bars + 1.0, equity, s.sum_r + r, s.sum_r2 + r * r, s.sum_down2 + down * down, mdd,
-                      s.n_exposed + (1.0 if exposed else 0.0), s.sum_equity + equity, peak, floor)
+    return EquitySums(s.n_bars, equity, s.sum_r + r, s.sum_r2 + r * r, s.sum_down2 + down * down, mdd,
+                      s.n_exposed, s.sum_equity + equity, peak, floor)
 
 
 @register_jitable
@@ -111,18 +111,27 @@ def fold_unmoved(s: EquitySums) -> EquitySums:
     """:func:`fold_bar` for a bar whose equity is the previous one's, a positive number (a flat bar after
     the first): the same bits, without the division. Its return is 0.0, which adds nothing to the
     return sums (never -0.0); it moves neither the peak nor the drawdown (the previous bar left
-    them as this equity sets them); only the bar and its equity are summed."""
-    return EquitySums(s.n_bars + 1.0, s.final_equity, s.sum_r, s.sum_r2, s.sum_down2, s.max_drawdown, s.n_exposed,
+    them as this equity sets them); only its equity is summed."""
+    return EquitySums(s.n_bars, s.final_equity, s.sum_r, s.sum_r2, s.sum_down2, s.max_drawdown, s.n_exposed,
                       s.sum_equity + s.final_equity, s.peak, s.floor)
+
+
+@register_jitable
+def counted(s: EquitySums, n_bars: int, n_exposed: int) -> EquitySums:
+    """The sums with their bar counts: ``n_bars`` folded, ``n_exposed`` of them holding a position."""
+    return EquitySums(float(n_bars), s.final_equity, s.sum_r, s.sum_r2, s.sum_down2, s.max_drawdown,
+                      float(n_exposed), s.sum_equity, s.peak, s.floor)
 
 
 @numba.njit(cache=True)
 def equity_sums(equity: FloatArray, position: FloatArray, cash0: float) -> EquitySums:
     """The sums of a recorded equity curve (``position``: signed quantity per bar), folded as the kernel folds."""
     sums = start_equity_sums(cash0)
+    exposed = 0
     for t in range(equity.shape[0]):
-        sums = fold_bar(sums, equity[t], position[t] != 0.0)
-    return sums
+        sums = fold_bar(sums, equity[t])
+        exposed += position[t] != 0.0
+    return counted(sums, equity.shape[0], exposed)
 
 
 @register_jitable

@@ -30,6 +30,7 @@ from dope.backtest.metrics import (
     METRIC_NAMES,
     EquitySums,
     TradeSums,
+    counted,
     finish_metrics,
     fold_bar,
     fold_entry,
@@ -49,6 +50,9 @@ Table = npt.NDArray[np.void]
 #: A row of the fill log: from bar ``bar`` on, the account holds ``cash`` and ``position`` (signed units).
 FILL_DTYPE: Final = np.dtype([("bar", np.int64), ("cash", np.float64), ("position", np.float64)])
 
+#: The fill log starts with room for a fill every this many bars.
+FILL_ROOM: Final = 16
+
 _N_EQUITY_SUMS: Final = len(EquitySums._fields)
 _N_TRADE_SUMS: Final = len(TradeSums._fields)
 
@@ -61,16 +65,16 @@ def backtest_kernel(open_: FloatArray, close: FloatArray, pred: FloatArray, thre
 
     The bars run in stretches with the position fixed, each ended by a prediction that makes
     an order; the order executes at the next bar's open, which starts the next stretch.
-    ``fills`` (``FILL_DTYPE``, room for one row per bar and one more) receives the fill log;
-    an empty one logs nothing (the sweep). Every bar's open is read (for the price check) so
+    ``fills`` (``FILL_DTYPE``) receives the fill log, as many rows as it has room for (the count
+    returned is of all of them; an empty log is the sweep's). Every bar's open is read (for the price check) so
     that the open of a fill bar is in the cache when the fill needs it.
     """
     n = close.shape[0]
-    log = fills.shape[0] > 0
     position = flat(cash0)
     sums, traded = start_equity_sums(cash0), start_trade_sums()
     lowest, total = math.inf, 0.0
-    if log:
+    n_exposed = 0
+    if fills.shape[0] > 0:
         fills[0].bar, fills[0].cash, fills[0].position = 0, cash0, 0.0
     n_fills = 1
     t = 0
@@ -80,14 +84,17 @@ def backtest_kernel(open_: FloatArray, close: FloatArray, pred: FloatArray, thre
         held = position.direction * position.qty
         exposed = held != 0.0
         unmoved = not exposed and position.cash > 0.0  # flat: the equity stays the cash, bar after bar
+        start = t
         lowest, total = note_prices(lowest, total, open_[t], close[t])
-        sums = fold_bar(sums, mark(position.cash, held, close[t]), exposed)
+        sums = fold_bar(sums, mark(position.cash, held, close[t]))
         while not (pred[t] > above or pred[t] < below):  # no order yet (a NaN prediction makes none)
             t += 1
             if t == n:
                 break
             lowest, total = note_prices(lowest, total, open_[t], close[t])
-            sums = fold_unmoved(sums) if unmoved else fold_bar(sums, mark(position.cash, held, close[t]), exposed)
+            sums = fold_unmoved(sums) if unmoved else fold_bar(sums, mark(position.cash, held, close[t]))
+        if exposed:
+            n_exposed += min(t + 1, n) - start
         if t >= n - 1:  # no order, or an order at the last bar, which never fills
             break
         order = decide(pred[t], position.direction, thresholds)
@@ -96,11 +103,11 @@ def backtest_kernel(open_: FloatArray, close: FloatArray, pred: FloatArray, thre
         position, closed, opened = execute(position, order, open_[t], costs)
         if closed.side != 0 or opened.side != 0:
             traded = fold_fill(traded, before, closed, opened)
-            if log:
+            if n_fills < fills.shape[0]:
                 row = fills[n_fills]
                 row.bar, row.cash, row.position = t, position.cash, position.direction * position.qty
             n_fills += 1
-    return n_fills, sums, traded, lowest > 0.0 and total < math.inf
+    return n_fills, counted(sums, n, n_exposed), traded, lowest > 0.0 and total < math.inf
 
 
 @register_jitable
@@ -336,13 +343,26 @@ class FillLog:
 
 def _backtest(o: FloatArray, c: FloatArray, p: FloatArray, config: BacktestConfig
               ) -> tuple[Table, EquitySums, TradeSums]:
-    """The kernel on arrays of one length: fill log, equity sums and trade sums (a bad price raises)."""
-    fills = np.empty(len(c) + 1, FILL_DTYPE)  # untouched rows cost no memory
-    n_fills, sums, traded, prices_pass = backtest_kernel(o, c, p, config.thresholds(), config.costs(),
-                                                         config.initial_cash, fills)
-    if not prices_pass:
-        _check_prices(o, c)
-    return fills[:n_fills].copy(), sums, traded
+    """The kernel on arrays of one length: fill log, equity sums and trade sums (a bad price raises).
+
+    The log starts with room for a fill every 16 bars (memory the allocator reuses from run to
+    run); a run with more fills runs again with room for one at every bar.
+    """
+    rows = len(c) // FILL_ROOM + 2
+    while True:
+        fills = np.empty(rows, FILL_DTYPE)
+        n_fills, sums, traded, prices_pass = backtest_kernel(o, c, p, config.thresholds(), config.costs(),
+                                                             config.initial_cash, fills)
+        if not prices_pass:
+            _check_prices(o, c)
+        if n_fills <= rows:
+            return _fitted(fills, n_fills), sums, traded
+        rows = len(c) + 1
+
+
+def _fitted(table: Table, rows: int) -> Table:
+    """The first ``rows`` of ``table``: a view, or a copy when the view would keep 4x its size alive."""
+    return table[:rows] if 4 * rows >= table.shape[0] else table[:rows].copy()
 
 
 def run_vectorized(open: npt.ArrayLike, close: npt.ArrayLike, prediction: npt.ArrayLike,
