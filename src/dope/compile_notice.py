@@ -71,10 +71,10 @@ class CompileNotice(event.Listener):  # type: ignore[misc]
 def install(after_s: float = 1.5, stream: TextIO | None = None) -> CompileNotice:
     """Listen to numba's compile events from now on (``stream``: stderr by default)."""
     notice = CompileNotice(after_s, stream if stream is not None else sys.stderr)
-    event.register("numba:compile", notice)
+    event.register("numba:compile", notice)  # type: ignore[no-untyped-call]
     return notice
 
 
 def uninstall(notice: CompileNotice) -> None:
     """Stop listening."""
-    event.unregister("numba:compile", notice)
+    event.unregister("numba:compile", notice)  # type: ignore[no-untyped-call]

@@ -1,11 +1,12 @@
 """The vectorized path: one compiled pass over the bars per backtest, and a compiled threshold grid.
 
-:func:`backtest_kernel` is a plain loop over the bars that does, bar by bar, what the event
-path does: the order decided at the previous close executes at the open (the trading rule,
-:func:`dope.trading.rule.execute`), the equity is marked at the close and folded into the
-metric sums (:func:`dope.backtest.metrics.fold_bar`), and the prediction decides the next
-order (:func:`dope.trading.rule.decide`). Both paths run the same compiled functions in the
-same order, so they agree to the bit.
+:func:`backtest_kernel` is a plain loop over the bars that does what the event path does: the
+order decided at a close executes at the next open (the trading rule,
+:func:`dope.trading.rule.decide` and :func:`~dope.trading.rule.execute`), and every bar's equity
+is marked at the close and folded into the metric sums (:func:`dope.backtest.metrics.fold_bar`).
+Both paths run the same compiled functions on the same numbers in the same order, so they agree
+to the bit. The bars between two orders form a *stretch* in which only two prediction levels
+matter (:func:`order_levels`), so the loop's one data-dependent branch is taken once a stretch.
 
 The kernel writes nothing per bar: it logs only what changes at a fill (the bar, and the
 cash and position from then on). :class:`FillLog` rebuilds equity, position and the trades
