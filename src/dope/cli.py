@@ -68,8 +68,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run_reporting_errors(run: Callable[[argparse.Namespace], int], namespace: argparse.Namespace) -> int:
+    from dope.compile_notice import install
     from dope.errors import UserError
 
+    install()  # a line on stderr if numba compiles for long (the first run after an install)
     try:
         return run(namespace)
     except UserError as exc:

@@ -21,7 +21,7 @@ from dope.backtest import (
     zero_baseline,
 )
 from dope.backtest.result import empty_trades
-from dope.backtest.vectorized import START_FILL_ROWS, checked_times
+from dope.backtest.vectorized import checked_times
 
 MIN = 60_000
 
@@ -155,9 +155,9 @@ def test_config_rejects_bad_values(kwargs: dict[str, float], message: str) -> No
         BacktestConfig(**kwargs)  # type: ignore[arg-type]
 
 
-def test_many_fills_grow_the_fill_log_and_both_paths_still_agree() -> None:
+def test_a_fill_at_every_bar_is_logged_and_both_paths_still_agree() -> None:
     rng = np.random.default_rng(8)
-    n = START_FILL_ROWS + 20_000  # more fills than the log starts with
+    n = 50_000
     c = 100 * np.exp(np.cumsum(rng.normal(0, 0.0002, n)))
     o = np.r_[100.0, c[:-1]]
     p = np.where(np.arange(n) % 2 == 0, 1.0, -1.0)  # a reversal at every bar

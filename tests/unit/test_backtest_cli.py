@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -75,3 +78,17 @@ def test_errors_are_clear(store: tuple[Path, pd.DataFrame], tmp_path: Path,
     assert "no ETHUSDT bars" in capsys.readouterr().err
     assert main([*base, "--predictions", str(tmp_path / "p.parquet"), "--upper", "-1", "--lower", "1"]) == 2
     assert "above upper" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_first_run_with_an_empty_numba_cache_says_it_is_compiling(store: tuple[Path, pd.DataFrame],
+                                                                   tmp_path: Path) -> None:
+    root, bars = store
+    _predictions(bars, tmp_path / "p.parquet")
+    command = [sys.executable, "-m", "dope.cli", "backtest", "--predictions", str(tmp_path / "p.parquet"),
+               "--symbol", "BTCUSDT", "--interval", "1m", "--store", str(root)]
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "numba-cache"))  # empty: a fresh install
+    cold = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, check=True)
+    warm = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, check=True)
+    assert cold.stderr.count("compiling numba code") == 1 and "strategy" in cold.stdout
+    assert "compiling" not in warm.stderr and warm.stdout == cold.stdout

@@ -6,6 +6,8 @@ import math
 
 import msgspec
 
+from dope.trading.rule import Costs, Thresholds
+
 
 class BacktestConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """Thresholds, costs and sizing of a threshold backtest (see :mod:`dope.backtest` for the rules).
@@ -49,3 +51,11 @@ class BacktestConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
     def with_thresholds(self, upper: float, lower: float) -> BacktestConfig:
         """The same costs and sizing with other thresholds."""
         return msgspec.structs.replace(self, upper=upper, lower=lower)
+
+    def thresholds(self) -> Thresholds:
+        """The strategy's thresholds, as the trading rule takes them."""
+        return Thresholds(self.upper, self.lower, self.allow_short)
+
+    def costs(self) -> Costs:
+        """Fees, slippage and sizing, as the trading rule takes them."""
+        return Costs(self.fee_rate, self.slippage, self.fraction)

@@ -12,10 +12,10 @@ is the traded value (quantity times fill price, entries and exits) over the mean
 Trade statistics count closed round trips only; the open position at the end is in the
 equity, not in them.
 
-The equity sums are kept in eight lanes, bar ``t`` in lane ``t % 8``, and the lanes are added
-pairwise at the end (:func:`dope.backtest.lanes.lane_sum`). Every path folds the same bars
-into the same lanes in the same order, so the event path, the kernel and the sweep agree to
-the bit, and the kernel folds eight bars per vector instruction.
+The sums behind the metrics are folded bar by bar, in bar order, by one compiled function
+(:func:`fold_bar`), and fill by fill, in the order the fills happened (:func:`fold_entry`,
+:func:`fold_exit`): inside the backtest kernel, and over the event path's equity curve and
+trades, so every path gets the same bits.
 """
 
 from __future__ import annotations
@@ -27,23 +27,7 @@ import numba
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
-
-from dope.backtest.lanes import (
-    WIDTH,
-    Lanes,
-    add_where,
-    address,
-    bits_gt,
-    bits_lt,
-    bits_ne,
-    lane,
-    lane_sum,
-    lanes_from,
-    load,
-    load_part,
-    previous_lanes,
-    splat,
-)
+from numba.extending import register_jitable
 
 YEAR_MS: Final = 365 * 24 * 3600 * 1000
 
@@ -54,24 +38,29 @@ METRIC_NAMES: Final = ("total_return", "cagr", "sharpe", "sortino", "max_drawdow
 FloatArray = npt.NDArray[np.float64]
 
 
-class EquityStats(NamedTuple):
-    """Sums over the bars of an equity curve, from which the metrics follow."""
+class EquitySums(NamedTuple):
+    """Sums over the bars of an equity curve, from which the metrics follow, and the running peak.
 
-    n_bars: int
-    final_equity: float
+    All are float64 (the counts too: exact below 2**53), so a row of a float array holds them.
+    """
+
+    n_bars: float
+    final_equity: float  # the equity at the last close; the initial cash before the first bar
     sum_r: float
     sum_r2: float
     sum_down2: float
     max_drawdown: float
-    n_exposed: int
+    n_exposed: float  # bars closed holding a position (-1: unknown)
     sum_equity: float
+    peak: float
+    floor: float  # peak * (1 - max_drawdown): an equity below it deepens the drawdown
 
 
-class TradeStats(NamedTuple):
-    """Sums over the fills and closed trades."""
+class TradeSums(NamedTuple):
+    """Sums over the fills and the closed trades (all float64, as :class:`EquitySums`)."""
 
-    n_closed: int
-    n_wins: int
+    n_closed: float
+    n_wins: float
     sum_pnl: float
     sum_ret: float
     traded_value: float
@@ -95,188 +84,92 @@ def bar_returns(equity: FloatArray, initial_cash: float) -> FloatArray:
     return np.asarray(equity / previous - 1.0, dtype=np.float64)
 
 
-#: The running sums of :func:`fold_lanes`: peak, max drawdown, the drawdown floor ``peak * (1 - max
-#: drawdown)`` (kept, not recomputed per bar), the previous equity, then in lanes (bar ``t`` in lane
-#: ``t % 8``) the sums of returns, of squared returns, of squared negative returns and of equity, and
-#: last the bars exposed.
-EquitySums = tuple[float, float, float, float, Lanes, Lanes, Lanes, Lanes, int]
-
-
-@numba.njit(cache=True, inline="always")
-def start_sums(cash0: float) -> EquitySums:
+@register_jitable
+def start_equity_sums(cash0: float) -> EquitySums:
     """The sums before the first bar: the initial cash is the first peak and the first 'previous' equity."""
-    zero = splat(0.0)
-    return cash0, 0.0, cash0, cash0, zero, zero, zero, zero, 0
+    return EquitySums(0.0, cash0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, cash0, cash0)
 
 
-@numba.njit(cache=True, inline="always")
-def fold_lanes(sums: EquitySums, equity: Lanes, first: int, last: int) -> EquitySums:
-    """Fold the equity of lanes ``first`` to ``last`` of a group of ``WIDTH`` bars (the group starts at a
-    multiple of ``WIDTH``) into the sums; an unchanged equity adds no return.
-
-    Each lane's sums take their bars in order, and the peak and drawdown walk the lanes in
-    order (only in a group where some equity passed the peak or the drawdown floor), so any
-    walk over the same bars in aligned groups gives the same bits.
-    """
-    peak, mdd, floor, prev, sum_r, sum_r2, sum_d2, sum_eq, n_exposed = sums
-    valid = lanes_from(first, last)
-    before = previous_lanes(equity, prev, first)
-    moved = valid & bits_ne(equity, before)
-    if moved:
-        r = equity / before - splat(1.0)
-        r2 = r * r
-        sum_r, sum_r2 = add_where(sum_r, r, moved), add_where(sum_r2, r2, moved)
-        sum_d2 = add_where(sum_d2, r2, moved & bits_lt(r, splat(0.0)))
-        if moved & (bits_gt(equity, splat(peak)) | bits_lt(equity, splat(floor))):
-            for j in range(WIDTH):
-                if moved >> j & 1:
-                    peak, mdd, floor = step_drawdown(peak, mdd, floor, lane(equity, j))
-    sum_eq = add_where(sum_eq, equity, valid)
-    return peak, mdd, floor, lane(equity, last), sum_r, sum_r2, sum_d2, sum_eq, n_exposed
-
-
-@numba.njit(cache=True, inline="always")
-def fold_unmoved(sums: EquitySums, equity: Lanes, first: int, last: int) -> EquitySums:
-    """Fold lanes ``first`` to ``last`` of a group whose equity is the previous bar's in each of them (a flat
-    stretch after its first bar): the bits :func:`fold_lanes` gives, which finds no return there (for an
-    equity that is a number: NaN differs even from itself, and only a refused price makes one)."""
-    peak, mdd, floor, prev, sum_r, sum_r2, sum_d2, sum_eq, n_exposed = sums
-    sum_eq = add_where(sum_eq, equity, lanes_from(first, last))
-    return peak, mdd, floor, prev, sum_r, sum_r2, sum_d2, sum_eq, n_exposed
-
-
-@numba.njit(cache=True, inline="always")
-def fold_return(sums: EquitySums, equity: float, j: int) -> EquitySums:
-    """Fold the return of one bar, in lane ``j``, that ends at ``equity``: the bits :func:`fold_lanes` gives
-    that bar, except its equity sum (folded with its group by :func:`fold_unmoved`)."""
-    peak, mdd, floor, prev, sum_r, sum_r2, sum_d2, sum_eq, n_exposed = sums
-    if equity != prev:
-        r = equity / prev - 1.0
-        r2 = r * r
-        bit = 1 << j
-        sum_r, sum_r2 = add_where(sum_r, splat(r), bit), add_where(sum_r2, splat(r2), bit)
-        sum_d2 = add_where(sum_d2, splat(r2), bit if r < 0.0 else 0)
-        peak, mdd, floor = step_drawdown(peak, mdd, floor, equity)
-    return peak, mdd, floor, equity, sum_r, sum_r2, sum_d2, sum_eq, n_exposed
-
-
-@numba.njit(cache=True, inline="always")
-def step_drawdown(peak: float, mdd: float, floor: float, eq: float) -> tuple[float, float, float]:
-    """Peak, max drawdown and floor after an equity that moved (the one step every walk takes)."""
-    if eq > peak:
-        peak = eq
+@register_jitable
+def fold_bar(s: EquitySums, equity: float) -> EquitySums:
+    """The sums after one more bar closing at ``equity`` (the bars are counted apart: :func:`counted`)."""
+    r = equity / s.final_equity - 1.0
+    down = r if r < 0.0 else 0.0
+    peak, floor, mdd = s.peak, s.floor, s.max_drawdown
+    if equity > peak:
+        peak = equity
         floor = peak * (1.0 - mdd)
-    elif eq < floor:
-        mdd = 1.0 - eq / peak
+    elif equity < floor:
+        mdd = 1.0 - equity / peak
         floor = peak * (1.0 - mdd)
-    return peak, mdd, floor
+    return EquitySums(s.n_bars, equity, s.sum_r + r, s.sum_r2 + r * r, s.sum_down2 + down * down, mdd,
+                      s.n_exposed, s.sum_equity + equity, peak, floor)
 
 
-@numba.njit(cache=True, inline="always")
-def add_exposed(sums: EquitySums, bars: int) -> EquitySums:
-    """The sums with ``bars`` more bars exposed."""
-    return sums[:8] + (sums[8] + bars,)
+@register_jitable
+def fold_unmoved(s: EquitySums) -> EquitySums:
+    """:func:`fold_bar` for a bar whose equity is the previous one's, a positive number (a flat bar after
+    the first): the same bits, without the division. Its return is 0.0, which adds nothing to the
+    return sums (never -0.0); it moves neither the peak nor the drawdown (the previous bar left
+    them as this equity sets them); only its equity is summed."""
+    return EquitySums(s.n_bars, s.final_equity, s.sum_r, s.sum_r2, s.sum_down2, s.max_drawdown, s.n_exposed,
+                      s.sum_equity + s.final_equity, s.peak, s.floor)
+
+
+@register_jitable
+def counted(s: EquitySums, n_bars: int, n_exposed: int) -> EquitySums:
+    """The sums with their bar counts: ``n_bars`` folded, ``n_exposed`` of them holding a position."""
+    return EquitySums(float(n_bars), s.final_equity, s.sum_r, s.sum_r2, s.sum_down2, s.max_drawdown,
+                      float(n_exposed), s.sum_equity, s.peak, s.floor)
 
 
 @numba.njit(cache=True)
-def sums_row(sums: EquitySums, n_bars: int) -> FloatArray:
-    """The sums as an array in ``EquityStats`` order (the lanes added as :func:`lane_sum` adds them)."""
-    _, mdd, _, prev, sum_r, sum_r2, sum_d2, sum_eq, n_exposed = sums
-    return np.array([n_bars, prev, lane_sum(sum_r), lane_sum(sum_r2), lane_sum(sum_d2), mdd, n_exposed,
-                     lane_sum(sum_eq)], dtype=np.float64)
+def equity_sums(equity: FloatArray, position: FloatArray, cash0: float) -> EquitySums:
+    """The sums of a recorded equity curve (``position``: signed quantity per bar), folded as the kernel folds."""
+    sums = start_equity_sums(cash0)
+    exposed = 0
+    for t in range(equity.shape[0]):
+        sums = fold_bar(sums, equity[t])
+        exposed += position[t] != 0.0
+    return counted(sums, equity.shape[0], exposed)
 
 
-@numba.njit(cache=True)
-def equity_sums(equity: FloatArray, position: FloatArray, cash0: float) -> FloatArray:
-    """The equity sums (``EquityStats`` order) of a curve, folded exactly as the backtest kernel folds them."""
-    n = equity.shape[0]
-    full = n - n % WIDTH
-    sums, curve = start_sums(cash0), address(equity)
-    for g in range(0, full, WIDTH):
-        sums = fold_lanes(sums, load(curve, g), 0, WIDTH - 1)
-    if full < n:
-        sums = fold_lanes(sums, load_part(curve, full, n - full, 0.0), 0, n - full - 1)
-    return sums_row(add_exposed(sums, int(np.count_nonzero(position))), n)
-
-
-#: The running sums over the fills: closed trades, wins, sum of P&L, of returns, and the traded value.
-TradeSums = tuple[int, int, float, float, float]
-
-
-@numba.njit(cache=True, inline="always")
+@register_jitable
 def start_trade_sums() -> TradeSums:
     """The trade sums before the first fill."""
-    return 0, 0, 0.0, 0.0, 0.0
+    return TradeSums(0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
 
 
-@numba.njit(cache=True, inline="always")
-def fold_entry(sums: TradeSums, qty: float, price: float) -> TradeSums:
-    """The sums after a trade's entry: its value is traded."""
-    n_closed, n_wins, sum_pnl, sum_ret, traded = sums
-    return n_closed, n_wins, sum_pnl, sum_ret, traded + qty * price
+@register_jitable
+def fold_entry(s: TradeSums, qty: float, price: float, fee: float) -> TradeSums:
+    """The sums after a trade's entry: its value is traded, its fee paid."""
+    return TradeSums(s.n_closed, s.n_wins, s.sum_pnl, s.sum_ret, s.traded_value + qty * price, s.fees + fee)
 
 
-@numba.njit(cache=True, inline="always")
-def fold_exit(sums: TradeSums, qty: float, price: float, pnl: float, ret: float) -> TradeSums:
-    """The sums after a trade's exit: its value is traded and the trade counts as closed."""
-    n_closed, n_wins, sum_pnl, sum_ret, traded = sums
-    return n_closed + 1, n_wins + (pnl > 0.0), sum_pnl + pnl, sum_ret + ret, traded + qty * price
+@register_jitable
+def fold_exit(s: TradeSums, qty: float, price: float, fee: float, pnl: float, ret: float) -> TradeSums:
+    """The sums after a trade's exit: its value is traded, its fee paid, and it counts as closed."""
+    return TradeSums(s.n_closed + 1.0, s.n_wins + (1.0 if pnl > 0.0 else 0.0), s.sum_pnl + pnl, s.sum_ret + ret,
+                     s.traded_value + qty * price, s.fees + fee)
 
 
-@numba.njit(cache=True)
-def trade_sums_row(sums: TradeSums) -> FloatArray:
-    """The trade sums as an array (the order :func:`trade_stats_from_sums` reads)."""
-    return np.array(sums, dtype=np.float64)
-
-
-@numba.njit(cache=True)
-def trade_sums(qty: FloatArray, entry_price: FloatArray, exit_price: FloatArray, pnl: FloatArray,
-               ret: FloatArray, is_open: FloatArray) -> FloatArray:
-    """Closed trades, wins, sum of P&L, of returns and the traded value, folded trade by trade in order.
-
-    Each trade's entry, then its exit when it is closed: the order in which the fills
-    happened, as the backtest kernel folds them.
-    """
+def trade_sums(trades: pd.DataFrame) -> TradeSums:
+    """The sums of a trades frame (as in :class:`BacktestResult`), folded fill by fill in order: each trade's
+    entry, then its exit when it is closed, as the kernel folds them."""
     sums = start_trade_sums()
-    for k in range(qty.shape[0]):
-        sums = fold_entry(sums, qty[k], entry_price[k])
-        if is_open[k] == 0.0:
-            sums = fold_exit(sums, qty[k], exit_price[k], pnl[k], ret[k])
-    return trade_sums_row(sums)
+    columns = (trades[name].tolist() for name in ("qty", "entry_price", "entry_fee", "exit_price", "exit_fee",
+                                                  "pnl", "return", "is_open"))
+    for qty, entry_price, entry_fee, exit_price, exit_fee, pnl, ret, is_open in zip(*columns, strict=True):
+        sums = fold_entry(sums, qty, entry_price, entry_fee)
+        if not is_open:
+            sums = fold_exit(sums, qty, exit_price, exit_fee, pnl, ret)
+    return sums
 
 
-def stats_from_sums(row: FloatArray) -> EquityStats:
-    """``EquityStats`` from the array the kernels return."""
-    return EquityStats(int(row[0]), float(row[1]), float(row[2]), float(row[3]), float(row[4]), float(row[5]),
-                       int(row[6]), float(row[7]))
-
-
-def equity_stats(equity: FloatArray, initial_cash: float, position: FloatArray | None = None) -> EquityStats:
-    """The sums behind the equity metrics (exposure unknown, -1, without ``position``)."""
-    held = np.zeros(len(equity)) if position is None else np.ascontiguousarray(position, dtype=np.float64)
-    stats = stats_from_sums(equity_sums(np.ascontiguousarray(equity, dtype=np.float64), held, initial_cash))
-    return stats if position is not None else stats._replace(n_exposed=-1)
-
-
-def trade_stats(trades: pd.DataFrame, fees: float | None = None) -> TradeStats:
-    """The sums behind the trade metrics (``trades`` as in :class:`BacktestResult`; fees summed unless given)."""
-    columns = [trades[name].to_numpy(dtype=np.float64)
-               for name in ("qty", "entry_price", "exit_price", "pnl", "return", "is_open")]
-    if fees is None:
-        closed = ~trades["is_open"].to_numpy(dtype=bool)
-        fees = float(trades["entry_fee"].sum() + trades["exit_fee"].to_numpy()[closed].sum())
-    return trade_stats_from_sums(trade_sums(*columns), fees)
-
-
-def trade_stats_from_sums(row: FloatArray, fees: float) -> TradeStats:
-    """``TradeStats`` from :func:`trade_sums`' array and the fees paid."""
-    return TradeStats(int(row[0]), int(row[1]), float(row[2]), float(row[3]), float(row[4]), fees)
-
-
-def finish_metrics(eq: EquityStats, tr: TradeStats, initial_cash: float, interval_ms: int) -> dict[str, float]:
+def finish_metrics(eq: EquitySums, tr: TradeSums, initial_cash: float, interval_ms: int) -> dict[str, float]:
     """The metric table from the sums (the one formula behind every path and the sweep)."""
     ppy = periods_per_year(interval_ms)
-    n = eq.n_bars
+    n = int(eq.n_bars)
     total = eq.final_equity / initial_cash - 1.0
     cagr = _cagr(eq.final_equity / initial_cash, n / ppy)
     mean = eq.sum_r / n if n else math.nan
@@ -301,9 +194,15 @@ def compute_metrics(equity: FloatArray, interval_ms: int, trades: pd.DataFrame, 
     ``position`` (signed units per bar) gives the exposure (NaN without it); ``fees_paid``
     overrides the sum of the trades' fees.
     """
-    equity = np.asarray(equity, dtype=np.float64)
-    tr = trade_stats(trades, fees_paid)
-    return finish_metrics(equity_stats(equity, initial_cash, position), tr, initial_cash, interval_ms)
+    equity = np.ascontiguousarray(equity, dtype=np.float64)
+    held = np.zeros(len(equity)) if position is None else np.ascontiguousarray(position, dtype=np.float64)
+    eq = equity_sums(equity, held, initial_cash)
+    if position is None:
+        eq = eq._replace(n_exposed=-1.0)
+    tr = trade_sums(trades)
+    if fees_paid is not None:
+        tr = tr._replace(fees=fees_paid)
+    return finish_metrics(eq, tr, initial_cash, interval_ms)
 
 
 def _cagr(growth: float, years: float) -> float:

@@ -1,8 +1,8 @@
 """What a backtest returns: the metrics at once; equity, position and trades when first asked for.
 
-The vectorized kernel keeps only what changes at a fill (the bar, the cash and the
-position from then on), so a backtest costs one pass over the inputs; :class:`BacktestResult`
-turns that log into per-bar arrays and, replaying the fills, a trades frame on first use. The
+The vectorized kernel logs only what changes at a fill (the bar, the cash and the position
+from then on), so a backtest costs one pass over the inputs; :class:`BacktestResult` turns
+that log into per-bar arrays and, replaying the fills, a trades frame on first use. The
 event path records the arrays as it goes and hands them over as they are.
 """
 
@@ -28,7 +28,9 @@ from dope.trading.orders import TradeRecord
 TRADE_COLUMNS: Final = ("direction", "entry_bar", "exit_bar", "entry_time", "exit_time", "qty", "entry_price",
                         "exit_price", "entry_fee", "exit_fee", "pnl", "return", "is_open")
 
-_INT_COLUMNS: Final = ("direction", "entry_bar", "exit_bar", "entry_time", "exit_time")
+#: The trades as a structured array (the kernel's replay writes it; the frame takes its columns).
+TRADE_DTYPE: Final = np.dtype([(name, np.bool_ if name == "is_open" else np.int64 if name in (
+    "direction", "entry_bar", "exit_bar", "entry_time", "exit_time") else np.float64) for name in TRADE_COLUMNS])
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -118,27 +120,21 @@ class BacktestResult:
 
 def empty_trades() -> pd.DataFrame:
     """A trades frame with no rows and the right columns and dtypes."""
-    return trades_from_array(np.empty((0, len(TRADE_COLUMNS)), dtype=np.float64))
+    return trades_frame(np.empty(0, dtype=TRADE_DTYPE))
 
 
-def trades_from_array(rows: FloatArray) -> pd.DataFrame:
-    """The trades frame from a float table in ``TRADE_COLUMNS`` order."""
-    columns: dict[str, npt.NDArray[np.generic]] = {}
-    for i, name in enumerate(TRADE_COLUMNS):
-        column = rows[:, i]
-        columns[name] = (column.astype(np.int64) if name in _INT_COLUMNS
-                         else column.astype(bool) if name == "is_open" else column.copy())
-    return pd.DataFrame(columns)
+def trades_frame(table: npt.NDArray[np.void]) -> pd.DataFrame:
+    """The trades frame of a ``TRADE_DTYPE`` table."""
+    return pd.DataFrame({name: table[name].copy() for name in TRADE_COLUMNS})
 
 
 def trades_from_records(records: Sequence[TradeRecord], times: IntArray) -> pd.DataFrame:
     """The trades frame from the trader core's records (bars found from the fill times)."""
-    rows = np.array([_record_row(r, times) for r in records], dtype=np.float64).reshape(-1, len(TRADE_COLUMNS))
-    return trades_from_array(rows)
+    return trades_frame(np.array([_record_row(r, times) for r in records], dtype=TRADE_DTYPE))
 
 
-def _record_row(r: TradeRecord, times: IntArray) -> list[float]:
+def _record_row(r: TradeRecord, times: IntArray) -> tuple[int | float | bool, ...]:
     entry_bar = int(np.searchsorted(times, r.entry_time))
     exit_bar = -1 if r.is_open else int(np.searchsorted(times, r.exit_time))
-    return [r.direction, entry_bar, exit_bar, r.entry_time, r.exit_time, r.qty, r.entry_price, r.exit_price,
-            r.entry_fee, r.exit_fee, r.pnl, r.ret, float(r.is_open)]
+    return (r.direction, entry_bar, exit_bar, r.entry_time, r.exit_time, r.qty, r.entry_price, r.exit_price,
+            r.entry_fee, r.exit_fee, r.pnl, r.ret, r.is_open)

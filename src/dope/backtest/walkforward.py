@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
+import numba
 import numpy as np
 import pandas as pd
 
@@ -35,6 +36,7 @@ from dope.backtest.optimize import (
 )
 from dope.backtest.overfitting import DeflatedSharpe, deflated_sharpe_ratio, return_moments
 from dope.backtest.parallel import Runner, SerialRunner
+from dope.trading.accounting import HOLD, signal
 
 Method = Literal["grid", "optuna"]
 
@@ -129,12 +131,22 @@ def walk_forward(market: Market, spec: SearchSpec, config: BacktestConfig, folds
 
 
 def threshold_signal(prediction: FloatArray, upper: float, lower: float) -> FloatArray:
-    """+1 where the prediction is above ``upper``, -1 where below ``lower``, else (and NaN) 0.
+    """+1 where the prediction asks for long, -1 where it asks to sell (flat, or short), else (and NaN) 0.
 
-    Traded with thresholds (0.5, -0.5), this signal makes exactly the decisions of
-    :func:`dope.trading.accounting.signal` on ``prediction`` with ``upper`` and ``lower`` (tested).
+    Each bar's signal is the trading rule's own (:func:`dope.trading.accounting.signal`, the one
+    :func:`dope.trading.rule.decide` uses), so the stitched signal traded with thresholds (0.5, -0.5)
+    makes exactly the decisions of the fold's thresholds on ``prediction`` (tested).
     """
-    return np.where(prediction > upper, 1.0, np.where(prediction < lower, -1.0, 0.0))
+    return _signals(np.ascontiguousarray(prediction, dtype=np.float64), upper, lower)
+
+
+@numba.njit(cache=True)
+def _signals(prediction: FloatArray, upper: float, lower: float) -> FloatArray:
+    out = np.empty(prediction.shape[0])
+    for t in range(prediction.shape[0]):
+        wanted = signal(prediction[t], upper, lower, True)
+        out[t] = 0.0 if wanted == HOLD else float(wanted)
+    return out
 
 
 def stitched_signal(market: Market, outcomes: list[FoldOutcome]) -> FloatArray:
