@@ -640,6 +640,26 @@ def test_an_order_call_that_times_out_is_cancelled_not_left_to_send_later() -> N
         thread.close()
 
 
+def test_an_order_call_that_waits_lets_the_trader_heartbeat() -> None:
+    """A 429 back-off or an unknown outcome's look-ups keep an order call waiting for seconds: the waiting
+    thread calls ``on_wait`` meanwhile (the trader heartbeats from it), and the result still arrives."""
+    from dope.services.trader import WAIT_TICK_S, LoopThread
+
+    async def slow_order() -> str:
+        await asyncio.sleep(6 * WAIT_TICK_S)
+        return "filled"
+
+    thread = LoopThread()
+    ticks: list[float] = []
+    thread.on_wait = lambda: ticks.append(time.monotonic())
+    try:
+        assert thread.run(slow_order(), timeout_s=30) == "filled"
+    finally:
+        thread.close()
+    assert len(ticks) >= 4
+    assert max(b - a for a, b in zip(ticks, ticks[1:], strict=False)) < 4 * WAIT_TICK_S
+
+
 def test_a_trader_restarted_during_a_journaled_ban_refuses_to_start(tmp_path: Path) -> None:
     from dope.config import TraderConfig
     from dope.services.trader import journal_path, refuse_during_ban

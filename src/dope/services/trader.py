@@ -20,7 +20,8 @@ import asyncio
 import math
 import sys
 import threading
-from collections.abc import Coroutine, Iterator, Mapping, Sequence
+import time
+from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager
 from pathlib import Path
@@ -51,6 +52,7 @@ from dope.transport import Publisher, Subscriber
 T = TypeVar("T")
 CATCH_UP_TIMEOUT_MS = 2_000
 ORDER_TIMEOUT_S = 120.0
+WAIT_TICK_S = 0.25
 RESET_CHECK_MS = 250
 
 
@@ -88,6 +90,8 @@ class LoopThread:
     """An asyncio loop in a daemon thread: the Binance client's HTTP runs there, the service waits for it."""
 
     def __init__(self) -> None:
+        self.on_wait: Callable[[], None] | None = None
+        """Called about every ``WAIT_TICK_S`` while :meth:`run` waits (the trader heartbeats from it)."""
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name="binance-orders", daemon=True)
         self._thread.start()
@@ -95,11 +99,16 @@ class LoopThread:
     def run(self, coro: Coroutine[Any, Any, T], timeout_s: float = ORDER_TIMEOUT_S) -> T:
         """Run ``coro`` on the loop and wait for its result; past ``timeout_s`` it is cancelled, not left running."""
         future: Future[T] = asyncio.run_coroutine_threadsafe(coro, self.loop)
-        try:
-            return future.result(timeout_s)
-        except TimeoutError:
-            future.cancel()
-            raise
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                return future.result(max(min(WAIT_TICK_S, deadline - time.monotonic()), 0))
+            except TimeoutError:
+                if time.monotonic() >= deadline:
+                    future.cancel()
+                    raise
+                if self.on_wait is not None:
+                    self.on_wait()
 
     def close(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)
@@ -159,6 +168,9 @@ class TraderService(Service):
         super().__init__(name, publisher, subscribers, heartbeat_ms=heartbeat_ms, clock=clock)
         self.config = config
         self.binance = binance
+        if binance is not None:
+            binance.thread.on_wait = self._beat_while_waiting
+        self._last_wait_beat = 0.0
         self.catch_up = catch_up
         self.trade_counters: dict[str, int] = {}
         self.journal_file = journal_path(config, name)
@@ -174,6 +186,14 @@ class TraderService(Service):
         resumed = {s: t.last_open_time for s, t in self.traders.items() if t.last_open_time >= 0}
         if resumed:
             self.log.info("%s: resumed from %s at bars %s", name, self.journal_file, resumed)
+
+    def _beat_while_waiting(self) -> None:
+        """Heartbeats while an order call waits on the exchange (a 429 back-off, an unknown outcome's look-ups):
+        a trader busy with the exchange is not a dead one."""
+        now = time.monotonic()
+        if now - self._last_wait_beat >= self.heartbeat_ms / 1000:
+            self._last_wait_beat = now
+            self.send_heartbeat()
 
     def _compacted_history(self) -> dict[str, SymbolHistory]:
         """Compact the journal (under the lock, before anything appends) and fold it."""
