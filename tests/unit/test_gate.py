@@ -51,7 +51,8 @@ def _textbook_dm(candidate: np.ndarray, champion: np.ndarray, lag: int) -> float
     mean = sum(d) / n
     gamma = [sum((d[t] - mean) * (d[t - j] - mean) for t in range(j, n)) / n for j in range(lag + 1)]
     s = gamma[0] + 2 * sum((1 - j / (lag + 1)) * gamma[j] for j in range(1, lag + 1))
-    return mean / math.sqrt(s / n)
+    b = (lag + 1) / n
+    return mean / math.sqrt(s / (1 - b + b * b / 3) / n)  # with the fixed-b mean of the Bartlett estimator
 
 
 def test_dm_matches_the_textbook_computation() -> None:

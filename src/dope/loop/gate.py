@@ -10,9 +10,10 @@ Over the same ``n`` bars scored by both, with forecast errors ``e`` (prediction 
   ``max(floor(1.3 sqrt(n)), horizon - 1)`` (Lazarus, Lewis, Stock & Watson 2018; 41 at 1,000 bars, 130 at
   10,000): the textbook ``floor(4 (n/100)^(2/9))`` (Newey & West 1994) is too short for persistent
   loss differentials and promoted 10% of equal-skill candidates at a 5% level in our simulation.
-* **Reference distribution**: Student's t with ``nu = 1.5 n / (L + 1)`` degrees of freedom, the
-  Bartlett estimator's equivalent degrees of freedom, which approximates its fixed-b distribution
-  (Kiefer & Vogelsang 2005) and widens the tails as the lag grows.
+* **Reference distribution** (an approximation of the fixed-b theory of Kiefer & Vogelsang 2005, with
+  ``b = (L + 1) / n``): ``S`` is divided by ``1 - b + b^2/3``, the mean of the Bartlett estimator's
+  fixed-b limit (demeaning biases it down), and DM is read against Student's t with
+  ``nu = 1.5 n / (L + 1) = 1.5 / b`` degrees of freedom, the estimator's equivalent degrees of freedom.
 * **Harvey–Leybourne–Newbold** (1997) small-sample correction (on by default): ``DM`` is scaled by
   ``sqrt((n + 1 - 2h + h(h-1)/n) / n)`` with ``h = horizon`` (HLN's own ``n - 1`` degrees of freedom
   are replaced by the smaller ``nu`` above).
@@ -185,7 +186,8 @@ def _dm(diff: FloatArray, lag: int, cfg: GateConfig) -> tuple[float, float]:
     """One-sided DM statistic and p-value; (0, 1) when the differential does not vary around zero."""
     n = diff.size
     mean = float(diff.mean())
-    variance = newey_west_variance(diff, lag)
+    b = (lag + 1) / n
+    variance = newey_west_variance(diff, lag) / (1.0 - b + b * b / 3.0)
     scale = float(np.abs(diff).max())
     if scale == 0.0 or variance <= (1e-12 * scale) ** 2:
         # identical losses, or a differential constant to rounding: no evidence either way from dispersion
