@@ -15,7 +15,14 @@ import numpy as np
 import pytest
 
 from dope.cli import main
-from dope.loop.audit import AUDIT_FILE, AuditEntry, AuditLog, gate_entry
+from dope.loop.audit import (
+    AUDIT_FILE,
+    AuditEntry,
+    AuditLog,
+    AuditLogError,
+    gate_entry,
+    rejections_since_promotion,
+)
 from dope.loop.gate import promotion_test
 
 T0 = 1_767_225_600_000  # 2026-01-01 00:00 UTC
@@ -63,11 +70,22 @@ def test_a_torn_last_line_is_ignored_then_cut_and_earlier_lines_are_kept(
     assert [e.model_id for e in log.read()] == ["m1", "m2"]
 
 
-def test_a_corrupt_earlier_line_is_an_error(tmp_path: Path) -> None:
+def test_a_whole_last_entry_missing_only_its_newline_is_kept(tmp_path: Path) -> None:
+    path = tmp_path / AUDIT_FILE
+    path.write_bytes(b'{"time_ms":1,"action":"retire","model_id":"m1","reason":"lost"}')  # killed before "\n"
+    log = AuditLog(path)
+    assert [e.model_id for e in log.read()] == ["m1"]
+    log.append(AuditEntry(time_ms=2, action="retire", model_id="m2", reason="lost"))
+    assert [e.model_id for e in log.read()] == ["m1", "m2"]  # the reader and the next writer agree
+
+
+def test_a_corrupt_earlier_line_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / AUDIT_FILE
     path.write_bytes(b'{"nonsense": 1}\n' + b'{"time_ms":1,"action":"retire","model_id":"m","reason":"lost"}\n')
-    with pytest.raises(ValueError, match="line 1 is not a valid audit entry"):
+    with pytest.raises(AuditLogError, match="line 1 is not a valid audit entry"):
         AuditLog(path).read()
+    assert main(["models", "history", "--registry", str(tmp_path)]) != 0  # one clear line, no traceback
+    assert "line 1 is not a valid audit entry" in capsys.readouterr().err
 
 
 WRITER = """
@@ -87,10 +105,11 @@ def test_a_sigkilled_writer_leaves_a_readable_log(tmp_path: Path) -> None:
     path = tmp_path / AUDIT_FILE
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")}
     for _ in range(3):
+        start = path.stat().st_size if path.exists() else 0
         proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], stdout=subprocess.PIPE, env=env)
         assert proc.stdout is not None and proc.stdout.readline() == b"ready\n"
         deadline = time.monotonic() + 10
-        while (not path.exists() or path.stat().st_size < 200_000) and time.monotonic() < deadline:
+        while (not path.exists() or path.stat().st_size < start + 200_000) and time.monotonic() < deadline:
             time.sleep(0.01)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
@@ -133,3 +152,22 @@ def test_history_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     assert " 600 " in lines[2] and "0.0167" in lines[2]
     assert main(["models", "history", "--registry", str(tmp_path / "empty")]) == 0
     assert "no decisions logged" in capsys.readouterr().out
+
+
+def test_an_infinite_statistic_is_logged_as_null(tmp_path: Path) -> None:
+    ones, zeros = np.ones(600), np.zeros(600)
+    decision = promotion_test(zeros, ones, zeros, zeros)  # the candidate is exact on every bar: d = 1 always
+    assert decision.passed and decision.statistic == float("inf") and decision.p_value == 0.0
+    log = AuditLog(tmp_path / AUDIT_FILE)
+    log.append(gate_entry(T0, "promote", "m", decision, from_role="shadow", to_role="champion"))
+    assert log.read()[0].statistic is None and log.read()[0].p_value == 0.0
+
+
+def test_rejections_since_the_last_promotion_count_the_candidates_tried() -> None:
+    def entry(action: str) -> AuditEntry:
+        return AuditEntry(time_ms=0, action=action, model_id="m", reason="")  # type: ignore[arg-type]
+
+    assert rejections_since_promotion([]) == 0
+    log = [entry(a) for a in ("register", "reject", "reject", "promote", "register", "shadow", "reject")]
+    assert rejections_since_promotion(log) == 1
+    assert rejections_since_promotion(log[:3]) == 2

@@ -2,8 +2,9 @@
 
 Every registration, shadow deployment, promotion, rejection, rollback and retirement is appended as one
 line and fsynced before ``append`` returns; earlier lines are never rewritten. A writer killed mid-append
-can leave a torn last line (no newline, or not valid JSON): readers skip it with a warning, and the next
-``append`` first cuts it off (truncation to the end of the last whole line), so the log stays readable.
+can leave a torn last line (no newline): readers skip it with a warning unless it is a whole entry, and the
+next ``append`` first repairs it (a whole entry gets its newline, anything else is cut off by truncation
+to the end of the last whole line), so readers and writers agree on what the log holds.
 Appends from several processes are serialised by an advisory lock beside the file.
 
 >>> import tempfile, pathlib
@@ -22,6 +23,7 @@ from typing import Any, Final, Literal, get_args
 
 import msgspec
 
+from dope.errors import UserError
 from dope.fileio import exclusive_lock, fsync_folder
 from dope.loop.gate import GateDecision
 
@@ -30,6 +32,10 @@ ACTIONS: Final[tuple[str, ...]] = get_args(Action)
 AUDIT_FILE: Final = "audit.jsonl"
 """The log's name under the registry root."""
 log = logging.getLogger(__name__)
+
+
+class AuditLogError(UserError, ValueError):
+    """A line of the log other than the last is not an entry (not something a crash leaves)."""
 
 
 class AuditEntry(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=False):
@@ -76,7 +82,7 @@ class AuditLog:
             created = not self.path.exists()
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
             try:
-                _cut_torn_tail(fd, self.path)
+                _repair_tail(fd, self.path)
                 os.write(fd, line)
                 os.fsync(fd)
             finally:
@@ -101,18 +107,36 @@ class AuditLog:
                 if last:
                     log.warning("%s: ignoring a torn last line (a writer died mid-append): %s", self.path, exc)
                     continue
-                raise ValueError(f"{self.path} line {number} is not a valid audit entry: {exc}") from None
+                raise AuditLogError(f"{self.path} line {number} is not a valid audit entry: {exc}") from None
         return entries
 
 
-def _cut_torn_tail(fd: int, path: Path) -> None:
-    """Truncate a last line without its newline (left by a writer killed mid-append)."""
+def rejections_since_promotion(entries: list[AuditEntry]) -> int:
+    """Candidates rejected by the gate since the last promotion: the gate's ``n_candidates`` for the next
+    candidate is this plus one."""
+    count = 0
+    for entry in entries:
+        if entry.action == "promote":
+            count = 0
+        elif entry.action == "reject":
+            count += 1
+    return count
+
+
+def _repair_tail(fd: int, path: Path) -> None:
+    """End a last line left without its newline (by a writer killed mid-append): a whole entry gets its
+    newline, a torn one is truncated away."""
     size = os.lseek(fd, 0, os.SEEK_END)
     if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
         return
     keep = _end_of_last_line(fd, size)
-    log.warning("%s: cutting a torn last line of %d bytes (a writer died mid-append)", path, size - keep)
-    os.ftruncate(fd, keep)
+    try:
+        msgspec.json.decode(os.pread(fd, size - keep, keep), type=AuditEntry)
+    except msgspec.DecodeError:
+        log.warning("%s: cutting a torn last line of %d bytes (a writer died mid-append)", path, size - keep)
+        os.ftruncate(fd, keep)
+    else:
+        os.write(fd, b"\n")
 
 
 def _end_of_last_line(fd: int, size: int) -> int:

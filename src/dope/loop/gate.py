@@ -130,7 +130,7 @@ def promotion_test(candidate_errors: npt.ArrayLike, champion_errors: npt.ArrayLi
     statistic, p_value = _dm(diff, lag, cfg)
     threshold = deflated_level(cfg.level, n_candidates, cfg.deflation)
     pnl_diff = float(arrays[2].mean() - arrays[3].mean())
-    reason = _reason(statistic, p_value, threshold, pnl_diff, cfg.max_pnl_shortfall)
+    reason = _reason(not diff.any(), p_value, threshold, pnl_diff, cfg.max_pnl_shortfall)
     return GateDecision(passed=reason == "passed", reason=reason, statistic=statistic, p_value=p_value,
                         threshold=threshold, n_bars=n, n_candidates=n_candidates, lag=lag,
                         mean_loss_diff=float(diff.mean()), pnl_diff=pnl_diff)
@@ -200,8 +200,8 @@ def _dm(diff: FloatArray, lag: int, cfg: GateConfig) -> tuple[float, float]:
     return statistic, p_value
 
 
-def _reason(statistic: float, p_value: float, threshold: float, pnl_diff: float, shortfall: float) -> str:
-    if statistic == 0.0:
+def _reason(identical: bool, p_value: float, threshold: float, pnl_diff: float, shortfall: float) -> str:
+    if identical:
         return "no loss difference"
     if p_value > threshold:
         return "not significant"
