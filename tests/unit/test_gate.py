@@ -192,3 +192,18 @@ def test_false_promotion_rate_at_the_equal_skill_boundary() -> None:
     assert hac <= 0.065
     assert naive > 0.15 and textbook > hac
     assert equal_skill_rate(GateConfig(), seeds, n_candidates=5) <= 0.02  # deflated for five candidates
+
+
+def test_swapping_the_models_negates_the_statistic_and_scale_does_not_matter() -> None:
+    rng = np.random.default_rng(17)
+    champion = rng.normal(0.0, 1.0, 800)
+    candidate = champion + rng.normal(0.0, 0.5, 800)
+    pnl = np.zeros(800)
+    for loss in ("squared", "absolute"):
+        cfg = GateConfig(loss=loss)  # type: ignore[arg-type]
+        out = promotion_test(candidate, champion, pnl, pnl, config=cfg)
+        swapped = promotion_test(champion, candidate, pnl, pnl, config=cfg)
+        scaled = promotion_test(1e-4 * candidate, 1e-4 * champion, pnl, pnl, config=cfg)  # returns, not percent
+        assert swapped.statistic == pytest.approx(-out.statistic, rel=1e-12)
+        assert swapped.p_value == pytest.approx(1 - out.p_value, rel=1e-9)
+        assert scaled.statistic == pytest.approx(out.statistic, rel=1e-9)
