@@ -9,7 +9,8 @@ Over the same ``n`` bars scored by both, with forecast errors ``e`` (prediction 
   ``g_k = (1/n) sum_t (d_t - mean)(d_{t-k} - mean)``). The lag ``L`` defaults to
   ``max(floor(1.3 sqrt(n)), horizon - 1)`` (Lazarus, Lewis, Stock & Watson 2018; 41 at 1,000 bars, 130 at
   10,000): the textbook ``floor(4 (n/100)^(2/9))`` (Newey & West 1994) is too short for persistent
-  loss differentials and promoted 10% of equal-skill candidates at a 5% level in our simulation.
+  loss differentials: it promoted 7.5% of equal-skill candidates at a 5% level in our simulation
+  (docs/loop.md).
 * **Reference distribution** (an approximation of the fixed-b theory of Kiefer & Vogelsang 2005, with
   ``b = (L + 1) / n``): ``S`` is divided by ``1 - b + b^2/3``, the mean of the Bartlett estimator's
   fixed-b limit (demeaning biases it down), and DM is read against Student's t with
@@ -183,7 +184,8 @@ def deflated_level(level: float, n_candidates: int, deflation: Deflation) -> flo
 
 
 def _dm(diff: FloatArray, lag: int, cfg: GateConfig) -> tuple[float, float]:
-    """One-sided DM statistic and p-value; (0, 1) when the differential does not vary around zero."""
+    """One-sided DM statistic and p-value. A differential that does not vary gives 0 (p = 1/2) when it is
+    zero and an infinite statistic (p = 0 or 1) when it is a constant."""
     n = diff.size
     mean = float(diff.mean())
     b = (lag + 1) / n
