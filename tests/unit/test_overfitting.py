@@ -11,6 +11,7 @@ import pytest
 from dope.backtest.overfitting import (
     column_sharpes,
     cscv_combinations,
+    deflated_sharpe_of_moments,
     deflated_sharpe_of_trials,
     deflated_sharpe_ratio,
     expected_max_sharpe,
@@ -24,7 +25,7 @@ from dope.backtest.overfitting import (
 def test_dsr_reproduces_the_papers_numerical_example() -> None:
     # Bailey & López de Prado (2014), "A numerical example": SR 2.5 a year over 5 years of daily returns
     # (T = 1250), N = 100 trials whose Sharpe ratios vary by V = 1/2 a year, skew -3, kurtosis 10.
-    out = deflated_sharpe_ratio(2.5 / math.sqrt(250), 1250, 100, 0.5 / 250, skew=-3.0, kurtosis=10.0)
+    out = deflated_sharpe_ratio(2.5, 1250, 100, math.sqrt(0.5), periods_per_year=250, skew=-3.0, raw_kurtosis=10.0)
     assert out.expected_max_sharpe == pytest.approx(0.1132, abs=5e-5)  # the paper's SR0, per day
     assert out.expected_max_sharpe * math.sqrt(250) == pytest.approx(1.7894, abs=5e-4)  # ~1.79 a year
     assert out.dsr == pytest.approx(0.9004, abs=5e-5)  # the paper: DSR ~ 0.9004, short of 0.95
@@ -39,10 +40,46 @@ def test_expected_max_sharpe_matches_monte_carlo() -> None:
 
 
 def test_one_trial_is_not_deflated_and_more_trials_deflate_more() -> None:
-    sr, n = 0.1, 500
-    assert deflated_sharpe_ratio(sr, n, 1, 0.01).dsr == pytest.approx(probabilistic_sharpe_ratio(sr, n))
-    dsrs = [deflated_sharpe_ratio(sr, n, k, 0.001).dsr for k in (2, 10, 100, 1000)]
+    sr, n = 0.1, 500  # per period: periods_per_year=1 leaves them as they are
+    one = deflated_sharpe_ratio(sr, n, 1, 0.1, periods_per_year=1)
+    assert one.dsr == pytest.approx(probabilistic_sharpe_ratio(sr, n))
+    dsrs = [deflated_sharpe_ratio(sr, n, k, math.sqrt(0.001), periods_per_year=1).dsr for k in (2, 10, 100, 1000)]
     assert dsrs == sorted(dsrs, reverse=True)
+
+
+def test_dsr_units_are_explicit_and_impossible_inputs_are_refused() -> None:
+    daily = deflated_sharpe_ratio(2.0, 1000, 20, 0.5, periods_per_year=252, skew=-0.5, raw_kurtosis=6.0)
+    assert daily.sharpe == pytest.approx(2.0 / math.sqrt(252))  # the result is per period
+    assert daily.var_trials == pytest.approx(0.25 / 252)  # from the standard deviation given
+    weekly = deflated_sharpe_ratio(2.0, 1000, 20, 0.5, periods_per_year=52, skew=-0.5, raw_kurtosis=6.0)
+    assert weekly.sharpe == pytest.approx(2.0 / math.sqrt(52)) and weekly.dsr != daily.dsr
+    with pytest.raises(ValueError, match="excess kurtosis was probably given"):
+        deflated_sharpe_ratio(2.0, 1000, 20, 0.5, periods_per_year=252, raw_kurtosis=0.0)  # normal, excess
+    with pytest.raises(ValueError, match="excess kurtosis"):
+        deflated_sharpe_ratio(2.0, 1000, 20, 0.5, periods_per_year=252, skew=-3.0, raw_kurtosis=7.0)  # 7 < 10
+    with pytest.raises(ValueError, match="per period is impossible"):
+        deflated_sharpe_ratio(2.0, 1000, 20, 0.5, periods_per_year=1 / 252)  # the reciprocal given
+    with pytest.raises(ValueError, match="a variance given where a standard deviation"):
+        # a per-day Sharpe of 0.1 whose trials' *variance* 0.01 * 252 was passed as a standard deviation
+        deflated_sharpe_ratio(0.1 * math.sqrt(252), 1000, 20, 2.52 * 252, periods_per_year=252)
+    with pytest.raises(ValueError, match="standard deviation, so >= 0"):
+        deflated_sharpe_ratio(2.0, 1000, 20, -0.1, periods_per_year=252)
+    with pytest.raises(ValueError, match="periods_per_year"):
+        deflated_sharpe_ratio(2.0, 1000, 20, 0.5, periods_per_year=0)
+
+
+def test_dsr_of_moments_takes_the_trials_sharpe_ratios() -> None:
+    rng = np.random.default_rng(8)
+    m = rng.normal(0.0005, 0.01, (800, 5))
+    sharpes = column_sharpes(m)
+    best = return_moments(m[:, 2])
+    out = deflated_sharpe_of_moments(best, sharpes)
+    assert out.n_trials == 5 and out.var_trials == pytest.approx(np.var(sharpes, ddof=1))
+    assert out.dsr == pytest.approx(deflated_sharpe_ratio(
+        best.sharpe * math.sqrt(365), 800, 5, math.sqrt(out.var_trials * 365), periods_per_year=365,
+        skew=best.skew, raw_kurtosis=best.kurtosis).dsr)
+    with pytest.raises(ValueError, match="at least one trial"):
+        deflated_sharpe_of_moments(best, [])
 
 
 def test_psr_under_normal_returns_is_the_textbook_z() -> None:

@@ -7,13 +7,19 @@
 * The **Probability of Backtest Overfitting** by combinatorially symmetric cross-validation (CSCV; Bailey,
   Borwein, López de Prado & Zhu 2017), with the performance degradation and the probability of loss.
 
-All Sharpe ratios here are per observation (not annualised); ``kurtosis`` is the raw (Pearson) kurtosis,
-3 for normal returns.
+Units: the DSR is computed from Sharpe ratios per observation (period). ``deflated_sharpe_ratio`` takes
+annualised figures and the ``periods_per_year`` they were annualised with, and the *standard deviation*
+of the trials' Sharpe ratios; ``deflated_sharpe_of_trials`` and ``deflated_sharpe_of_moments`` take the
+returns themselves (or their moments), so they need no units. Kurtosis is the raw (Pearson) kurtosis,
+3 for normal returns, named ``raw_kurtosis`` where it is an argument; inputs that cannot be right (raw
+kurtosis below ``1 + skew**2``, as excess kurtosis often is; a Sharpe ratio above 1 per period) are refused
+with a ``ValueError`` that says what was probably meant. The ``DeflatedSharpe`` result holds per-period
+figures.
 
 Example (the numerical example of the DSR paper: SR 2.5 a year, 5 years of daily returns, 100 trials whose
-Sharpe ratios have a variance of 0.5 a year, skewness -3, kurtosis 10):
+Sharpe ratios have a variance of 0.5 a year, i.e. a standard deviation of 0.7071, skewness -3, kurtosis 10):
 
->>> round(deflated_sharpe_ratio(2.5 / 250**0.5, 1250, 100, 0.5 / 250, skew=-3, kurtosis=10).dsr, 4)
+>>> round(deflated_sharpe_ratio(2.5, 1250, 100, 0.5**0.5, periods_per_year=250, skew=-3, raw_kurtosis=10).dsr, 4)
 0.9004
 """
 
@@ -23,12 +29,15 @@ import math
 from dataclasses import dataclass
 from itertools import combinations
 from statistics import NormalDist
-from typing import Final
+from typing import Final, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
 EULER_GAMMA: Final = 0.5772156649015329
+MAX_PERIOD_SHARPE: Final = 1.0
+"""A mean return above its standard deviation every period: no strategy worth deflating has it, so a
+per-period Sharpe ratio above this means the units are wrong."""
 _NORMAL: Final = NormalDist()
 FloatArray = npt.NDArray[np.float64]
 
@@ -41,6 +50,23 @@ class ReturnMoments:
     skew: float
     kurtosis: float
     n: int
+
+
+class Moments(Protocol):
+    """Per-period Sharpe ratio, skewness, raw kurtosis and length of a return series (``ReturnMoments``, or
+    the ``DeflatedSharpe`` computed from one)."""
+
+    @property
+    def sharpe(self) -> float: ...
+
+    @property
+    def skew(self) -> float: ...
+
+    @property
+    def kurtosis(self) -> float: ...
+
+    @property
+    def n(self) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -123,13 +149,53 @@ def expected_max_sharpe(n_trials: int, var_trials: float, mean_trials: float = 0
     return mean_trials + math.sqrt(var_trials) * z
 
 
-def deflated_sharpe_ratio(sharpe: float, n: int, n_trials: int, var_trials: float,
-                          skew: float = 0.0, kurtosis: float = 3.0) -> DeflatedSharpe:
-    """The DSR: PSR of ``sharpe`` against the expected maximum Sharpe of ``n_trials`` unskilled trials."""
+def deflated_sharpe_ratio(sharpe: float, n: int, n_trials: int, sharpe_sd_trials: float, *,
+                          periods_per_year: float, skew: float = 0.0, raw_kurtosis: float = 3.0) -> DeflatedSharpe:
+    """The DSR of an annualised ``sharpe`` from ``n`` periods, selected among ``n_trials`` whose annualised
+    Sharpe ratios have the standard deviation ``sharpe_sd_trials`` (not the variance).
+
+    Both are annualised with ``periods_per_year`` (252 or 365 for daily returns, 52 weekly ...); ``skew`` and
+    ``raw_kurtosis`` are those of the selected strategy's per-period returns.
+    """
+    if not periods_per_year > 0.0:
+        raise ValueError(f"periods_per_year must be > 0, got {periods_per_year}")
+    if not sharpe_sd_trials >= 0.0:
+        raise ValueError(f"sharpe_sd_trials is a standard deviation, so >= 0, got {sharpe_sd_trials}")
+    root = math.sqrt(periods_per_year)
+    _check_units(sharpe / root, (sharpe_sd_trials / root) ** 2, skew, raw_kurtosis)
+    return _deflate(sharpe / root, n, n_trials, (sharpe_sd_trials / root) ** 2, skew, raw_kurtosis)
+
+
+def deflated_sharpe_of_moments(selected: Moments, trial_sharpes: npt.ArrayLike) -> DeflatedSharpe:
+    """DSR of the ``selected`` strategy's returns (their moments) among trials with these per-period Sharpe
+    ratios (``column_sharpes`` or ``return_moments(...).sharpe`` of every trial, the selected one included)."""
+    sharpes = np.asarray(trial_sharpes, dtype=np.float64).ravel()
+    if sharpes.size < 1 or not np.isfinite(sharpes).all():
+        raise ValueError(f"need the finite Sharpe ratios of at least one trial, got {sharpes}")
+    var = float(np.var(sharpes, ddof=1)) if sharpes.size > 1 else 0.0
+    return _deflate(selected.sharpe, selected.n, sharpes.size, var, selected.skew, selected.kurtosis)
+
+
+def _deflate(sharpe: float, n: int, n_trials: int, var_trials: float, skew: float,
+             raw_kurtosis: float) -> DeflatedSharpe:
+    """The DSR from per-period figures: PSR of ``sharpe`` against the expected maximum of unskilled trials."""
     sr0 = expected_max_sharpe(n_trials, var_trials)
-    dsr = probabilistic_sharpe_ratio(sharpe, n, skew, kurtosis, benchmark=sr0)
-    psr0 = probabilistic_sharpe_ratio(sharpe, n, skew, kurtosis)
-    return DeflatedSharpe(dsr, sharpe, sr0, psr0, n_trials, var_trials, skew, kurtosis, n)
+    dsr = probabilistic_sharpe_ratio(sharpe, n, skew, raw_kurtosis, benchmark=sr0)
+    psr0 = probabilistic_sharpe_ratio(sharpe, n, skew, raw_kurtosis)
+    return DeflatedSharpe(dsr, sharpe, sr0, psr0, n_trials, var_trials, skew, raw_kurtosis, n)
+
+
+def _check_units(sharpe: float, var_trials: float, skew: float, raw_kurtosis: float) -> None:
+    if raw_kurtosis < 1.0 + skew**2 - 1e-9:
+        raise ValueError(f"raw kurtosis {raw_kurtosis} is below 1 + skew^2 = {1 + skew**2:.4g}, which no "
+                         f"distribution has: an excess kurtosis was probably given (raw = excess + 3 = "
+                         f"{raw_kurtosis + 3:.4g})")
+    for name, value in (("Sharpe ratio", abs(sharpe)), ("standard deviation of the trials' Sharpe ratios",
+                                                        math.sqrt(var_trials))):
+        if value > MAX_PERIOD_SHARPE:
+            raise ValueError(f"a {name} of {value:.4g} per period is impossible for returns: check the units "
+                             "(annualised figures need the right periods_per_year; a variance given where a "
+                             "standard deviation is meant inflates it)")
 
 
 def deflated_sharpe_of_trials(trial_returns: npt.ArrayLike, selected: int | None = None) -> DeflatedSharpe:
@@ -140,9 +206,7 @@ def deflated_sharpe_of_trials(trial_returns: npt.ArrayLike, selected: int | None
     m = _matrix(trial_returns)
     sharpes = column_sharpes(m)
     best = int(np.argmax(sharpes)) if selected is None else selected
-    moments = return_moments(m[:, best])
-    var = float(np.var(sharpes, ddof=1)) if m.shape[1] > 1 else 0.0
-    return deflated_sharpe_ratio(moments.sharpe, moments.n, m.shape[1], var, moments.skew, moments.kurtosis)
+    return deflated_sharpe_of_moments(return_moments(m[:, best]), sharpes)
 
 
 def column_sharpes(matrix: npt.ArrayLike) -> FloatArray:

@@ -34,7 +34,7 @@ from dope.backtest.optimize import (
     period_returns,
     run_trial,
 )
-from dope.backtest.overfitting import DeflatedSharpe, deflated_sharpe_ratio, return_moments
+from dope.backtest.overfitting import DeflatedSharpe, deflated_sharpe_of_moments, return_moments
 from dope.backtest.parallel import Runner, SerialRunner
 from dope.trading.accounting import HOLD, signal
 
@@ -196,7 +196,7 @@ def _psr(market: Market, result: Any, span: tuple[int, int], config: BacktestCon
     r = period_returns(np.asarray(result.equity, dtype=np.float64), bounds, config.initial_cash)
     try:
         m = return_moments(r)
-        return deflated_sharpe_ratio(m.sharpe, m.n, 1, 0.0, m.skew, m.kurtosis)
+        return deflated_sharpe_of_moments(m, [m.sharpe])
     except ValueError:
         return None
 
@@ -238,5 +238,4 @@ def deflate_variants(results: dict[str, WalkForwardResult], period_ms: int = DAY
         return None
     sharpes = np.array([m.sharpe for m in moments.values()])
     best = max(moments.values(), key=lambda m: m.sharpe)
-    var = float(np.var(sharpes, ddof=1)) if sharpes.size > 1 else 0.0
-    return deflated_sharpe_ratio(best.sharpe, best.n, sharpes.size, var, best.skew, best.kurtosis)
+    return deflated_sharpe_of_moments(best, sharpes)

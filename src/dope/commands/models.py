@@ -1,16 +1,19 @@
-"""``dope models list | show | promote | retire | scorecards``: the model registry from the terminal.
+"""``dope models list | show | promote | retire | scorecards | history``: the model registry from the terminal.
 
     dope models list
     dope models show lightgbm-20260101T0000-ab12cd
     dope models promote lightgbm-20260101T0000-ab12cd --role champion
     dope models retire ridge-20251201T0900-0f1e2d
     dope models scorecards [ID] [--symbol S]   # live scorecards saved by the rendezvous
+    dope models history [--json]               # the audit log of model decisions (dope.loop.audit)
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from dope.errors import UserError
@@ -18,11 +21,11 @@ from dope.errors import UserError
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``dope models``."""
-    parser.add_argument("action", choices=("list", "show", "promote", "retire", "scorecards"), help="what to do")
+    parser.add_argument("action", choices=("list", "show", "promote", "retire", "scorecards", "history"), help="what to do")
     parser.add_argument("model_id", nargs="?", metavar="MODEL_ID", help="the model (show, promote, retire)")
     parser.add_argument("--role", default="champion",
                         help="role for promote: champion, challenger, shadow, canary (default champion)")
-    parser.add_argument("--json", action="store_true", help="machine-readable output (list, show, scorecards)")
+    parser.add_argument("--json", action="store_true", help="machine-readable output (list, show, scorecards, history)")
     parser.add_argument("--symbol", help="only this symbol's cards (scorecards)")
     parser.add_argument("--registry", help="registry folder (default: [registry] path)")
     parser.add_argument("--config", help="TOML configuration file")
@@ -39,6 +42,9 @@ def run(args: argparse.Namespace) -> int:
     registry = open_registry(args)
     if args.action == "list":
         _list(registry.list(), args.json)
+        return 0
+    if args.action == "history":
+        _history(registry.root, args.json)
         return 0
     if not args.model_id:
         raise UserError(f"`dope models {args.action}` needs a MODEL_ID (see `dope models list`)")
@@ -77,3 +83,31 @@ def _row(meta: dict[str, Any]) -> str:
 def _ratio(metrics: dict[str, Any]) -> str:
     model, zero = metrics.get("model", {}).get("rmse"), metrics.get("zero_baseline", {}).get("rmse")
     return f"{model / zero:.4f}" if model is not None and zero else "-"
+
+
+def _history(root: Path, as_json: bool) -> None:
+    from dope.loop.audit import AUDIT_FILE, AuditLog, entry_dict
+
+    entries = [entry_dict(e) for e in AuditLog(root / AUDIT_FILE).read()]
+    if as_json:
+        print(json.dumps(entries, indent=2, sort_keys=True))
+        return
+    if not entries:
+        print(f"no decisions logged in {root / AUDIT_FILE}")
+        return
+    print(f"{'market time (UTC)':20} {'action':8} {'model_id':42} {'from -> to':24} {'DM':>7} {'p':>8} "
+          f"{'bars':>6} {'thresh':>7}  reason")
+    for entry in entries:
+        print(_history_row(entry))
+
+
+def _history_row(e: dict[str, Any]) -> str:
+    when = datetime.fromtimestamp(e["time_ms"] / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
+    roles = f"{e['from_role'] or '-'} -> {e['to_role'] or '-'}"
+    return (f"{when:20} {e['action']:8} {e['model_id']:42} {roles:24} {_num(e['statistic'], '.2f'):>7} "
+            f"{_num(e['p_value'], '.2g'):>8} {_num(e['n_bars'], 'd'):>6} {_num(e['threshold'], '.3g'):>7}  "
+            f"{e['reason']}")
+
+
+def _num(value: float | int | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
