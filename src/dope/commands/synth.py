@@ -51,7 +51,7 @@ def _generate(args: argparse.Namespace) -> int:
     params = load_params(synthetic.params or None)
     began = time.perf_counter()
     frames = generate_bars(args.symbols, start, start + duration, interval_ms, seed=seed, params=params,
-                           rate_scale=synthetic.rate_scale)
+                           rate_scale=synthetic.rate_scale, regimes=synthetic.regimes)
     store = BarStore(args.store or config.store.path)
     rows = sum(store.write_bars(frame, interval_ms) for frame in frames.values())
     print(f"wrote {rows} bars of {len(frames)} symbols to {store.root} in {time.perf_counter() - began:.1f} s")

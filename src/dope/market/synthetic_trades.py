@@ -17,6 +17,7 @@ import numpy as np
 
 from dope.bars.vectorized import TradeArrays
 from dope.clock import Clock, ScaledClock
+from dope.config import SyntheticRegime
 from dope.errors import UserError
 from dope.market.synthetic_model import (
     DAY_MS,
@@ -47,11 +48,12 @@ def _decimals(grid: float) -> int:
 
 
 def model_for(symbol: str, params: SyntheticParams, seed: int, step_ms: int = STEP_MS,
-              rate_scale: float = 1.0) -> SymbolModel:
+              rate_scale: float = 1.0, regimes: Sequence[SyntheticRegime] = ()) -> SymbolModel:
     """The seeded model of ``symbol`` (with its leader's parameters when it follows one)."""
     own = params.for_symbol(symbol)
     leader = params.for_symbol(own.leader) if own.leader else None
-    return SymbolModel(symbol, own, seed, step_ms=step_ms, leader=leader, rate_scale=rate_scale)
+    return SymbolModel(symbol, own, seed, step_ms=step_ms, leader=leader, rate_scale=rate_scale,
+                       regimes=regimes)
 
 
 def step_trades(steps: Steps, p: SymbolParams, rng: np.random.Generator, first_id: int,
@@ -139,6 +141,7 @@ class SyntheticSource:
     ``start_ms + duration_ms`` (never, with None). They are yielded one batch per
     10 s window, paced by ``clock`` (or, with ``speed`` > 0, a clock running
     ``speed`` times real time; ``speed`` 0 and no clock: as fast as possible).
+    ``regimes`` switch the market's dynamics at given times, exactly as in ``generate_bars``.
     """
 
     is_live = False
@@ -146,7 +149,8 @@ class SyntheticSource:
 
     def __init__(self, symbols: Sequence[str], *, seed: int = 7, start_ms: int, duration_ms: int | None = None,
                  speed: float = 0.0, clock: Clock | None = None, params: SyntheticParams | None = None,
-                 rate_scale: float = 1.0, wall: Clock | None = None) -> None:
+                 rate_scale: float = 1.0, wall: Clock | None = None,
+                 regimes: Sequence[SyntheticRegime] = ()) -> None:
         if not symbols or len(set(symbols)) != len(symbols):
             raise UserError(f"SyntheticSource needs distinct symbols, got {list(symbols)}")
         if duration_ms is not None and duration_ms <= 0:
@@ -156,13 +160,13 @@ class SyntheticSource:
         self.end_ms = None if duration_ms is None else start_ms + duration_ms
         self.counters: dict[str, int] = {"trades": 0, "batches": 0}
         self._params = params or load_params()
-        self._seed, self._rate_scale = seed, rate_scale
+        self._seed, self._rate_scale, self._regimes = seed, rate_scale, tuple(regimes)
         self._clock, self._speed, self._wall = clock, speed, wall
 
     async def trades(self, resume: Mapping[str, int]) -> AsyncIterator[list[Trade]]:
         """Batches of trades (one per 10 s window, all symbols), none before ``resume[symbol]``."""
-        streams = {s: _SymbolStream(model_for(s, self._params, self._seed, STEP_MS, self._rate_scale),
-                                    self.start_ms) for s in self.symbols}
+        streams = {s: _SymbolStream(model_for(s, self._params, self._seed, STEP_MS, self._rate_scale,
+                                              self._regimes), self.start_ms) for s in self.symbols}
         hour = self.start_ms - self.start_ms % HOUR_MS
         clock = self._clock if self._clock is not None else self._paced_from(resume)
         while self.end_ms is None or hour < self.end_ms:

@@ -27,7 +27,7 @@ def open_source(config: DopeConfig) -> tuple[TradeSource, Clock | None]:
         return SyntheticSource(symbols, seed=synthetic.seed, start_ms=parse_time(synthetic.start),
                                duration_ms=parse_duration(synthetic.duration) if synthetic.duration else None,
                                speed=synthetic.speed, params=load_params(synthetic.params or None),
-                               rate_scale=synthetic.rate_scale), None
+                               rate_scale=synthetic.rate_scale, regimes=synthetic.regimes), None
     from dope.market.binance import BinanceSource
 
     return BinanceSource(config.binance, symbols), LiveClock()
