@@ -19,13 +19,13 @@ import pandas as pd
 from dope.bars.interval import align, check_interval_ms
 from dope.bars.resample import resample_bars
 from dope.bars.schema import BAR_DTYPES
-from dope.config import SyntheticRegime
+from dope.config import SyntheticConfig, SyntheticRegime
 from dope.errors import UserError
 from dope.market.synthetic_model import BARS, F64, I64, STEP_MS, Steps, stream
 from dope.market.synthetic_params import SymbolParams, SyntheticParams, load_params
 from dope.market.synthetic_trades import SyntheticSource, model_for, on_grid
 
-__all__ = ["SyntheticSource", "generate_bars", "step_ms_for"]
+__all__ = ["SyntheticSource", "configured_bars", "generate_bars", "step_ms_for"]
 
 
 def step_ms_for(interval_ms: int) -> int:
@@ -52,6 +52,15 @@ def generate_bars(symbols: Sequence[str], start_ms: int, end_ms: int, interval_m
         frames = pool.map(lambda s: _symbol_bars(s, params, seed, first, n_bars, interval_ms, rate_scale,
                                                  regimes), symbols)
         return dict(zip(symbols, frames, strict=True))
+
+
+def configured_bars(config: SyntheticConfig, symbols: Sequence[str], start_ms: int, end_ms: int,
+                    interval_ms: int = STEP_MS, *, seed: int | None = None) -> dict[str, pd.DataFrame]:
+    """:func:`generate_bars` of the market ``[synthetic]`` describes (its params file, rate scale, regimes
+    and, unless ``seed`` is given, seed): the bars of the trades its :class:`SyntheticSource` streams."""
+    return generate_bars(symbols, start_ms, end_ms, interval_ms, seed=config.seed if seed is None else seed,
+                         params=load_params(config.params or None), rate_scale=config.rate_scale,
+                         regimes=config.regimes)
 
 
 def _check_request(symbols: Sequence[str], start_ms: int, end_ms: int) -> None:

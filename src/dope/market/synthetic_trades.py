@@ -17,7 +17,7 @@ import numpy as np
 
 from dope.bars.vectorized import TradeArrays
 from dope.clock import Clock, ScaledClock
-from dope.config import SyntheticRegime
+from dope.config import SyntheticConfig, SyntheticRegime
 from dope.errors import UserError
 from dope.market.synthetic_model import (
     DAY_MS,
@@ -32,6 +32,7 @@ from dope.market.synthetic_model import (
 )
 from dope.market.synthetic_params import SymbolParams, SyntheticParams, load_params
 from dope.messages import Trade
+from dope.timeparse import parse_duration, parse_time
 
 
 def on_grid(values: F64, grid: float, *, floor_one: bool = True) -> F64:
@@ -179,6 +180,15 @@ class SyntheticSource:
                 self.counters["batches"] += 1
                 yield batch
             hour += HOUR_MS
+
+    @classmethod
+    def from_config(cls, config: SyntheticConfig, symbols: Sequence[str]) -> SyntheticSource:
+        """The market ``[synthetic]`` describes: seed, start, duration ("" = endless), speed, params file,
+        rate scale and regimes."""
+        return cls(symbols, seed=config.seed, start_ms=parse_time(config.start),
+                   duration_ms=parse_duration(config.duration) if config.duration else None,
+                   speed=config.speed, params=load_params(config.params or None), rate_scale=config.rate_scale,
+                   regimes=config.regimes)
 
     def _paced_from(self, resume: Mapping[str, int]) -> Clock | None:
         """With ``speed`` > 0, a clock whose market time starts where the stream resumes (not at ``start_ms``:
