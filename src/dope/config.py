@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -190,9 +190,15 @@ class SyntheticConfig(_Config, frozen=True):
     def __post_init__(self) -> None:
         if self.seed < 0 or self.rate_scale <= 0 or self.speed < 0:
             raise ValueError("synthetic: seed and speed must be >= 0, rate_scale > 0")
-        starts = [regime.start_ms for regime in self.regimes]
-        if starts != sorted(set(starts)):
-            raise ValueError(f"synthetic.regimes: starts must strictly increase, got {starts}")
+        regime_starts(self.regimes)
+
+
+def regime_starts(regimes: Sequence[SyntheticRegime]) -> list[int]:
+    """The regimes' starts in epoch ms; ``ValueError`` unless they strictly increase."""
+    starts = [regime.start_ms for regime in regimes]
+    if starts != sorted(set(starts)):
+        raise ValueError(f"synthetic.regimes: starts must strictly increase, got {starts}")
+    return starts
 
 
 class CollectorConfig(_Config, frozen=True):

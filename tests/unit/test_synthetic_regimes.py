@@ -53,6 +53,8 @@ def test_regimes_must_come_in_time_order() -> None:
     regimes = [{"start": T0 + HOUR}, {"start": "2024-01-01T00:30"}]
     with pytest.raises(ConfigError, match="starts must strictly increase"):
         config_from_dict({"synthetic": {"regimes": regimes}})
+    with pytest.raises(ValueError, match="starts must strictly increase"):
+        generate_bars(["BTCUSDT"], T0, T0 + HOUR, regimes=[SyntheticRegime(start=T0), SyntheticRegime(start=T0)])
 
 
 def test_the_example_config_reads_into_regimes() -> None:

@@ -34,7 +34,7 @@ import numba
 import numpy as np
 import numpy.typing as npt
 
-from dope.config import SyntheticRegime
+from dope.config import SyntheticRegime, regime_starts
 from dope.market.synthetic_params import SymbolParams
 
 I64 = npt.NDArray[np.int64]
@@ -147,9 +147,7 @@ class SymbolModel:
     def _regimes(self, regimes: Sequence[SyntheticRegime]) -> tuple[I64, F64]:
         """Regime start times, and one row per regime (the calibrated market first): vol and rate
         multipliers, drift per step, return AR coefficient."""
-        starts = np.array([r.start_ms for r in regimes], dtype=np.int64)
-        if np.any(np.diff(starts) <= 0):
-            raise ValueError(f"regime starts must strictly increase, got {starts.tolist()}")
+        starts = np.array(regime_starts(regimes), dtype=np.int64)
         per_step = self.step_ms / DAY_MS
         rows = [[1.0, 1.0, 0.0, 0.0]] + [[r.vol_scale, r.rate_scale, r.drift * per_step, r.autocorr]
                                           for r in regimes]
