@@ -18,9 +18,10 @@ value is read as a TOML value when it parses as one (``'["BTCUSDT"]'``, ``5``,
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -28,6 +29,7 @@ import msgspec
 
 from dope.bars.interval import parse_interval
 from dope.errors import UserError
+from dope.timeparse import parse_time
 
 ENV_PREFIX = "DOPE_"
 
@@ -144,8 +146,43 @@ class ReplayConfig(_Config, frozen=True):
     skip_bad_rows: bool = False
 
 
+class SyntheticRegime(_Config, frozen=True):
+    """From market time ``start`` (ISO UTC or epoch ms) until the next regime, the synthetic market runs
+    with these changes to its calibrated dynamics (see ``docs/synthetic.md``, Regimes).
+
+    ``drift``: mean log return per day; ``vol_scale``/``rate_scale``: multiply the volatility and the
+    trade rate; ``autocorr``: AR(1) coefficient of the model-step (10 s) returns, in (-1, 1).
+    """
+
+    start: str | int
+    drift: float = 0.0
+    vol_scale: float = 1.0
+    rate_scale: float = 1.0
+    autocorr: float = 0.0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.start, str):
+            try:
+                parse_time(self.start)
+            except UserError as exc:
+                raise ValueError(f"start: {exc}") from None
+        if not math.isfinite(self.drift):
+            raise ValueError(f"drift must be finite, got {self.drift}")
+        for name in ("vol_scale", "rate_scale"):
+            if not 0 < getattr(self, name) < math.inf:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if not -1 < self.autocorr < 1:
+            raise ValueError(f"autocorr must be in (-1, 1), got {self.autocorr}")
+
+    @property
+    def start_ms(self) -> int:
+        """``start`` in epoch milliseconds."""
+        return self.start if isinstance(self.start, int) else parse_time(self.start)
+
+
 class SyntheticConfig(_Config, frozen=True):
-    """The seeded synthetic market. ``speed`` 0 = as fast as possible, 1 = real time."""
+    """The seeded synthetic market. ``speed`` 0 = as fast as possible, 1 = real time.
+    ``regimes``: scheduled switches of its dynamics, in increasing ``start`` order."""
 
     seed: int = 7
     start: str = "2024-01-01T00:00:00Z"
@@ -153,10 +190,20 @@ class SyntheticConfig(_Config, frozen=True):
     speed: float = 0.0
     params: str = ""  # fitted parameter file; "" = the one packaged with DOPE
     rate_scale: float = 1.0  # multiplies every symbol's trade rate (fewer trades for light tests)
+    regimes: tuple[SyntheticRegime, ...] = ()
 
     def __post_init__(self) -> None:
         if self.seed < 0 or self.rate_scale <= 0 or self.speed < 0:
             raise ValueError("synthetic: seed and speed must be >= 0, rate_scale > 0")
+        regime_starts(self.regimes)
+
+
+def regime_starts(regimes: Sequence[SyntheticRegime]) -> list[int]:
+    """The regimes' starts in epoch ms; ``ValueError`` unless they strictly increase."""
+    starts = [regime.start_ms for regime in regimes]
+    if starts != sorted(set(starts)):
+        raise ValueError(f"synthetic.regimes: starts must strictly increase, got {starts}")
+    return starts
 
 
 class CollectorConfig(_Config, frozen=True):

@@ -1,4 +1,4 @@
-"""Invariants of generated bars for any seed, interval, start and symbol."""
+"""Invariants of generated bars for any seed, interval, start, symbol and regime switch."""
 
 from __future__ import annotations
 
@@ -7,10 +7,15 @@ import pandas as pd
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from dope.config import SyntheticRegime
 from dope.market.synthetic import generate_bars
 
 T0 = 1_704_067_200_000
 INTERVALS = [1_000, 2_000, 5_000, 7_000, 10_000, 30_000, 60_000, 900_000]
+REGIMES = st.none() | st.builds(
+    lambda at, vol, rate, ar, drift: (at, dict(vol_scale=vol, rate_scale=rate, autocorr=ar, drift=drift)),
+    st.floats(0, 1), st.floats(0.2, 5), st.floats(0.01, 5), st.floats(-0.95, 0.95), st.floats(-5, 5))
+"""None, or where in the span a regime starts (fraction) and its fields."""
 
 
 def _check_consistent(frame: pd.DataFrame) -> None:
@@ -41,11 +46,13 @@ def _check_carried(frame: pd.DataFrame) -> None:
 @settings(max_examples=25, deadline=None)
 @given(seed=st.integers(0, 2**32), interval=st.sampled_from(INTERVALS), offset=st.integers(0, 86_400_000),
        symbol=st.sampled_from(["BTCUSDT", "DOGEUSDT", "LINKUSDT", "NEWUSDT"]),
-       rate=st.sampled_from([0.001, 0.05, 1.0]))
-def test_bars_are_consistent(seed: int, interval: int, offset: int, symbol: str, rate: float) -> None:
+       rate=st.sampled_from([0.001, 0.05, 1.0]), regime=REGIMES)
+def test_bars_are_consistent(seed: int, interval: int, offset: int, symbol: str, rate: float,
+                             regime: tuple[float, dict[str, float]] | None) -> None:
     start = T0 + offset
     end = start + 400 * interval
-    frame = generate_bars([symbol], start, end, interval, seed=seed, rate_scale=rate)[symbol]
+    regimes = [] if regime is None else [SyntheticRegime(start=int(start + regime[0] * (end - start)), **regime[1])]
+    frame = generate_bars([symbol], start, end, interval, seed=seed, rate_scale=rate, regimes=regimes)[symbol]
     assert len(frame) in (400, 401)
     assert np.all(np.diff(frame["open_time"].to_numpy()) == interval)
     _check_consistent(frame)

@@ -13,6 +13,7 @@ import pytest
 from dope.bars import TradeArrays, build_bars, resample_bars
 from dope.bars.schema import BAR_COLUMNS, BAR_DTYPES
 from dope.clock import SimulatedClock
+from dope.config import SyntheticRegime
 from dope.errors import UserError
 from dope.market.synthetic import SyntheticSource, generate_bars
 from dope.market.synthetic_params import ParamsError, load_params
@@ -22,6 +23,9 @@ from tests.conftest import require_shared_data
 T0 = 1_704_067_200_000  # 2024-01-01 00:00 UTC
 HOUR = 3_600_000
 DAY = 86_400_000
+SWITCH = (SyntheticRegime(start=T0 + HOUR - 30_000, autocorr=0.3),
+          SyntheticRegime(start="2024-01-01T01:20:00Z", autocorr=-0.4, vol_scale=2.0, rate_scale=0.5, drift=0.2))
+"""Two regime changes inside the two hours the trade source tests run (one of them off the hour)."""
 
 
 def _acf(x: np.ndarray, lag: int) -> float:
@@ -81,9 +85,10 @@ def test_bad_params_file_is_a_clear_error(tmp_path: Path) -> None:
         load_params(tmp_path / "missing.json")
 
 
-async def _collect(resume: dict[str, int], duration_ms: int = 2 * HOUR) -> list[Trade]:
+async def _collect(resume: dict[str, int], duration_ms: int = 2 * HOUR,
+                   regimes: tuple[SyntheticRegime, ...] = ()) -> list[Trade]:
     source = SyntheticSource(["BTCUSDT", "ETHUSDT"], seed=3, start_ms=T0, duration_ms=duration_ms,
-                             clock=SimulatedClock(T0), rate_scale=0.05)
+                             clock=SimulatedClock(T0), rate_scale=0.05, regimes=regimes)
     out: list[Trade] = []
     async for batch in source.trades(resume):
         out.extend(batch)
@@ -102,10 +107,11 @@ def test_trade_source_is_seeded_ordered_and_bounded() -> None:
     assert times == sorted(times)
 
 
-def test_resume_replays_exactly_the_uninterrupted_trades() -> None:
-    full = asyncio.run(_collect({}))
+@pytest.mark.parametrize("regimes", [(), SWITCH], ids=["calibrated", "regimes"])
+def test_resume_replays_exactly_the_uninterrupted_trades(regimes: tuple[SyntheticRegime, ...]) -> None:
+    full = asyncio.run(_collect({}, regimes=regimes))
     resume = {"BTCUSDT": T0 + HOUR + 123_457, "ETHUSDT": T0 + 5_001}
-    part = asyncio.run(_collect(resume))
+    part = asyncio.run(_collect(resume, regimes=regimes))
     expected = [t for t in full if t.event_time >= resume[t.symbol]]
     assert part == expected and len(part) > 1000
 
@@ -128,11 +134,13 @@ def test_a_paced_source_resumed_later_starts_at_once() -> None:
     assert wall.now_ms() <= 2_000
 
 
-def test_bars_from_trades_match_generated_bars() -> None:
-    trades = [t for t in asyncio.run(_collect({})) if t.symbol == "BTCUSDT"]
+@pytest.mark.parametrize("regimes", [(), SWITCH], ids=["calibrated", "regimes"])
+def test_bars_from_trades_match_generated_bars(regimes: tuple[SyntheticRegime, ...]) -> None:
+    trades = [t for t in asyncio.run(_collect({}, regimes=regimes)) if t.symbol == "BTCUSDT"]
     arrays = TradeArrays.raw(*(np.array([getattr(t, n) for t in trades])
                                for n in ("event_time", "trade_id", "price", "qty", "is_buyer_maker")))
-    generated = generate_bars(["BTCUSDT"], T0, T0 + 2 * HOUR, seed=3, rate_scale=0.05)["BTCUSDT"]
+    generated = generate_bars(["BTCUSDT"], T0, T0 + 2 * HOUR, seed=3, rate_scale=0.05,
+                              regimes=regimes)["BTCUSDT"]
     built = build_bars(arrays, "BTCUSDT", 10_000, start_open_time=T0,
                        prev_close=float(generated["open"].iloc[0]))
     generated = generated.iloc[: len(built)]

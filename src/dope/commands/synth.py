@@ -38,8 +38,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from dope.market.synthetic import generate_bars
-    from dope.market.synthetic_params import load_params
+    from dope.market.synthetic import configured_bars
     from dope.store import BarStore
 
     config = load_config(args.config)
@@ -47,11 +46,8 @@ def _generate(args: argparse.Namespace) -> int:
     start = parse_time(args.start or synthetic.start)
     duration = parse_duration(args.duration or synthetic.duration)
     interval_ms = interval_option(args.interval or config.bars.interval)
-    seed = synthetic.seed if args.seed is None else args.seed
-    params = load_params(synthetic.params or None)
     began = time.perf_counter()
-    frames = generate_bars(args.symbols, start, start + duration, interval_ms, seed=seed, params=params,
-                           rate_scale=synthetic.rate_scale)
+    frames = configured_bars(synthetic, args.symbols, start, start + duration, interval_ms, seed=args.seed)
     store = BarStore(args.store or config.store.path)
     rows = sum(store.write_bars(frame, interval_ms) for frame in frames.values())
     print(f"wrote {rows} bars of {len(frames)} symbols to {store.root} in {time.perf_counter() - began:.1f} s")

@@ -19,12 +19,13 @@ import pandas as pd
 from dope.bars.interval import align, check_interval_ms
 from dope.bars.resample import resample_bars
 from dope.bars.schema import BAR_DTYPES
+from dope.config import SyntheticConfig, SyntheticRegime
 from dope.errors import UserError
 from dope.market.synthetic_model import BARS, F64, I64, STEP_MS, Steps, stream
 from dope.market.synthetic_params import SymbolParams, SyntheticParams, load_params
 from dope.market.synthetic_trades import SyntheticSource, model_for, on_grid
 
-__all__ = ["SyntheticSource", "generate_bars", "step_ms_for"]
+__all__ = ["SyntheticSource", "configured_bars", "generate_bars", "step_ms_for"]
 
 
 def step_ms_for(interval_ms: int) -> int:
@@ -34,12 +35,13 @@ def step_ms_for(interval_ms: int) -> int:
 
 def generate_bars(symbols: Sequence[str], start_ms: int, end_ms: int, interval_ms: int = STEP_MS, *,
                   seed: int = 7, params: SyntheticParams | None = None,
-                  rate_scale: float = 1.0) -> dict[str, pd.DataFrame]:
+                  rate_scale: float = 1.0, regimes: Sequence[SyntheticRegime] = ()) -> dict[str, pd.DataFrame]:
     """Bars of every window from ``align(start_ms)`` up to ``end_ms`` (exclusive), per symbol.
 
     Intervals that are multiples of 10 s aggregate the 10 s path that
     :class:`SyntheticSource` trades on (same seed and start, same path);
-    other intervals run the same dynamics on a ``gcd(interval, 10 s)`` step.
+    other intervals run the same dynamics on a ``gcd(interval, 10 s)`` step. ``regimes`` switch the
+    dynamics at given market times (``docs/synthetic.md``, Regimes).
     """
     _check_request(symbols, start_ms, end_ms)
     params = params or load_params()
@@ -47,9 +49,18 @@ def generate_bars(symbols: Sequence[str], start_ms: int, end_ms: int, interval_m
     n_bars = -(-(end_ms - first) // interval_ms)
     workers = max(1, min(len(symbols), os.cpu_count() or 1))
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        frames = pool.map(lambda s: _symbol_bars(s, params, seed, first, n_bars, interval_ms, rate_scale),
-                          symbols)
+        frames = pool.map(lambda s: _symbol_bars(s, params, seed, first, n_bars, interval_ms, rate_scale,
+                                                 regimes), symbols)
         return dict(zip(symbols, frames, strict=True))
+
+
+def configured_bars(config: SyntheticConfig, symbols: Sequence[str], start_ms: int, end_ms: int,
+                    interval_ms: int = STEP_MS, *, seed: int | None = None) -> dict[str, pd.DataFrame]:
+    """:func:`generate_bars` of the market ``[synthetic]`` describes (its params file, rate scale, regimes
+    and, unless ``seed`` is given, seed): the bars of the trades its :class:`SyntheticSource` streams."""
+    return generate_bars(symbols, start_ms, end_ms, interval_ms, seed=config.seed if seed is None else seed,
+                         params=load_params(config.params or None), rate_scale=config.rate_scale,
+                         regimes=config.regimes)
 
 
 def _check_request(symbols: Sequence[str], start_ms: int, end_ms: int) -> None:
@@ -62,9 +73,9 @@ def _check_request(symbols: Sequence[str], start_ms: int, end_ms: int) -> None:
 
 
 def _symbol_bars(symbol: str, params: SyntheticParams, seed: int, first: int, n_bars: int,
-                 interval_ms: int, rate_scale: float) -> pd.DataFrame:
+                 interval_ms: int, rate_scale: float, regimes: Sequence[SyntheticRegime]) -> pd.DataFrame:
     step_ms = step_ms_for(interval_ms)
-    model = model_for(symbol, params, seed, step_ms, rate_scale)
+    model = model_for(symbol, params, seed, step_ms, rate_scale, regimes)
     n_steps = n_bars * (interval_ms // step_ms)
     steps = model.simulate(model.initial_state(), first, first + n_steps * step_ms)
     steps = Steps(*(getattr(steps, n)[:n_steps] for n in ("open_time", "sigma", "x_start", "x_end",

@@ -6,13 +6,18 @@ Per symbol and step ``k`` of ``dt`` seconds (``how`` = hour of the week):
   stationary variance ``v_i`` (multi-scale stochastic volatility: clustering at every horizon);
 * ``sigma_k = sigma_base * vol_season[how] * exp(H_k)``, ``sigma_base`` set so that the
   unconditional variance per step is ``sigma_10s**2 * dt / 10``;
-* log-return ``r_k = sigma_k * z_k - sigma_k**2 / 2`` with ``z_k`` unit-variance Student-t
-  (fat tails), correlated ``leader_corr`` with the leader's ``z`` (ETH following BTC);
+* log-return ``r_k = u_k + mu - sigma_k**2 / 2``, ``u_k = phi u_(k-1) + sqrt(1 - phi**2) sigma_k z_k``
+  with ``z_k`` unit-variance Student-t (fat tails), correlated ``leader_corr`` with the leader's ``z``
+  (ETH following BTC); the drift ``mu`` and return autocorrelation ``phi`` are 0 unless a regime sets them;
 * trade count ``N_k ~ Poisson(lambda_k)``, ``lambda_k = rate * dt * count_season[how] *
   exp(gamma * H_k + a_k)`` normalised to its mean, ``a_k`` a fast AR(1) burst state (a Cox
   process driven by the volatility state and by bursts);
 * taker buys ``B_k ~ Binomial(N_k, p_k)``, ``logit p_k = logit p + kappa * z_k + b_k``,
   ``b_k`` a persistent AR(1) imbalance state.
+
+Regimes (``[synthetic] regimes``) switch, from given market times, the drift ``mu``, the return
+autocorrelation ``phi`` and multipliers of ``sigma_k`` and ``lambda_k``; without them all are neutral and
+the path is bit for bit the calibrated one.
 
 Random numbers come from a generator seeded by ``(seed, symbol, day, dt)``, so a path
 depends only on the seed and its start; it is simulated a whole (rest of a) day at a time.
@@ -22,12 +27,14 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numba
 import numpy as np
 import numpy.typing as npt
 
+from dope.config import SyntheticRegime, regime_starts
 from dope.market.synthetic_params import SymbolParams
 
 I64 = npt.NDArray[np.int64]
@@ -78,20 +85,23 @@ class Steps:
 
 @dataclass
 class State:
-    """What carries from one step to the next: the AR(1) states and the log price."""
+    """What carries from one step to the next: the AR(1) states, the log price and the last return's noise."""
 
     h: F64
     burst: float
     imbalance: float
     x: float
+    noise: float = 0.0
 
 
 @numba.njit(cache=True, nogil=True)  # type: ignore[misc]
-def _recurse(z: F64, eps: F64, phi: F64, sd: F64, sig_season: F64, cnt_season: F64, prm: F64,
+def _recurse(z: F64, eps: F64, phi: F64, sd: F64, sig_season: F64, cnt_season: F64, prm: F64, regime: F64,
              h: F64, ab: F64, sigma: F64, x_end: F64, lam: F64, prob: F64) -> None:  # pragma: no cover
     """Run the AR(1) states through the steps; ``prm`` = sigma_base, rate*dt, gamma, phi_a, sd_a,
-    phi_b, sd_b, logit p, kappa, count norm, x; ``ab`` = burst, imbalance (updated in place)."""
+    phi_b, sd_b, logit p, kappa, count norm, x; ``regime[k]`` = vol and rate multipliers, drift, return
+    AR coefficient of step k; ``ab`` = burst, imbalance, return noise (updated in place)."""
     x = prm[10]
+    u = ab[2]
     n_comp = len(phi)
     for k in range(len(z)):
         total = 0.0
@@ -100,19 +110,23 @@ def _recurse(z: F64, eps: F64, phi: F64, sd: F64, sig_season: F64, cnt_season: F
             total += h[i]
         ab[0] = prm[3] * ab[0] + prm[4] * eps[k, n_comp]
         ab[1] = prm[5] * ab[1] + prm[6] * eps[k, n_comp + 1]
-        s = prm[0] * sig_season[k] * math.exp(total)
-        x += s * z[k] - 0.5 * s * s
+        s = prm[0] * sig_season[k] * math.exp(total) * regime[k, 0]
+        ar = regime[k, 3]
+        u = ar * u + math.sqrt(1.0 - ar * ar) * s * z[k]
+        x += (u + regime[k, 2]) - 0.5 * s * s
         sigma[k] = s
         x_end[k] = x
-        lam[k] = prm[1] * cnt_season[k] * math.exp(prm[2] * total + ab[0] - prm[9])
+        lam[k] = prm[1] * cnt_season[k] * math.exp(prm[2] * total + ab[0] - prm[9]) * regime[k, 1]
         prob[k] = 1.0 / (1.0 + math.exp(-(prm[7] + prm[8] * z[k] + ab[1])))
+    ab[2] = u
 
 
 class SymbolModel:
     """The seeded dynamics of one symbol on a grid of ``step_ms`` steps."""
 
     def __init__(self, symbol: str, params: SymbolParams, seed: int, *, step_ms: int = STEP_MS,
-                 leader: SymbolParams | None = None, rate_scale: float = 1.0) -> None:
+                 leader: SymbolParams | None = None, rate_scale: float = 1.0,
+                 regimes: Sequence[SyntheticRegime] = ()) -> None:
         if DAY_MS % step_ms:
             raise ValueError(f"step {step_ms} ms does not divide a day")
         if seed < 0:
@@ -124,10 +138,24 @@ class SymbolModel:
         self._prm = self._constants(params, rate_scale)
         self._sig_season = np.asarray(params.vol_season, dtype=np.float64)
         self._cnt_season = np.asarray(params.count_season, dtype=np.float64)
+        self._regime_starts, self._regime_table = self._regimes(regimes)
 
     def _ar(self, taus: list[float], variances: list[float]) -> tuple[F64, F64]:
         phi = np.exp(-self._dt / np.asarray(taus, dtype=np.float64))
         return phi, np.sqrt(np.asarray(variances, dtype=np.float64) * (1.0 - phi**2))
+
+    def _regimes(self, regimes: Sequence[SyntheticRegime]) -> tuple[I64, F64]:
+        """Regime start times, and one row per regime (the calibrated market first): vol and rate
+        multipliers, drift per step, return AR coefficient."""
+        starts = np.array(regime_starts(regimes), dtype=np.int64)
+        per_step = self.step_ms / DAY_MS
+        rows = [[1.0, 1.0, 0.0, 0.0]] + [[r.vol_scale, r.rate_scale, r.drift * per_step, r.autocorr]
+                                          for r in regimes]
+        return starts, np.array(rows, dtype=np.float64)
+
+    def _regime_rows(self, open_time: I64) -> F64:
+        """The regime row of each step (see :meth:`_regimes`)."""
+        return self._regime_table[np.searchsorted(self._regime_starts, open_time, side="right")]
 
     def _constants(self, p: SymbolParams, rate_scale: float) -> F64:
         phi_a, sd_a = self._ar([p.burst_tau_s], [p.burst_var])
@@ -145,7 +173,7 @@ class SymbolModel:
         p = self.params
         h = rng.standard_normal(len(p.vol_vars)) * np.sqrt(np.asarray(p.vol_vars, dtype=np.float64))
         burst, imbalance = rng.standard_normal(2) * np.sqrt([p.burst_var, p.imbalance_var])
-        return State(h, float(burst), float(imbalance), math.log(p.start_price))
+        return State(h, float(burst), float(imbalance), math.log(p.start_price), 0.0)
 
     def simulate_day(self, state: State, from_ms: int) -> Steps:
         """The steps from ``from_ms`` (on the grid) to the end of its UTC day; advances ``state``."""
@@ -175,10 +203,10 @@ class SymbolModel:
         sigma, x_end, lam, prob = (np.empty(n) for _ in range(4))
         prm = self._prm.copy()
         prm[10] = state.x
-        ab = np.array([state.burst, state.imbalance])
+        ab = np.array([state.burst, state.imbalance, state.noise])
         _recurse(z, eps, self._phi, self._sd, self._sig_season[how], self._cnt_season[how], prm,
-                 state.h, ab, sigma, x_end, lam, prob)
-        state.burst, state.imbalance = float(ab[0]), float(ab[1])
+                 self._regime_rows(open_time), state.h, ab, sigma, x_end, lam, prob)
+        state.burst, state.imbalance, state.noise = float(ab[0]), float(ab[1]), float(ab[2])
         return sigma, x_end, lam, prob
 
     @staticmethod

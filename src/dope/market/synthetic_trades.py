@@ -17,6 +17,7 @@ import numpy as np
 
 from dope.bars.vectorized import TradeArrays
 from dope.clock import Clock, ScaledClock
+from dope.config import SyntheticConfig, SyntheticRegime
 from dope.errors import UserError
 from dope.market.synthetic_model import (
     DAY_MS,
@@ -31,6 +32,7 @@ from dope.market.synthetic_model import (
 )
 from dope.market.synthetic_params import SymbolParams, SyntheticParams, load_params
 from dope.messages import Trade
+from dope.timeparse import parse_duration, parse_time
 
 
 def on_grid(values: F64, grid: float, *, floor_one: bool = True) -> F64:
@@ -47,11 +49,12 @@ def _decimals(grid: float) -> int:
 
 
 def model_for(symbol: str, params: SyntheticParams, seed: int, step_ms: int = STEP_MS,
-              rate_scale: float = 1.0) -> SymbolModel:
+              rate_scale: float = 1.0, regimes: Sequence[SyntheticRegime] = ()) -> SymbolModel:
     """The seeded model of ``symbol`` (with its leader's parameters when it follows one)."""
     own = params.for_symbol(symbol)
     leader = params.for_symbol(own.leader) if own.leader else None
-    return SymbolModel(symbol, own, seed, step_ms=step_ms, leader=leader, rate_scale=rate_scale)
+    return SymbolModel(symbol, own, seed, step_ms=step_ms, leader=leader, rate_scale=rate_scale,
+                       regimes=regimes)
 
 
 def step_trades(steps: Steps, p: SymbolParams, rng: np.random.Generator, first_id: int,
@@ -139,6 +142,7 @@ class SyntheticSource:
     ``start_ms + duration_ms`` (never, with None). They are yielded one batch per
     10 s window, paced by ``clock`` (or, with ``speed`` > 0, a clock running
     ``speed`` times real time; ``speed`` 0 and no clock: as fast as possible).
+    ``regimes`` switch the market's dynamics at given times, exactly as in ``generate_bars``.
     """
 
     is_live = False
@@ -146,7 +150,8 @@ class SyntheticSource:
 
     def __init__(self, symbols: Sequence[str], *, seed: int = 7, start_ms: int, duration_ms: int | None = None,
                  speed: float = 0.0, clock: Clock | None = None, params: SyntheticParams | None = None,
-                 rate_scale: float = 1.0, wall: Clock | None = None) -> None:
+                 rate_scale: float = 1.0, wall: Clock | None = None,
+                 regimes: Sequence[SyntheticRegime] = ()) -> None:
         if not symbols or len(set(symbols)) != len(symbols):
             raise UserError(f"SyntheticSource needs distinct symbols, got {list(symbols)}")
         if duration_ms is not None and duration_ms <= 0:
@@ -156,13 +161,13 @@ class SyntheticSource:
         self.end_ms = None if duration_ms is None else start_ms + duration_ms
         self.counters: dict[str, int] = {"trades": 0, "batches": 0}
         self._params = params or load_params()
-        self._seed, self._rate_scale = seed, rate_scale
+        self._seed, self._rate_scale, self._regimes = seed, rate_scale, tuple(regimes)
         self._clock, self._speed, self._wall = clock, speed, wall
 
     async def trades(self, resume: Mapping[str, int]) -> AsyncIterator[list[Trade]]:
         """Batches of trades (one per 10 s window, all symbols), none before ``resume[symbol]``."""
-        streams = {s: _SymbolStream(model_for(s, self._params, self._seed, STEP_MS, self._rate_scale),
-                                    self.start_ms) for s in self.symbols}
+        streams = {s: _SymbolStream(model_for(s, self._params, self._seed, STEP_MS, self._rate_scale,
+                                              self._regimes), self.start_ms) for s in self.symbols}
         hour = self.start_ms - self.start_ms % HOUR_MS
         clock = self._clock if self._clock is not None else self._paced_from(resume)
         while self.end_ms is None or hour < self.end_ms:
@@ -175,6 +180,15 @@ class SyntheticSource:
                 self.counters["batches"] += 1
                 yield batch
             hour += HOUR_MS
+
+    @classmethod
+    def from_config(cls, config: SyntheticConfig, symbols: Sequence[str]) -> SyntheticSource:
+        """The market ``[synthetic]`` describes: seed, start, duration ("" = endless), speed, params file,
+        rate scale and regimes."""
+        return cls(symbols, seed=config.seed, start_ms=parse_time(config.start),
+                   duration_ms=parse_duration(config.duration) if config.duration else None,
+                   speed=config.speed, params=load_params(config.params or None), rate_scale=config.rate_scale,
+                   regimes=config.regimes)
 
     def _paced_from(self, resume: Mapping[str, int]) -> Clock | None:
         """With ``speed`` > 0, a clock whose market time starts where the stream resumes (not at ``start_ms``:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dope.clock import Clock, LiveClock
 from dope.config import DopeConfig
 from dope.market.base import TradeSource
-from dope.timeparse import parse_duration, parse_time
 
 
 def open_source(config: DopeConfig) -> tuple[TradeSource, Clock | None]:
@@ -20,14 +19,9 @@ def open_source(config: DopeConfig) -> tuple[TradeSource, Clock | None]:
 
         return ReplaySource.from_config(config.replay, symbols), None
     if config.collector.source == "synthetic":
-        from dope.market.synthetic_params import load_params
         from dope.market.synthetic_trades import SyntheticSource
 
-        synthetic = config.synthetic
-        return SyntheticSource(symbols, seed=synthetic.seed, start_ms=parse_time(synthetic.start),
-                               duration_ms=parse_duration(synthetic.duration) if synthetic.duration else None,
-                               speed=synthetic.speed, params=load_params(synthetic.params or None),
-                               rate_scale=synthetic.rate_scale), None
+        return SyntheticSource.from_config(config.synthetic, symbols), None
     from dope.market.binance import BinanceSource
 
     return BinanceSource(config.binance, symbols), LiveClock()
