@@ -259,3 +259,22 @@ def test_the_supervisor_never_takes_another_runs_heartbeats_for_its_services(tmp
     assert "ghost" not in sup.beats and status["services"]["ghost"]["heartbeat_age_s"] is None  # type: ignore[index]
     assert sup.processes[1].last_exit == 2 and seen["foreign"] >= 10  # type: ignore[operator]
     assert "cannot bind bus endpoint" in (tmp_path / "run" / "logs" / "ghost.log").read_text()
+
+
+def test_bootstrap_trains_on_the_configured_synthetic_market(tmp_path: Path) -> None:
+    """The bootstrap's training bars are the market ``[synthetic]`` describes (rate scale, regimes), so the
+    first champion learns the market the stack then streams, not the bare calibrated one."""
+    from dope.market.synthetic import generate_bars
+    from dope.services.supervisor import _bootstrap_store
+
+    config = config_from_dict({
+        "registry": {"path": str(tmp_path / "registry")},
+        "synthetic": {"rate_scale": 0.2, "start": "2024-01-01",
+                      "regimes": [{"start": "2024-01-01T00:30", "vol_scale": 2.0, "autocorr": 0.3}]}})
+    store = _bootstrap_store(config, 3_600_000)
+    symbol = config.collector.symbols[0]
+    stored = store.read_bars(symbol, config.bars.interval_ms)
+    start = stored["open_time"].iloc[0]
+    plain = generate_bars([symbol], start, start + 3_600_000, config.bars.interval_ms, seed=config.synthetic.seed)
+    assert len(stored) == len(plain[symbol]) == 360
+    assert stored["count"].sum() < 0.5 * plain[symbol]["count"].sum()   # rate_scale 0.2 applied

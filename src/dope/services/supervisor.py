@@ -586,7 +586,7 @@ def bootstrap_registry(config: DopeConfig, kinds: Sequence[str] | None = None, *
 
 
 def _bootstrap_store(config: DopeConfig, duration_ms: int | None) -> Any:
-    from dope.market.synthetic import generate_bars
+    from dope.market.synthetic import configured_bars
     from dope.store import BarStore
     from dope.timeparse import parse_duration, parse_time
 
@@ -594,7 +594,7 @@ def _bootstrap_store(config: DopeConfig, duration_ms: int | None) -> Any:
     start = parse_time(config.synthetic.start)
     span = duration_ms or parse_duration(config.supervisor.bootstrap_duration)
     symbol = config.collector.symbols[0]
-    frames = generate_bars([symbol], start, start + span, config.bars.interval_ms, seed=config.synthetic.seed)
+    frames = configured_bars(config.synthetic, [symbol], start, start + span, config.bars.interval_ms)
     store.write_bars(frames[symbol], config.bars.interval_ms)
     return store
 
