@@ -86,6 +86,7 @@ model = "ridge"
 endpoint = "{pubs['ridge'].endpoint}"
 [rendezvous]
 deadline_ms = 300
+deadline_mode = "wall"
 watch_registry = false
 champion = "slow-rf"
 challengers = ["ridge"]

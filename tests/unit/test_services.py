@@ -247,7 +247,9 @@ def test_model_service_rejects_bad_vectors_and_goes_on(tmp_path: Path) -> None:
         msgspec.structs.replace(good[1], values=[math.nan] * len(good[1].values)),
         msgspec.structs.replace(good[1], values=good[1].values[:-1]), good[2]]
     run_service(service, feed, bus, lambda: service.counters["handled"] >= 5)
-    assert len([m for m in drain(out) if isinstance(m, Score)]) == 2
+    scores = [m for m in drain(out) if isinstance(m, Score)]
+    assert [m.abstained for m in scores] == ["", "bad_input", "bad_input", "bad_input", ""]  # nobody waits
+    assert all(math.isnan(m.prediction) for m in scores[1:4])
     counters = service.heartbeat_counters()
     assert counters["rejected.feature_version"] == 1 and counters["rejected.bad_value"] == 1
     assert counters["rejected.feature_count"] == 1 and counters["errors"] == 0

@@ -255,6 +255,10 @@ def build(config: DopeConfig, **overrides: Any) -> CollectorService:
 
     name = overrides.get("name") or config.collector.service_name
     source, clock = open_source(config)
+    if overrides.get("wait_subscribers"):  # under dope up: a replay waits for the trader's credit
+        from dope.services.flow import with_flow_control
+
+        source = with_flow_control(config, source)
     publisher = open_publisher(config.bus, name, endpoint=endpoint_of(config, "collector"))
     collector = Collector(config.collector, config.bars, source, BarStore(config.store.path), publisher,
                           clock=clock, heartbeat_ms=config.bus.heartbeat_ms)

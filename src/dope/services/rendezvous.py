@@ -1,7 +1,8 @@
 """The rendezvous service: ``features.*`` + ``score.*`` + ``bar.*`` -> ``prediction.*`` and ``scorecard.*``.
 
 A thin loop around :class:`dope.rendezvous.Rendezvous`: a feature vector from the featurizer
-opens a round (its deadline starts then, on the service's clock), every model service's scores
+opens a round (its deadline starts then, on the service's clock; with event deadlines, the
+default off the live exchange, it waits for every model instead), every model service's scores
 fill it, and the loop closes due rounds after every message and every quiet receive. Bars from
 the collector realise the forward returns the scorecards need. Roles come from the
 configuration and, with ``watch_registry``, from the registry's ``roles.json`` (checked once per
@@ -41,6 +42,12 @@ def scorecard_path(config: DopeConfig, name: str | None = None) -> Path:
     return Path(config.store.path) / "scorecards" / f"{name or config.rendezvous.service_name}.json"
 
 
+def event_deadlines(config: DopeConfig) -> bool:
+    """Whether rounds wait for every model (``deadline_mode`` ``event``, or ``auto`` off the live exchange)."""
+    mode = config.rendezvous.deadline_mode
+    return mode == "event" or (mode == "auto" and config.collector.source != "binance")
+
+
 def config_roles(config: RendezvousConfig) -> Roles:
     """The roles written in ``[rendezvous]``."""
     return Roles(config.champion or None, config.challengers, config.shadows, config.canaries)
@@ -63,14 +70,15 @@ class RendezvousService(Service):
     def __init__(self, name: str, publisher: Publisher, subscribers: Sequence[Subscriber],
                  config: RendezvousConfig, *, clock: Clock | None = None, heartbeat_ms: int = 1_000,
                  watcher: RolesWatcher | None = None, deploys: Sequence[str] = (),
-                 scorecards: Path | None = None) -> None:
+                 scorecards: Path | None = None, event_deadlines: bool = False) -> None:
         super().__init__(name, publisher, subscribers, heartbeat_ms=heartbeat_ms,
                          receive_timeout_ms=config.poll_ms, clock=clock)
         self.config = config
         self.deploys = tuple(deploys)
         self.watcher = watcher
         self.all_roles = config_roles(config)
-        self.core = Rendezvous(config, deployed_roles(self.all_roles, self.deploys), self.clock)
+        self.core = Rendezvous(config, deployed_roles(self.all_roles, self.deploys), self.clock,
+                               event_deadlines=event_deadlines)
         self.scorecard_file = scorecards
         self._closed_at_publish = self._closed_at_persist = 0
         if scorecards is not None:
@@ -150,7 +158,7 @@ def build(config: DopeConfig, **overrides: Any) -> RendezvousService:
     return RendezvousService(
         name, publisher, [subscriber], rv, clock=clock, heartbeat_ms=config.bus.heartbeat_ms, watcher=watcher,
         deploys=[d.model for d in config.models.deploy],
-        scorecards=overrides.get("scorecards", scorecard_path(config, name)))
+        scorecards=overrides.get("scorecards", scorecard_path(config, name)), event_deadlines=event_deadlines(config))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
