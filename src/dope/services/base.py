@@ -28,6 +28,7 @@ import argparse
 import asyncio
 import contextlib
 import ctypes
+import gc
 import json
 import logging
 import math
@@ -229,6 +230,8 @@ class Service:
     async def run(self, stop: asyncio.Event) -> None:
         """Set up, heartbeat and receive until ``stop`` is set; then finish with a last heartbeat."""
         await self.setup()
+        gc.collect()
+        gc.freeze()  # what the start loaded (models, libraries) is never scanned again: no long GC pause later
         self.started = True
         beats = asyncio.create_task(self._heartbeats(stop))
         try:

@@ -9,7 +9,8 @@ configuration and, with ``watch_registry``, from the registry's ``roles.json`` (
 round: a promotion is in force from the next bar). Only deployed models are waited for when
 ``[[models.deploy]]`` lists them (``role:<r>`` follows the holder of the role, as the model
 service does). Scorecards are published every ``publish_every`` rounds and saved to
-``<store>/scorecards/<name>.json`` every ``persist_every`` rounds and on stop (reloaded at start).
+``<store>/scorecards/<name>.json`` every ``persist_every`` rounds and on stop (reloaded at start),
+when the bus is quiet (off the path of a waiting prediction), at the latest 10 times later.
 
     python -m dope.services.rendezvous --config dope.toml
 """
@@ -35,6 +36,7 @@ from dope.services.base import (
 from dope.transport import Publisher, Subscriber
 
 ROLE_PREFIX = "role:"
+OVERDUE = 10
 
 
 def scorecard_path(config: DopeConfig, name: str | None = None) -> Path:
@@ -97,6 +99,7 @@ class RendezvousService(Service):
 
     def on_idle(self) -> None:
         self.close_due()
+        self.keep_books(1)
 
     def refresh_roles(self) -> None:
         """Take the registry's roles if ``roles.json`` changed (one ``stat``)."""
@@ -108,13 +111,19 @@ class RendezvousService(Service):
             self.core.set_roles(deployed_roles(roles, self.deploys))
 
     def close_due(self) -> None:
-        """Publish the predictions of every round due now; scorecards and persistence on schedule."""
+        """Publish the predictions of every round due now; the scorecards only when long overdue."""
         for prediction in self.core.due(self.clock.now_ms()):
             self.publish(prediction)
+        self.keep_books(OVERDUE)
+
+    def keep_books(self, factor: int) -> None:
+        """Publish the scorecards every ``factor x publish_every`` rounds, save them every ``factor x
+        persist_every``. The receive loop asks with factor 1 when the bus is quiet, so this work (a few
+        ms) stays off the path of a waiting prediction; a replay that never idles gets it when overdue."""
         closed = self.core.counters["rounds_closed"]
-        if closed - self._closed_at_publish >= self.config.publish_every:
+        if closed - self._closed_at_publish >= factor * self.config.publish_every:
             self.publish_scorecards()
-        if closed - self._closed_at_persist >= self.config.persist_every:
+        if closed - self._closed_at_persist >= factor * self.config.persist_every:
             self.save_scorecards()
 
     def publish_scorecards(self) -> None:
