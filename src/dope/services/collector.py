@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +31,7 @@ from dope.transport import Publisher
 log = logging.getLogger("dope.collector")
 
 BarSink = Callable[[Bar], None]
+REPLAY_FLUSH_S = 1.0
 
 
 @dataclass
@@ -67,6 +69,7 @@ class Collector:
         self.problems = ProblemCounter(log)
         self.builders = {symbol: self._resumed_builder(symbol) for symbol in collector.symbols}
         self._pending: list[Bar] = []
+        self._flushed_at = time.monotonic()
 
     def resume_points(self) -> dict[str, int]:
         """First trade time still needed per symbol: right after its last stored bar.
@@ -147,14 +150,23 @@ class Collector:
             if self.on_bar is not None:
                 self.on_bar(bar)
             self._pending.append(bar)
-        if len(self._pending) >= self.config.flush_every_bars:
+        if self._flush_due():
             self.flush_to_store()
+
+    def _flush_due(self) -> bool:
+        """``flush_every_bars`` are waiting; for a replayed or synthetic source (no clock), which can be
+        read again after a crash, also ``REPLAY_FLUSH_S`` since the last write: a write costs tens of ms
+        whatever its size, so a full-speed replay makes few large ones (the bars written are the same)."""
+        if len(self._pending) < self.config.flush_every_bars:
+            return False
+        return self.clock is not None or time.monotonic() - self._flushed_at >= REPLAY_FLUSH_S
 
     def flush_to_store(self) -> None:
         """Write the bars not yet stored (idempotent upsert)."""
         if not self._pending:
             return
         self.store.write_bars(bars_to_frame(self._pending), self.interval_ms)
+        self._flushed_at = time.monotonic()
         self._pending.clear()
         self.counters.flushes += 1
 
