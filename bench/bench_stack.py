@@ -24,6 +24,7 @@ trader: 4 forwarding processes), latency and throughput; the ratios are printed.
 from __future__ import annotations
 
 import argparse
+import gc
 import multiprocessing
 import os
 import subprocess
@@ -156,6 +157,8 @@ def run_stack(config: DopeConfig, work: Path, hops: bool = False) -> Tap:
     work.mkdir(parents=True, exist_ok=True)
     path = work / "dope.toml"
     path.write_text(tomli_w.dumps(msgspec.to_builtins(config)))
+    gc.collect()
+    gc.freeze()  # this process trained the models (TensorFlow loaded): no long GC pause in the tap's stamps
     tap = Tap(config, hops)
     args = [sys.executable, "-m", "dope.cli", "up", "--config", str(path), "--run-dir", str(work / "run"),
             "--no-bootstrap", "--exit-when-done"]

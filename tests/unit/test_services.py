@@ -290,3 +290,26 @@ def test_default_config_has_the_service_tables() -> None:
     assert config.models.deploy == () and config.supervisor.restart_min_ms > 0
     with pytest.raises(Exception, match="endpoint"):
         config_from_dict({"models": {"deploy": [{"model": "x", "endpoint": "localhost"}]}})
+
+
+def test_the_model_service_warms_the_models_fast_path_before_the_first_vector(tmp_path: Path) -> None:
+    ids = register_models(tmp_path, {"ridge": {}})
+    service = model_service(InMemoryBus(), tmp_path, ids["ridge"])
+    calls: list[tuple[int, ...]] = []
+    from dope.models.registry import Registry as RealRegistry
+
+    class Spy(RealRegistry):
+        def load(self, model_id: str, feature_version: str | None = None) -> tuple[Any, dict[str, Any]]:
+            model, meta = super().load(model_id, feature_version=feature_version)
+            predict = model.predict_one
+
+            def spied(window: np.ndarray) -> float:
+                calls.append(np.shape(window))
+                return float(predict(window))
+
+            model.predict_one = spied
+            return model, meta
+
+    service.registry = Spy(tmp_path)
+    asyncio.run(service.setup())
+    assert calls == [(service.loaded.n_features,)] and service.counters["warm_ups"] == 1  # type: ignore[union-attr]

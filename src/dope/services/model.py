@@ -117,8 +117,20 @@ class ModelService(Service):
         self.windows = {s: deque(w, maxlen=self.loaded.lookback) for s, w in self.windows.items()}
         if previous is not None:
             self.count("reloads")
+        self._warm_up(self.loaded)
         self.log.info("%s serves %s (%s, lookback %d)%s", self.name, model_id, self.loaded.kind,
                       self.loaded.lookback, f" for role {self.role}" if self.role else "")
+
+    def _warm_up(self, loaded: LoadedModel) -> None:
+        """One prediction on a window of zeros, so the first real vector does not pay for loading the
+        model's compiled fast path (hundreds of ms)."""
+        window = np.zeros((loaded.lookback, loaded.n_features))
+        try:
+            loaded.model.predict_one(window if loaded.lookback > 1 else window[0])
+        except Exception as exc:  # a model that cannot score zeros still serves real vectors
+            self.problems.report("warm_up", f"{loaded.model_id}: warm-up prediction failed: {exc!r}")
+            return
+        self.count("warm_ups")
 
     def on_idle(self) -> None:
         """Between vectors: pick up a promotion early, so the next vector finds the model loaded."""
