@@ -37,6 +37,7 @@ from dope.transport import Publisher, Subscriber
 
 ROLE_PREFIX = "role:"
 OVERDUE = 10
+EVENT_POLL_MS = 50
 
 
 def scorecard_path(config: DopeConfig, name: str | None = None) -> Path:
@@ -73,8 +74,9 @@ class RendezvousService(Service):
                  config: RendezvousConfig, *, clock: Clock | None = None, heartbeat_ms: int = 1_000,
                  watcher: RolesWatcher | None = None, deploys: Sequence[str] = (),
                  scorecards: Path | None = None, event_deadlines: bool = False) -> None:
-        super().__init__(name, publisher, subscribers, heartbeat_ms=heartbeat_ms,
-                         receive_timeout_ms=config.poll_ms, clock=clock)
+        poll_ms = max(config.poll_ms, EVENT_POLL_MS) if event_deadlines else config.poll_ms  # only liveness to watch
+        super().__init__(name, publisher, subscribers, heartbeat_ms=heartbeat_ms, receive_timeout_ms=poll_ms,
+                         clock=clock)
         self.config = config
         self.deploys = tuple(deploys)
         self.watcher = watcher
