@@ -23,6 +23,7 @@ from dope.bars import bars_from_frame
 from dope.config import DopeConfig, FeaturizerConfig
 from dope.features import FeatureSet, OnlineFeaturizer, default_feature_set
 from dope.features.align import ContextAligner
+from dope.features.online import load_compiled_step
 from dope.messages import AnyMessage, Bar, Features
 from dope.services.base import Service, endpoint_of, service_main, service_publisher, service_subscriber
 from dope.store import BarStore
@@ -51,6 +52,7 @@ class FeaturizerService(Service):
 
     async def setup(self) -> None:
         """Warm up from the store's last bars, then from the collector's recent bars (nothing re-published)."""
+        load_compiled_step(self.fs)
         if self.store is not None:
             self.count("store_bars", self._warm_up(self._stored_bars(self.store)))
         for sub in self.subscribers if self.catch_up else []:
