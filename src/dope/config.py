@@ -207,7 +207,12 @@ def regime_starts(regimes: Sequence[SyntheticRegime]) -> list[int]:
 
 
 class CollectorConfig(_Config, frozen=True):
-    """What the collector listens to and how often it writes to the store."""
+    """What the collector listens to and how often it writes to the store.
+
+    Under ``dope up`` a replayed or synthetic source runs at most ``flow_window_bars`` bars (beyond
+    the feature warm-up) ahead of the trader's decisions (credit-based flow control, 0 = off); it
+    goes on without a decision after ``flow_liveness_ms`` of wall clock (a dead trader; logged).
+    """
 
     source: Literal["synthetic", "replay", "binance"] = "replay"
     symbols: tuple[str, ...] = ("BTCUSDT", "ETHUSDT")
@@ -215,6 +220,8 @@ class CollectorConfig(_Config, frozen=True):
     service_name: str = "collector"
     warmup_backfill: bool = True
     """Live start with nothing stored: backfill the feature warm-up history before streaming."""
+    flow_window_bars: int = 256
+    flow_liveness_ms: int = 10_000
 
 
 class ServicesConfig(_Config, frozen=True):
@@ -267,9 +274,17 @@ class ModelsConfig(_Config, frozen=True):
 
 
 class FeaturizerConfig(_Config, frozen=True):
-    """The live feature stream: the default feature set at the bar interval, with optional context symbols."""
+    """The live feature stream: the default feature set at the bar interval, with optional context symbols.
+
+    A bar waits for its context symbols' bars of the same open time until a bar ``context_wait_bars``
+    intervals newer arrived, or the bus was quiet for ``context_idle_ms``; then they are missing (as
+    offline). ``warm_from_store``: at start, read the last warm-up bars of every symbol from the store.
+    """
 
     context_symbols: tuple[str, ...] = ()
+    context_wait_bars: int = 1
+    context_idle_ms: int = 2_000
+    warm_from_store: bool = True
     service_name: str = "featurizer"
 
 
@@ -397,9 +412,15 @@ class RendezvousConfig(_Config, frozen=True):
     always, without the registry). ``challengers`` also ranks registry challengers (others by id).
     The scorecard P&L is ``position x realised log return - fee_rate x |position change|`` with
     position +1 above ``pnl_threshold``, -1 below ``-pnl_threshold`` (0 unless ``pnl_long_short``).
+    ``deadline_mode``: ``wall`` closes a round ``deadline_ms`` after its features arrived (live);
+    ``event`` waits for every expected model (a replay is deterministic), giving up on a model only
+    after ``liveness_ms`` of wall clock without its answer (a dead model); ``auto`` is ``event``
+    unless the collector's source is the live exchange.
     """
 
     deadline_ms: int = 50
+    deadline_mode: Literal["auto", "wall", "event"] = "auto"
+    liveness_ms: int = 10_000
     watch_registry: bool = True
     champion: str = ""
     challengers: tuple[str, ...] = ()

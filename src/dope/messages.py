@@ -133,6 +133,9 @@ class Score(Message, frozen=True, tag="score"):
 
     ``prediction`` is the forecast forward log return; ``latency_us`` the time
     the model took from receiving the features to publishing this score.
+    ``abstained`` (``warmup``, ``bad_input``, ``bad_prediction``) says the model read
+    the vector and has no prediction for it (``prediction`` is NaN then), so the
+    rendezvous need not wait for it.
     """
 
     open_time: int
@@ -141,6 +144,7 @@ class Score(Message, frozen=True, tag="score"):
     feature_version: str
     prediction: float
     latency_us: int
+    abstained: str = ""
 
 
 class Prediction(Message, frozen=True, tag="prediction"):

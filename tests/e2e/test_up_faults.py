@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from dope.config import DopeConfig, with_overrides
 from dope.features import default_feature_set
 from dope.messages import Decision, Prediction, Scorecard
 from dope.models.registry import Registry
@@ -28,6 +29,11 @@ pytestmark = pytest.mark.slow
 WARMUP = default_feature_set(INTERVAL).warmup
 
 
+def wall_deadline(config: DopeConfig) -> DopeConfig:
+    """The live rendezvous deadline (a replay's default waits for every model: docs/rendezvous.md)."""
+    return with_overrides(config, {"rendezvous": {"deadline_mode": "wall"}})
+
+
 @pytest.fixture(scope="module")
 def registry_dir(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
     root = tmp_path_factory.mktemp("registry")
@@ -37,8 +43,8 @@ def registry_dir(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[s
 def test_a_model_slower_than_the_deadline_is_passed_over_and_its_misses_counted(
         tmp_path: Path, registry_dir: tuple[Path, dict[str, str]]) -> None:
     root, ids = registry_dir
-    config = stack_config(tmp_path, root, ids, duration="25m", deadline_ms=40, speed=100.0,
-                          deploy={"ridge": {"delay_ms": 100}, "random_forest": {}, "zero": {}})
+    config = wall_deadline(stack_config(tmp_path, root, ids, duration="25m", deadline_ms=40, speed=100.0,
+                                        deploy={"ridge": {"delay_ms": 100}, "random_forest": {}, "zero": {}}))
     tap = run_to_end(config, tmp_path)
     preds = tap.of(Prediction)
     assert len(preds) == 2 * (150 - WARMUP + 1)
@@ -57,7 +63,7 @@ def test_a_model_slower_than_the_deadline_is_passed_over_and_its_misses_counted(
 def test_sigkill_of_the_champion_and_a_promotion_while_running(
         tmp_path: Path, registry_dir: tuple[Path, dict[str, str]]) -> None:
     root, ids = registry_dir
-    config = stack_config(tmp_path, root, ids, duration="60m", speed=150.0, deadline_ms=150)
+    config = wall_deadline(stack_config(tmp_path, root, ids, duration="60m", speed=150.0, deadline_ms=150))
     tap = Tap(config)
     proc = start_up(config, tmp_path, "--exit-when-done")
     run = tmp_path / "run"

@@ -51,6 +51,23 @@ def test_promotion_in_the_registry_switches_the_next_round_without_restart(tmp_p
     service.close()
 
 
+def test_scorecards_wait_for_a_quiet_bus_so_they_never_delay_a_prediction(tmp_path: Path) -> None:
+    bus = InMemoryBus()
+    service = RendezvousService("rendezvous", bus.publisher("rendezvous"), [],
+                                RendezvousConfig(champion="rf", watch_registry=False, publish_every=1, persist_every=1),
+                                clock=SimulatedClock(0), scorecards=tmp_path / "cards.json", event_deadlines=True)
+    out = bus.subscriber(["prediction.", "scorecard."])
+    for i in range(3):  # busy: messages back to back, rounds close, no quiet receive in between
+        service.dispatch(feats(i * IV))
+        service.dispatch(score("rf", i * IV, 0.1))
+    got = received(out, object)
+    assert [type(m) for m in got] == [Prediction] * 3 and not (tmp_path / "cards.json").exists()
+    service.on_idle()  # the receive loop found the bus quiet
+    assert [type(m) for m in received(out, object)] == [Scorecard] and (tmp_path / "cards.json").exists()
+    assert service.receive_timeout_ms == 50  # event deadlines: only the liveness timeout to watch
+    service.close()
+
+
 def drain_one(service: RendezvousService) -> AnyMessage:
     msg = service.subscribers[0].receive(0)
     assert msg is not None
@@ -86,6 +103,7 @@ model = "ridge"
 endpoint = "{pubs['ridge'].endpoint}"
 [rendezvous]
 deadline_ms = 300
+deadline_mode = "wall"
 watch_registry = false
 champion = "slow-rf"
 challengers = ["ridge"]

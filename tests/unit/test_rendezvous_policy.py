@@ -257,3 +257,80 @@ def test_only_deployed_models_are_waited_for() -> None:
     assert deployed_roles(roles, []) == roles
     assert deployed_roles(roles, ["role:champion", "ridge", "role:canary"]) == Roles(
         champion="rf", challengers=("ridge",), canaries=("zero",))
+
+
+# ---- event deadlines (replays): wait for every model, never for the wall clock ----------------------
+
+def abstain(model: str, t: int, why: str = "warmup") -> Score:
+    return Score(symbol=SYM, event_time=t + IV - 1, open_time=t, model_id=model, model_kind="k",
+                 feature_version="v1", prediction=math.nan, latency_us=0, abstained=why)
+
+
+TWO = Roles(champion="rf", challengers=("lstm",))
+
+
+def test_event_deadlines_wait_for_a_slow_model_far_past_the_deadline(clock: SimulatedClock) -> None:
+    rv = Rendezvous(RendezvousConfig(deadline_ms=50, liveness_ms=10_000), TWO, clock, event_deadlines=True)
+    rv.open_round(feats(0))
+    rv.add_score(score("lstm", 0, 0.002))
+    clock.advance_to(clock.now_ms() + 9_000)  # far past deadline_ms: a replay that outran the champion
+    assert rv.due(clock.now_ms()) == []
+    rv.add_score(score("rf", 0, 0.001))
+    [p] = rv.due(clock.now_ms())
+    assert (p.model_id, p.chosen_by, p.missed) == ("rf", "champion", [])
+    assert rv.counters["late"] == 0
+
+
+def test_an_abstention_is_neither_waited_for_nor_a_miss(clock: SimulatedClock) -> None:
+    for event in (False, True):
+        rv = Rendezvous(RendezvousConfig(deadline_ms=50), TWO, clock, event_deadlines=event)
+        rv.open_round(feats(0))
+        rv.add_score(abstain("rf", 0))
+        rv.add_score(score("lstm", 0, 0.002))
+        [p] = rv.due(clock.now_ms())  # at once, not after the deadline
+        assert (p.model_id, p.chosen_by, p.answered, p.missed) == ("lstm", "fallback", ["lstm"], [])
+        assert rv.counters["abstained"] == 1 and rv.counters.get("rejected_non_finite", 0) == 0
+        assert rv.book.card("rf", SYM).misses == 0
+
+
+def test_a_model_that_answered_a_later_bar_is_not_waited_for(clock: SimulatedClock) -> None:
+    rv = Rendezvous(RendezvousConfig(liveness_ms=10_000), TWO, clock, event_deadlines=True)
+    rv.open_round(feats(0))
+    rv.open_round(feats(IV))
+    rv.add_score(score("lstm", 0, 0.002))
+    rv.add_score(score("lstm", IV, 0.003))
+    rv.add_score(score("rf", IV, 0.004))  # rf skipped bar 0 (models answer in order): bar 0 closes now
+    got = rv.due(clock.now_ms())
+    assert [(p.open_time, p.model_id, p.missed) for p in got] == [(IV, "rf", []), (0, "lstm", ["rf"])]
+
+
+def test_a_dead_model_is_given_up_after_the_liveness_timeout_then_not_waited_for(
+        clock: SimulatedClock, caplog: pytest.LogCaptureFixture) -> None:
+    rv = Rendezvous(RendezvousConfig(liveness_ms=10_000), TWO, clock, event_deadlines=True)
+    rv.open_round(feats(0))
+    rv.add_score(score("lstm", 0, 0.002))
+    clock.advance_to(clock.now_ms() + 9_999)
+    assert rv.due(clock.now_ms()) == []
+    clock.advance_to(clock.now_ms() + 1)
+    with caplog.at_level(logging.WARNING):
+        [p] = rv.due(clock.now_ms())
+    assert (p.model_id, p.missed) == ("lstm", ["rf"]) and rv.counters["liveness_timeouts"] == 1
+    assert "no answer from model rf" in caplog.text
+    rv.open_round(feats(IV))  # rf is down: the next round does not wait for it
+    rv.add_score(score("lstm", IV, 0.003))
+    [p] = rv.due(clock.now_ms())
+    assert (p.open_time, p.missed) == (IV, ["rf"])
+    rv.add_score(score("rf", 2 * IV, 0.001))  # early, for a round not open yet: rf is back
+    rv.open_round(feats(2 * IV))
+    rv.add_score(score("lstm", 2 * IV, 0.003))
+    [p] = rv.due(clock.now_ms())
+    assert (p.model_id, p.chosen_by) == ("rf", "champion")
+
+
+def test_an_unusable_score_settles_the_model_with_event_deadlines(clock: SimulatedClock) -> None:
+    rv = Rendezvous(RendezvousConfig(liveness_ms=10_000), TWO, clock, event_deadlines=True)
+    rv.open_round(feats(0))
+    rv.add_score(score("rf", 0, math.nan))
+    rv.add_score(score("lstm", 0, 0.002))
+    [p] = rv.due(clock.now_ms())
+    assert (p.model_id, p.missed, rv.counters["rejected_non_finite"]) == ("lstm", ["rf"], 1)

@@ -247,7 +247,9 @@ def test_model_service_rejects_bad_vectors_and_goes_on(tmp_path: Path) -> None:
         msgspec.structs.replace(good[1], values=[math.nan] * len(good[1].values)),
         msgspec.structs.replace(good[1], values=good[1].values[:-1]), good[2]]
     run_service(service, feed, bus, lambda: service.counters["handled"] >= 5)
-    assert len([m for m in drain(out) if isinstance(m, Score)]) == 2
+    scores = [m for m in drain(out) if isinstance(m, Score)]
+    assert [m.abstained for m in scores] == ["", "bad_input", "bad_input", "bad_input", ""]  # nobody waits
+    assert all(math.isnan(m.prediction) for m in scores[1:4])
     counters = service.heartbeat_counters()
     assert counters["rejected.feature_version"] == 1 and counters["rejected.bad_value"] == 1
     assert counters["rejected.feature_count"] == 1 and counters["errors"] == 0
@@ -288,3 +290,26 @@ def test_default_config_has_the_service_tables() -> None:
     assert config.models.deploy == () and config.supervisor.restart_min_ms > 0
     with pytest.raises(Exception, match="endpoint"):
         config_from_dict({"models": {"deploy": [{"model": "x", "endpoint": "localhost"}]}})
+
+
+def test_the_model_service_warms_the_models_fast_path_before_the_first_vector(tmp_path: Path) -> None:
+    ids = register_models(tmp_path, {"ridge": {}})
+    service = model_service(InMemoryBus(), tmp_path, ids["ridge"])
+    calls: list[tuple[int, ...]] = []
+    from dope.models.registry import Registry as RealRegistry
+
+    class Spy(RealRegistry):
+        def load(self, model_id: str, feature_version: str | None = None) -> tuple[Any, dict[str, Any]]:
+            model, meta = super().load(model_id, feature_version=feature_version)
+            predict = model.predict_one
+
+            def spied(window: np.ndarray) -> float:
+                calls.append(np.shape(window))
+                return float(predict(window))
+
+            model.predict_one = spied
+            return model, meta
+
+    service.registry = Spy(tmp_path)
+    asyncio.run(service.setup())
+    assert calls == [(service.loaded.n_features,)] and service.counters["warm_ups"] == 1  # type: ignore[union-attr]

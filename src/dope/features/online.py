@@ -24,7 +24,7 @@ from dope.features.offline import new_state
 from dope.logs import ProblemCounter
 from dope.messages import Bar, Features
 
-__all__ = ["OnlineFeaturizer", "default_feature_set"]
+__all__ = ["OnlineFeaturizer", "default_feature_set", "load_compiled_step"]
 
 log = logging.getLogger(__name__)
 
@@ -115,3 +115,12 @@ class OnlineFeaturizer:
     def ready(self) -> bool:
         """True once the windows are full (the next accepted bar without a gap yields a vector)."""
         return bool(d.is_ready(self._state, self.fs.warmup))
+
+
+def load_compiled_step(fs: FeatureSet) -> None:
+    """Run the compiled feature step once on a throwaway state, so that a service's first real bar does
+    not pay for loading it (about a second)."""
+    ring, state = new_state(fs)
+    x = np.ones(d.IN_CONTEXT + len(fs.context_symbols))
+    x[d.IN_OPEN_TIME] = x[d.IN_EMPTY] = 0.0
+    d.step(ring, state, fs.spec, x, np.zeros(len(fs.names)))

@@ -9,7 +9,12 @@ in ``due(now_ms)``, as soon as all of them answered or the deadline (``deadline_
 opened) passed. The prediction is the champion's score if it came in time, else the first
 challenger's (configured order) in time, else a canary's if ``canary_fallback``, else an
 explicit "no prediction" (``prediction=None``, ``chosen_by="none"``). Shadows score but are
-never chosen.
+never chosen. A model that *abstains* (warm-up, bad input) is not waited for and not missed.
+
+With ``event_deadlines`` (replays) no wall-clock deadline decides: a round waits until every
+expected model answered, abstained, or answered a later bar of the symbol (it skipped this one:
+models answer in order). Only a model silent for ``liveness_ms`` is given up on; it is then
+*down* (counted ``liveness_timeouts``, logged) and not waited for until it answers again.
 
 >>> from dope.clock import SimulatedClock
 >>> from dope.messages import Features, Score
@@ -65,18 +70,26 @@ class Round:
     expected: frozenset[str]
     answers: dict[str, _Answer] = field(default_factory=dict)
     late: set[str] = field(default_factory=set)
+    abstained: set[str] = field(default_factory=set)
+    passed: set[str] = field(default_factory=set)
     closed: bool = False
 
     @property
     def complete(self) -> bool:
-        return len(self.answers) == len(self.expected)
+        return len(self.answers) + len(self.abstained) + len(self.passed) == len(self.expected)
+
+    def waiting_for(self) -> set[str]:
+        """The expected models that neither answered, abstained nor were passed over."""
+        return set(self.expected - self.answers.keys() - self.abstained - self.passed)
 
 
 class Rendezvous:
     """Rounds, policy and scorecards. Feed it features, scores and bars; collect predictions from ``due``."""
 
-    def __init__(self, config: RendezvousConfig, roles: Roles, clock: Clock) -> None:
+    def __init__(self, config: RendezvousConfig, roles: Roles, clock: Clock, *,
+                 event_deadlines: bool = False) -> None:
         self.config = config
+        self.event_deadlines = event_deadlines
         self.roles = roles
         self.clock = clock
         self.counters: Counter[str] = Counter()
@@ -90,6 +103,8 @@ class Rendezvous:
         self._closed: OrderedDict[Key, frozenset[str]] = OrderedDict()
         self._newest_closed: dict[str, int] = {}
         self._early: OrderedDict[Key, list[tuple[Score, int]]] = OrderedDict()
+        self._latest: dict[tuple[str, str], int] = {}  # (symbol, model) -> newest open time it answered
+        self._down: set[str] = set()
 
     # ---- roles -----------------------------------------------------------------------------------
     def set_roles(self, roles: Roles) -> None:
@@ -108,14 +123,17 @@ class Rendezvous:
                                            "already had a round")
             return
         now = self.clock.now_ms()
+        wait = self.config.liveness_ms if self.event_deadlines else self.config.deadline_ms
         rnd = Round(features.symbol, features.open_time, features.event_time, features.feature_version, now,
-                    now + self.config.deadline_ms, self.roles, self.roles.expected)
+                    now + wait, self.roles, self.roles.expected)
         self._open[key] = rnd
         self._queue.append(rnd)
         self.last_event_time = max(self.last_event_time, features.event_time)
         self.counters["rounds_opened"] += 1
         for score, arrival in self._early.pop(key, []):
             self._answer(rnd, score, arrival)
+        if self.event_deadlines:
+            self._pass_over(rnd)
         if rnd.complete:
             self._ready.append(rnd)
 
@@ -124,6 +142,8 @@ class Rendezvous:
         self.counters["scores"] += 1
         now = self.clock.now_ms()
         key = (score.symbol, score.open_time)
+        if self.event_deadlines:
+            self._note_progress(score)
         rnd = self._open.get(key)
         if rnd is not None:
             if self._answer(rnd, score, now) and rnd.complete:
@@ -136,13 +156,19 @@ class Rendezvous:
     def _answer(self, rnd: Round, score: Score, arrival_ms: int) -> bool:
         """Accept ``score`` into the open ``rnd`` if valid; True if accepted."""
         problem = self._problem(score, rnd.expected, rnd.feature_version)
-        if problem is None and (score.model_id in rnd.answers or score.model_id in rnd.late):
+        mid = score.model_id
+        if problem is None and (mid in rnd.answers or mid in rnd.late or mid in rnd.abstained):
             problem = "duplicate"
-        if problem is None and arrival_ms > rnd.deadline_at:
+        if problem is None and not self.event_deadlines and arrival_ms > rnd.deadline_at:
             problem = "after_deadline"
         if problem is not None:
             return self._refuse(score, problem, arrival_ms)
-        rnd.answers[score.model_id] = _Answer(score.prediction, score.latency_us, max(arrival_ms - rnd.opened_ms, 0))
+        rnd.passed.discard(mid)
+        if score.abstained:
+            self.counters["abstained"] += 1
+            rnd.abstained.add(mid)
+        else:
+            rnd.answers[mid] = _Answer(score.prediction, score.latency_us, max(arrival_ms - rnd.opened_ms, 0))
         return True
 
     def _refuse(self, score: Score, problem: str, arrival_ms: int) -> bool:
@@ -155,11 +181,17 @@ class Rendezvous:
                               f"rejected: {problem}")
         if problem in ("non_finite", "feature_version", "duplicate"):
             self.book.card(score.model_id, score.symbol).rejected += 1
+        rnd = self._open[(score.symbol, score.open_time)]
+        if self.event_deadlines and problem in ("non_finite", "feature_version"):
+            rnd.passed.add(score.model_id)  # it answered, unusably: nothing more will come
+            return True
         return False
 
     def _problem(self, score: Score, expected: frozenset[str], feature_version: str) -> str | None:
         if score.model_id not in expected:
             return "unknown_model"
+        if score.abstained:
+            return None
         if not math.isfinite(score.prediction):
             return "non_finite"
         if score.feature_version != feature_version:
@@ -167,6 +199,9 @@ class Rendezvous:
         return None
 
     def _late(self, score: Score, now: int) -> None:
+        if score.abstained:
+            self.counters["abstained_late"] += 1
+            return
         missed = self._closed.get((score.symbol, score.open_time))
         if missed is None or score.model_id not in missed:
             problem = ("unknown_model" if score.model_id not in self.roles.expected
@@ -188,6 +223,31 @@ class Rendezvous:
         if math.isfinite(score.prediction):
             self._apply(self.outcomes.add_prediction(score.symbol, score.open_time, score.model_id,
                                                      score.prediction), score.symbol)
+
+    # ---- event deadlines -------------------------------------------------------------------------
+    def _note_progress(self, score: Score) -> None:
+        """Remember the newest bar each model answered per symbol; a silent model that answers is back."""
+        key = (score.symbol, score.model_id)
+        if score.open_time > self._latest.get(key, -(2**62)):
+            self._latest[key] = score.open_time
+        if score.model_id in self._down:
+            self._down.discard(score.model_id)
+            log.info("rendezvous: model %s answers again", score.model_id)
+
+    def _pass_over(self, rnd: Round) -> None:
+        """Stop waiting for the models that are down or already answered a later bar of the symbol."""
+        for mid in rnd.waiting_for():
+            if mid in self._down or self._latest.get((rnd.symbol, mid), -(2**62)) > rnd.open_time:
+                rnd.passed.add(mid)
+
+    def _expire(self, rnd: Round) -> None:
+        """A round waited ``liveness_ms``: the models still silent are down until they answer."""
+        for mid in sorted(rnd.waiting_for()):
+            self._down.add(mid)
+            self.counters["liveness_timeouts"] += 1
+            log.warning("rendezvous: %s: no answer from model %s for bar %d within %d ms: it is down, not "
+                        "waited for until it answers again", rnd.symbol, mid, rnd.open_time,
+                        self.config.liveness_ms)
 
     def _keep_early(self, key: Key, score: Score, now: int) -> None:
         """A score whose features have not arrived yet (another socket can overtake): hold it."""
@@ -215,17 +275,29 @@ class Rendezvous:
         """Close every round that is complete or past its deadline; return their predictions."""
         out = [self._close(rnd) for rnd in self._ready if not rnd.closed]
         self._ready.clear()
-        while self._queue and (self._queue[0].closed or self._queue[0].deadline_at <= now_ms):
+        while self._queue and (self._queue[0].closed or self._head_due(self._queue[0], now_ms)):
             rnd = self._queue.popleft()
             if not rnd.closed:
                 out.append(self._close(rnd))
         return out
 
+    def _head_due(self, rnd: Round, now_ms: int) -> bool:
+        """Whether the oldest open round closes now: its deadline passed (or, with event deadlines,
+        everyone it waits for is accounted for)."""
+        if rnd.deadline_at <= now_ms:
+            if self.event_deadlines:
+                self._expire(rnd)
+            return True
+        if self.event_deadlines:
+            self._pass_over(rnd)
+            return rnd.complete
+        return False
+
     def _close(self, rnd: Round) -> Prediction:
         rnd.closed = True
         key = (rnd.symbol, rnd.open_time)
         del self._open[key]
-        missed = rnd.expected - rnd.answers.keys()
+        missed = rnd.expected - rnd.answers.keys() - rnd.abstained
         self._remember_closed(key, frozenset(missed - rnd.late))
         prediction = self._choose(rnd, missed)
         self._score_round(rnd, missed, prediction.model_id)

@@ -28,6 +28,7 @@ import argparse
 import asyncio
 import contextlib
 import ctypes
+import gc
 import json
 import logging
 import math
@@ -247,6 +248,8 @@ class Service:
         await asyncio.sleep(0)  # the first heartbeat leaves now, even if setup blocks
         try:
             await self.setup()
+            gc.collect()
+            gc.freeze()  # what the start loaded (models, libraries) is never scanned again: no long GC pause later
             self.started = True
             self.counters["starting"] = 0
             self.send_heartbeat()

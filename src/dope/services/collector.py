@@ -30,6 +30,7 @@ from dope.transport import Publisher
 log = logging.getLogger("dope.collector")
 
 BarSink = Callable[[Bar], None]
+REPLAY_FLUSH_S = 1.0
 
 
 @dataclass
@@ -82,6 +83,7 @@ class Collector:
         self.builders = {symbol: self._resumed_builder(symbol) for symbol in collector.symbols}
         self._pending: list[Bar] = []
         self._warmup_left: dict[str, int] = {}
+        self._flushed_at = time.monotonic()
 
     def resume_points(self) -> dict[str, int]:
         """First trade time still needed per symbol: right after its last stored bar.
@@ -206,14 +208,23 @@ class Collector:
             if self.on_bar is not None:
                 self.on_bar(bar)
             self._pending.append(bar)
-        if len(self._pending) >= self.config.flush_every_bars:
+        if self._flush_due():
             self.flush_to_store()
+
+    def _flush_due(self) -> bool:
+        """``flush_every_bars`` are waiting; for a replayed or synthetic source (no clock), which can be
+        read again after a crash, also ``REPLAY_FLUSH_S`` since the last write: a write costs tens of ms
+        whatever its size, so a full-speed replay makes few large ones (the bars written are the same)."""
+        if len(self._pending) < self.config.flush_every_bars:
+            return False
+        return self.clock is not None or time.monotonic() - self._flushed_at >= REPLAY_FLUSH_S
 
     def flush_to_store(self) -> None:
         """Write the bars not yet stored (idempotent upsert)."""
         if not self._pending:
             return
         self.store.write_bars(bars_to_frame(self._pending), self.interval_ms)
+        self._flushed_at = time.monotonic()
         self._pending.clear()
         self.counters.flushes += 1
 
@@ -306,12 +317,19 @@ class CollectorService:
         self.publisher.close()
 
 
-def collector_of(config: DopeConfig, publisher: Publisher | None, *, on_bar: BarSink | None = None) -> Collector:
-    """The collector of ``config``: its source, its store, and the live feature set's warm-up."""
+def collector_of(config: DopeConfig, publisher: Publisher | None, *, on_bar: BarSink | None = None,
+                 flow_controlled: bool = False) -> Collector:
+    """The collector of ``config``: its source, its store, and the live feature set's warm-up.
+
+    ``flow_controlled`` (under ``dope up``): a replayed source waits for the trader's decisions as credit."""
     from dope.services.featurizer import feature_set_of_config
     from dope.services.sources import backfills_history, open_source
 
     source, clock = open_source(config)
+    if flow_controlled:
+        from dope.services.flow import with_flow_control
+
+        source = with_flow_control(config, source)
     return Collector(config.collector, config.bars, source, BarStore(config.store.path), publisher, clock=clock,
                      on_bar=on_bar, heartbeat_ms=config.bus.heartbeat_ms,
                      warmup_bars=feature_set_of_config(config).warmup,
@@ -325,7 +343,7 @@ def build(config: DopeConfig, **overrides: Any) -> CollectorService:
 
     name = overrides.get("name") or config.collector.service_name
     publisher = open_publisher(config.bus, name, endpoint=endpoint_of(config, "collector"))
-    collector = collector_of(config, publisher)
+    collector = collector_of(config, publisher, flow_controlled=bool(overrides.get("wait_subscribers")))
     return CollectorService(name, collector, publisher, int(overrides.get("wait_subscribers", 0)))
 
 

@@ -10,7 +10,9 @@ clear error at start (exit status 2) and, for a role deployment, skipped at relo
 The service keeps the last ``lookback`` vectors per symbol and publishes a :class:`Score` with
 the model id, kind, prediction and latency (receipt of the vector -> publish). Vectors of
 another feature version or length, non-finite values and non-finite predictions are
-rejected, counted and logged.
+rejected, counted and logged; for each of them, and for every vector of the warm-up, the service
+publishes an *abstention* (a ``Score`` with ``abstained`` set and a NaN prediction), so the
+rendezvous knows at once that no prediction will come.
 """
 
 from __future__ import annotations
@@ -115,8 +117,20 @@ class ModelService(Service):
         self.windows = {s: deque(w, maxlen=self.loaded.lookback) for s, w in self.windows.items()}
         if previous is not None:
             self.count("reloads")
+        self._warm_up(self.loaded)
         self.log.info("%s serves %s (%s, lookback %d)%s", self.name, model_id, self.loaded.kind,
                       self.loaded.lookback, f" for role {self.role}" if self.role else "")
+
+    def _warm_up(self, loaded: LoadedModel) -> None:
+        """One prediction on a window of zeros, so the first real vector does not pay for loading the
+        model's compiled fast path (hundreds of ms)."""
+        window = np.zeros((loaded.lookback, loaded.n_features))
+        try:
+            loaded.model.predict_one(window if loaded.lookback > 1 else window[0])
+        except Exception as exc:  # a model that cannot score zeros still serves real vectors
+            self.problems.report("warm_up", f"{loaded.model_id}: warm-up prediction failed: {exc!r}")
+            return
+        self.count("warm_ups")
 
     def on_idle(self) -> None:
         """Between vectors: pick up a promotion early, so the next vector finds the model loaded."""
@@ -131,9 +145,8 @@ class ModelService(Service):
         if window is None:
             return
         score = self._score(msg, window, began)
-        if score is not None:
-            self.publish(score)
-            self.count("scores")
+        self.publish(score)
+        self.count("scores" if not score.abstained else "abstentions")
 
     def _window(self, msg: Features) -> np.ndarray | None:
         loaded = self.loaded
@@ -143,22 +156,34 @@ class ModelService(Service):
         problem = _vector_problem(msg, self.feature_version, loaded.n_features)
         if problem is not None:
             self.reject(problem[0], f"features {msg.open_time}: {problem[1]}", msg.symbol)
+            self._abstain(msg, "bad_input")
             return None
         window = self.windows.setdefault(msg.symbol, deque(maxlen=loaded.lookback))
         window.append(np.asarray(msg.values, dtype=np.float64))
         if len(window) < loaded.lookback:
             self.count("warmup")
+            self._abstain(msg, "warmup")
             return None
         return np.stack(window)
 
-    def _score(self, msg: Features, window: np.ndarray, began_ns: int) -> Score | None:
+    def _abstain(self, msg: Features, why: str) -> None:
+        """Tell the rendezvous that no prediction will come for this vector."""
+        loaded = self.loaded
+        assert loaded is not None
+        self.publish(Score(symbol=msg.symbol, event_time=msg.event_time, open_time=msg.open_time,
+                           model_id=loaded.model_id, model_kind=loaded.kind, feature_version=msg.feature_version,
+                           prediction=math.nan, latency_us=0, abstained=why))
+        self.count("abstentions")
+
+    def _score(self, msg: Features, window: np.ndarray, began_ns: int) -> Score:
         loaded = self.loaded
         assert loaded is not None
         prediction = float(loaded.model.predict_one(window if loaded.lookback > 1 else window[0]))
+        abstained = ""
         if not math.isfinite(prediction):
             self.reject("bad_prediction", f"{loaded.model_id} predicted {prediction} for {msg.open_time}",
                         msg.symbol)
-            return None
+            abstained = "bad_prediction"
         if self.delay_ms:
             time.sleep(self.delay_ms / 1000)
         if self.nan_every and (self.counters["scores"] + 1) % self.nan_every == 0:
@@ -166,7 +191,7 @@ class ModelService(Service):
         latency_us = (time.perf_counter_ns() - began_ns) // 1_000
         return Score(symbol=msg.symbol, event_time=msg.event_time, open_time=msg.open_time,
                      model_id=loaded.model_id, model_kind=loaded.kind, feature_version=msg.feature_version,
-                     prediction=prediction, latency_us=int(latency_us))
+                     prediction=prediction, latency_us=int(latency_us), abstained=abstained)
 
 
 def _vector_problem(msg: Features, version: str, n_features: int) -> tuple[str, str] | None:

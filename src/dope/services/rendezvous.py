@@ -1,14 +1,16 @@
 """The rendezvous service: ``features.*`` + ``score.*`` + ``bar.*`` -> ``prediction.*`` and ``scorecard.*``.
 
 A thin loop around :class:`dope.rendezvous.Rendezvous`: a feature vector from the featurizer
-opens a round (its deadline starts then, on the service's clock), every model service's scores
+opens a round (its deadline starts then, on the service's clock; with event deadlines, the
+default off the live exchange, it waits for every model instead), every model service's scores
 fill it, and the loop closes due rounds after every message and every quiet receive. Bars from
 the collector realise the forward returns the scorecards need. Roles come from the
 configuration and, with ``watch_registry``, from the registry's ``roles.json`` (checked once per
 round: a promotion is in force from the next bar). Only deployed models are waited for when
 ``[[models.deploy]]`` lists them (``role:<r>`` follows the holder of the role, as the model
 service does). Scorecards are published every ``publish_every`` rounds and saved to
-``<store>/scorecards/<name>.json`` every ``persist_every`` rounds and on stop (reloaded at start).
+``<store>/scorecards/<name>.json`` every ``persist_every`` rounds and on stop (reloaded at start),
+when the bus is quiet (off the path of a waiting prediction), at the latest 10 times later.
 
     python -m dope.services.rendezvous --config dope.toml
 """
@@ -34,11 +36,19 @@ from dope.services.base import (
 from dope.transport import Publisher, Subscriber
 
 ROLE_PREFIX = "role:"
+OVERDUE = 10
+EVENT_POLL_MS = 50
 
 
 def scorecard_path(config: DopeConfig, name: str | None = None) -> Path:
     """Where the rendezvous named ``name`` keeps its scorecards: ``<store>/scorecards/<name>.json``."""
     return Path(config.store.path) / "scorecards" / f"{name or config.rendezvous.service_name}.json"
+
+
+def event_deadlines(config: DopeConfig) -> bool:
+    """Whether rounds wait for every model (``deadline_mode`` ``event``, or ``auto`` off the live exchange)."""
+    mode = config.rendezvous.deadline_mode
+    return mode == "event" or (mode == "auto" and config.collector.source != "binance")
 
 
 def config_roles(config: RendezvousConfig) -> Roles:
@@ -63,14 +73,16 @@ class RendezvousService(Service):
     def __init__(self, name: str, publisher: Publisher, subscribers: Sequence[Subscriber],
                  config: RendezvousConfig, *, clock: Clock | None = None, heartbeat_ms: int = 1_000,
                  watcher: RolesWatcher | None = None, deploys: Sequence[str] = (),
-                 scorecards: Path | None = None) -> None:
-        super().__init__(name, publisher, subscribers, heartbeat_ms=heartbeat_ms,
-                         receive_timeout_ms=config.poll_ms, clock=clock)
+                 scorecards: Path | None = None, event_deadlines: bool = False) -> None:
+        poll_ms = max(config.poll_ms, EVENT_POLL_MS) if event_deadlines else config.poll_ms  # only liveness to watch
+        super().__init__(name, publisher, subscribers, heartbeat_ms=heartbeat_ms, receive_timeout_ms=poll_ms,
+                         clock=clock)
         self.config = config
         self.deploys = tuple(deploys)
         self.watcher = watcher
         self.all_roles = config_roles(config)
-        self.core = Rendezvous(config, deployed_roles(self.all_roles, self.deploys), self.clock)
+        self.core = Rendezvous(config, deployed_roles(self.all_roles, self.deploys), self.clock,
+                               event_deadlines=event_deadlines)
         self.scorecard_file = scorecards
         self._closed_at_publish = self._closed_at_persist = 0
         if scorecards is not None:
@@ -89,6 +101,7 @@ class RendezvousService(Service):
 
     def on_idle(self) -> None:
         self.close_due()
+        self.keep_books(1)
 
     def refresh_roles(self) -> None:
         """Take the registry's roles if ``roles.json`` changed (one ``stat``)."""
@@ -100,13 +113,19 @@ class RendezvousService(Service):
             self.core.set_roles(deployed_roles(roles, self.deploys))
 
     def close_due(self) -> None:
-        """Publish the predictions of every round due now; scorecards and persistence on schedule."""
+        """Publish the predictions of every round due now; the scorecards only when long overdue."""
         for prediction in self.core.due(self.clock.now_ms()):
             self.publish(prediction)
+        self.keep_books(OVERDUE)
+
+    def keep_books(self, factor: int) -> None:
+        """Publish the scorecards every ``factor x publish_every`` rounds, save them every ``factor x
+        persist_every``. The receive loop asks with factor 1 when the bus is quiet, so this work (a few
+        ms) stays off the path of a waiting prediction; a replay that never idles gets it when overdue."""
         closed = self.core.counters["rounds_closed"]
-        if closed - self._closed_at_publish >= self.config.publish_every:
+        if closed - self._closed_at_publish >= factor * self.config.publish_every:
             self.publish_scorecards()
-        if closed - self._closed_at_persist >= self.config.persist_every:
+        if closed - self._closed_at_persist >= factor * self.config.persist_every:
             self.save_scorecards()
 
     def publish_scorecards(self) -> None:
@@ -150,7 +169,7 @@ def build(config: DopeConfig, **overrides: Any) -> RendezvousService:
     return RendezvousService(
         name, publisher, [subscriber], rv, clock=clock, heartbeat_ms=config.bus.heartbeat_ms, watcher=watcher,
         deploys=[d.model for d in config.models.deploy],
-        scorecards=overrides.get("scorecards", scorecard_path(config, name)))
+        scorecards=overrides.get("scorecards", scorecard_path(config, name)), event_deadlines=event_deadlines(config))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
