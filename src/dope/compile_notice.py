@@ -3,7 +3,8 @@
 numba compiles a function on its first call and caches the machine code on disk; a fresh
 install (or an upgrade, or a new cache folder) compiles the backtest kernels and the feature
 code again, which takes seconds with nothing printed. :func:`install` listens to numba's own
-compile events and, when one lasts longer than ``after_s``, says so once per process.
+compile events and, once compiling has taken ``after_s`` in all (one long compile or many short
+ones), says so once per process.
 
 >>> import io, numba
 >>> out = io.StringIO()
@@ -17,6 +18,7 @@ True
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import threading
 import time
@@ -28,7 +30,7 @@ MESSAGE = "compiling numba code (first run after an install or upgrade; later ru
 
 
 class CompileNotice(event.Listener):  # type: ignore[misc]
-    """Prints :data:`MESSAGE` once when a compilation has lasted ``after_s`` seconds."""
+    """Prints :data:`MESSAGE` once when compilations have lasted ``after_s`` seconds in all."""
 
     def __init__(self, after_s: float, stream: TextIO) -> None:
         self.after_s = after_s
@@ -36,6 +38,8 @@ class CompileNotice(event.Listener):  # type: ignore[misc]
         self.printed = False
         self._depth = 0
         self._started = 0.0
+        self._compiled_s = 0.0
+        """Seconds spent in finished compilations (outermost ones only)."""
         self._timer: threading.Timer | None = None
         self._lock = threading.Lock()
 
@@ -45,7 +49,7 @@ class CompileNotice(event.Listener):  # type: ignore[misc]
             if self._depth > 1 or self.printed:
                 return  # nested: the function compiles what it calls
             self._started = time.monotonic()
-            self._timer = threading.Timer(self.after_s, self._say)
+            self._timer = threading.Timer(max(self.after_s - self._compiled_s, 0.0), self._say)
             self._timer.daemon = True
             self._timer.start()
 
@@ -56,7 +60,8 @@ class CompileNotice(event.Listener):  # type: ignore[misc]
                 return
             self._timer.cancel()
             self._timer = None
-            late = time.monotonic() - self._started >= self.after_s
+            self._compiled_s += time.monotonic() - self._started
+            late = self._compiled_s >= self.after_s
         if late:  # the timer had no turn yet
             self._say()
 
@@ -65,7 +70,8 @@ class CompileNotice(event.Listener):  # type: ignore[misc]
             if self.printed:
                 return
             self.printed = True
-        print(MESSAGE, file=self.stream, flush=True)
+        with contextlib.suppress(ValueError):  # the stream was closed meanwhile (the process is ending)
+            print(MESSAGE, file=self.stream, flush=True)
 
 
 def install(after_s: float = 1.5, stream: TextIO | None = None) -> CompileNotice:

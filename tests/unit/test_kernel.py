@@ -130,6 +130,20 @@ def test_a_long_compilation_prints_one_line_and_a_quick_one_none() -> None:
     assert loud.getvalue().count("\n") == 1 and loud.getvalue().startswith("compiling numba code")
 
 
+def test_short_compilations_that_add_up_print_the_line() -> None:
+    """A cold start compiles many small functions, none long alone: their sum is what the user waits for."""
+    out = io.StringIO()
+    notice = install(after_s=60.0, stream=out)
+    try:
+        assert numba.njit(lambda x: x + 7)(1) == 8
+        assert out.getvalue() == ""
+        notice.after_s = notice._compiled_s + 1e-6  # any further compilation crosses it, added to the first
+        assert numba.njit(lambda x: x + 8)(1) == 9
+    finally:
+        uninstall(notice)
+    assert out.getvalue().startswith("compiling numba code")
+
+
 def test_no_line_when_nothing_compiles() -> None:
     f = numba.njit(lambda x: x - 1)
     f(1)
