@@ -7,7 +7,7 @@ import math
 import pytest
 
 from dope.clock import SimulatedClock
-from dope.trading import HOLD, Fill, Order, PaperBroker, Portfolio, ThresholdStrategy, Trader, signal
+from dope.trading import HOLD, Execution, Order, PaperBroker, Portfolio, ThresholdStrategy, Trader, signal
 
 
 def test_signal_thresholds_and_nan() -> None:
@@ -88,16 +88,16 @@ def test_no_new_position_without_cash() -> None:
 
 def test_portfolio_closes_partly_and_rejects_oversized_and_adding_fills() -> None:
     pf = Portfolio(1000.0)
-    pf.apply_fill(Fill(symbol="X", time_ms=0, side=1, qty=2.0, price=100.0, value=200.0, fee=0.4))
+    pf.apply_fill(Execution(symbol="X", time_ms=0, side=1, qty=2.0, price=100.0, value=200.0, fee=0.4))
     with pytest.raises(ValueError, match="larger than the position"):
-        pf.apply_fill(Fill(symbol="X", time_ms=1, side=-1, qty=3.0, price=100.0, value=300.0, fee=0.0))
+        pf.apply_fill(Execution(symbol="X", time_ms=1, side=-1, qty=3.0, price=100.0, value=300.0, fee=0.0))
     with pytest.raises(ValueError, match="adding to an open position"):
-        pf.apply_fill(Fill(symbol="X", time_ms=1, side=1, qty=1.0, price=100.0, value=100.0, fee=0.0))
+        pf.apply_fill(Execution(symbol="X", time_ms=1, side=1, qty=1.0, price=100.0, value=100.0, fee=0.0))
     # a live close that executed partly: a trade for the part sold, the rest stays open with its share
-    pf.apply_fill(Fill(symbol="X", time_ms=2, side=-1, qty=0.5, price=120.0, value=60.0, fee=0.0))
+    pf.apply_fill(Execution(symbol="X", time_ms=2, side=-1, qty=0.5, price=120.0, value=60.0, fee=0.0))
     assert (pf.qty, pf.direction, pf.cash) == (1.5, 1, 1000.0 - 200.4 + 60.0)
     assert pf.trades[-1].qty == 0.5 and pf.trades[-1].pnl == pytest.approx(0.5 * 20.0 - 0.1)
-    pf.apply_fill(Fill(symbol="X", time_ms=3, side=-1, qty=1.5, price=100.0, value=150.0, fee=0.0))
+    pf.apply_fill(Execution(symbol="X", time_ms=3, side=-1, qty=1.5, price=100.0, value=150.0, fee=0.0))
     assert pf.direction == 0 and sum(t.pnl for t in pf.trades) == pytest.approx(pf.cash - 1000.0)
 
 
