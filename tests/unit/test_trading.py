@@ -114,3 +114,28 @@ def test_trader_decides_at_close_and_fills_at_next_open() -> None:
     (fill,) = trader.on_bar(1_000, 20.0, 25.0)      # filled at the next open, not at the decision's close
     assert fill.price == 20.0 and trader.equity() == pytest.approx(125.0)
     assert trader.on_prediction(math.nan) is None
+
+
+def test_the_trader_section_is_the_trading_config_the_backtest_runs() -> None:
+    """``[trader]`` keeps its flat fields; its strategy part is exactly a backtest config, with nothing else."""
+    from dope.backtest import BacktestConfig
+    from dope.config import config_from_dict
+    from dope.trading.config import RiskConfig, StrategyConfig, TradingConfig
+
+    cfg = config_from_dict({"trader": {"upper": 0.01, "lower": -0.02, "fee_rate": 0.002, "slippage_bps": 3.0,
+                                       "fraction": 0.5, "broker": "paper", "risk": {"max_daily_loss": 5.0}}})
+    trader = cfg.trader
+    assert isinstance(trader, TradingConfig) and trader.risk == RiskConfig(max_daily_loss=5.0)
+    assert trader.strategy() == BacktestConfig(upper=0.01, lower=-0.02, fee_rate=0.002, slippage_bps=3.0,
+                                               fraction=0.5)
+    assert type(trader.strategy()) is StrategyConfig is BacktestConfig
+    assert trader.costs() == (0.002, 3.0 / 10_000.0, 0.5) and trader.thresholds() == (0.01, -0.02, False)
+
+
+@pytest.mark.parametrize(("fields", "named"), [({"lower": 0.1, "upper": 0.0}, "above upper threshold"),
+                                               ({"fraction": 0.0}, "fraction"), ({"fee_rate": 1.0}, "fee_rate")])
+def test_bad_trading_settings_are_refused_with_the_field_named(fields: dict[str, float], named: str) -> None:
+    from dope.config import ConfigError, config_from_dict
+
+    with pytest.raises(ConfigError, match=named):
+        config_from_dict({"trader": fields})
