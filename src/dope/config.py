@@ -28,14 +28,13 @@ from typing import Any, Literal
 import msgspec
 
 from dope.bars.interval import parse_interval
+from dope.errors import ConfigError as ConfigError  # re-exported
 from dope.errors import UserError
 from dope.timeparse import parse_time
+from dope.trading.config import RiskConfig as RiskConfig  # re-exported: the [trader.risk] section
+from dope.trading.config import TradingConfig
 
 ENV_PREFIX = "DOPE_"
-
-
-class ConfigError(UserError, ValueError):
-    """The configuration is invalid; the message names the file and the field."""
 
 
 class _Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -312,35 +311,9 @@ class SupervisorConfig(_Config, frozen=True):
             raise ValueError("supervisor: timeouts must be > 0")
 
 
-class RiskConfig(_Config, frozen=True):
-    """The trader's risk limits (see ``docs/trading.md``); 0 switches a limit off.
-
-    ``max_daily_loss`` (quote currency) and ``max_daily_loss_fraction`` (of the equity at the
-    start of the UTC day) trip the kill switch: flat, and no new entries until the next UTC day
-    or a manual reset. A prediction that arrives more than ``max_prediction_delay_ms`` after its
-    bar (trader's clock), or is for another bar than the latest, is stale; so is a price whose bar
-    closed more than ``max_price_age_ms`` before the trader's clock (live only: 0 on replays).
-    """
-
-    max_position_units: float = 0.0
-    max_position_notional: float = 0.0
-    max_daily_loss: float = 0.0
-    max_daily_loss_fraction: float = 0.0
-    max_prediction_delay_ms: int = 5_000
-    max_price_age_ms: int = 0
-
-    def __post_init__(self) -> None:
-        for name in ("max_position_units", "max_position_notional", "max_daily_loss", "max_daily_loss_fraction",
-                     "max_prediction_delay_ms", "max_price_age_ms"):
-            value = getattr(self, name)
-            if not 0 <= value < float("inf"):
-                raise ValueError(f"trader.risk.{name} must be a number >= 0, got {value}")
-        if self.max_daily_loss_fraction >= 1:
-            raise ValueError(f"trader.risk.max_daily_loss_fraction must be < 1, got {self.max_daily_loss_fraction}")
-
-
-class TraderConfig(_Config, frozen=True):
-    """The trader service: thresholds, sizing, costs, broker, risk limits and where its state lives.
+class TraderConfig(TradingConfig, frozen=True):
+    """The trader service: the trading (thresholds, sizing, costs, risk limits: :mod:`dope.trading.config`),
+    the broker and where its state lives.
 
     ``broker = "binance"`` sends real orders (testnet or live, ``rest_url``; ``""`` = ``binance.rest_url``)
     only when also ``i_understand_real_orders = "yes"`` (env ``DOPE_TRADER__I_UNDERSTAND_REAL_ORDERS=yes``)
@@ -349,13 +322,6 @@ class TraderConfig(_Config, frozen=True):
     """
 
     symbols: tuple[str, ...] = ()
-    upper: float = 0.0005
-    lower: float = -0.0005
-    allow_short: bool = False
-    fraction: float = 1.0
-    initial_cash: float = 10_000.0
-    fee_rate: float = 0.001
-    slippage_bps: float = 0.0
     broker: Literal["paper", "binance"] = "paper"
     i_understand_real_orders: str = ""
     rest_url: str = ""
@@ -365,15 +331,9 @@ class TraderConfig(_Config, frozen=True):
     state_dir: str = "var/trader"
     journal_fsync: bool = True
     service_name: str = "trader"
-    risk: RiskConfig = RiskConfig()
 
     def __post_init__(self) -> None:
-        if not (self.lower <= self.upper):
-            raise ValueError(f"trader: lower threshold {self.lower} must be <= upper {self.upper}")
-        if not 0 < self.fraction <= 1 or not 0 <= self.fee_rate < 1 or not 0 <= self.slippage_bps < 10_000:
-            raise ValueError("trader: need 0 < fraction <= 1, 0 <= fee_rate < 1, 0 <= slippage_bps < 10000")
-        if not 0 < self.initial_cash < float("inf"):
-            raise ValueError(f"trader: initial_cash must be > 0, got {self.initial_cash}")
+        super().__post_init__()
         if self.broker == "binance" and self.allow_short:
             raise ValueError("trader: the Binance spot broker cannot short; set allow_short = false")
         if not 0 < self.recv_window_ms <= 60_000:

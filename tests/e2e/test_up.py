@@ -32,7 +32,6 @@ from dope.messages import AnyMessage, Decision, Equity, Fill, Prediction, encode
 from dope.models.registry import Registry
 from dope.services.supervisor import resolve_ports
 from dope.store import BarStore
-from dope.trading.live import backtest_config
 from dope.transport import ZmqPublisher, ZmqSubscriber
 from tests.unit.test_services import INTERVAL, register_models, synthetic_bars
 
@@ -162,7 +161,7 @@ def test_parity_with_the_backtester_event_path(parity_runs: Any, registry_dir: t
         assert [preds[t].prediction for t in sorted(preds)] == pytest.approx([offline[t] for t in sorted(preds)],
                                                                              rel=1e-9, abs=1e-15)
         series = np.array([preds[t].prediction if t in preds else math.nan for t in bars["open_time"]])
-        expected = run_event(bars, series, backtest_config(config.trader), symbol=symbol)
+        expected = run_event(bars, series, config.trader.strategy(), symbol=symbol)
         equity = {e.open_time: e for e in tap.of(Equity, symbol)}
         assert len(equity) == len(bars)
         got_position = [equity[t].position for t in bars["open_time"]]

@@ -105,10 +105,10 @@ def test_state_of_a_trader_that_never_ran_is_a_clear_error(tmp_path: Path) -> No
 
 def test_state_flags_orders_that_executed_partly(tmp_path: Path) -> None:
     from dope.trading.journal import FillRecord
-    from dope.trading.orders import Fill
+    from dope.trading.orders import Execution
 
     (tmp_path / "dope.toml").write_text(f'[trader]\nstate_dir = "{tmp_path}"\n')
-    fill = Fill(symbol="BTCUSDT", time_ms=1, side=1, qty=0.004, price=60_000.0, value=240.0, fee=0.24)
+    fill = Execution(symbol="BTCUSDT", time_ms=1, side=1, qty=0.004, price=60_000.0, value=240.0, fee=0.24)
     with Journal(tmp_path / "trader.journal", fsync=False) as journal:
         journal.append(FillRecord(symbol="BTCUSDT", client_order_id="dope-BTCUSDT-1-open", fill=fill,
                                   unfilled="0.012"))

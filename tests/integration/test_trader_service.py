@@ -20,7 +20,6 @@ from dope.config import ConfigError, DopeConfig, config_from_dict
 from dope.messages import AnyMessage, Decision, Equity, Fill, Heartbeat
 from dope.services.trader import TraderService, build, journal_path, reset_flag_path
 from dope.trading.journal import StepRecord, fold, read_journal
-from dope.trading.live import backtest_config
 from dope.transport import ZmqPublisher, ZmqSubscriber
 from tests.trader_helpers import make_bar, make_prediction, walk
 
@@ -83,14 +82,14 @@ def running(tmp_path: Path) -> Iterator[Running]:
 def core_fills(bars: list, preds: list[float], running: Running) -> pd.DataFrame:  # type: ignore[type-arg]
     frame = pd.DataFrame({"open_time": [b.open_time for b in bars], "open": [b.open for b in bars],
                           "close": [b.close for b in bars]})
-    return run_event(frame, np.array(preds), backtest_config(running.config.trader), interval_ms=10_000,
+    return run_event(frame, np.array(preds), running.config.trader.strategy(), interval_ms=10_000,
                      symbol="BTCUSDT")
 
 
 def core_orders(bars: list, preds: list[float], running: Running) -> list[tuple[int, int]]:  # type: ignore[type-arg]
     """The trader core driven directly, as the event backtest drives it: (decision time, target) of each order."""
     clock = SimulatedClock()
-    core = make_trader("BTCUSDT", backtest_config(running.config.trader), clock)
+    core = make_trader("BTCUSDT", running.config.trader.strategy(), clock)
     orders = []
     for bar, pred in zip(bars, preds, strict=True):
         clock.advance_to(bar.close_time)

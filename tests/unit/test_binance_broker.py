@@ -18,7 +18,7 @@ import pytest
 
 from dope.clock import LiveClock
 from dope.config import ConfigError
-from dope.trading.binance_broker import (
+from dope.trading.binance import (
     BinanceBroker,
     BinanceOrderClient,
     Credentials,
@@ -522,8 +522,7 @@ def test_real_orders_need_the_opt_in_and_keys_from_the_environment() -> None:
 def test_live_trader_sends_orders_at_once_and_the_kill_switch_flattens_at_once(
         exchange: tuple[FakeBinance, OrderDesk], tmp_path: Path) -> None:
     from dope.config import RiskConfig, TraderConfig
-    from dope.messages import Decision, Equity
-    from dope.messages import Fill as FillMessage
+    from dope.messages import Decision, Equity, Fill
     from dope.services.trader import BinanceRuntime
     from dope.trading.live import SymbolTrader
     from tests.trader_helpers import INTERVAL, START, make_bar, make_prediction
@@ -540,7 +539,7 @@ def test_live_trader_sends_orders_at_once_and_the_kill_switch_flattens_at_once(
             price = float(desk.last_price(SYMBOL))
             out = t.on_bar(make_bar(START, price, price), 0) + t.on_prediction(make_prediction(START, 0.01), 0)
             assert desk.client_ids() == [client_order_id(SYMBOL, START, "open")]   # at once, not next bar
-            assert [m.side for m in out if isinstance(m, FillMessage)] == ["BUY"] and t.portfolio.direction == 1
+            assert [m.side for m in out if isinstance(m, Fill)] == ["BUY"] and t.portfolio.direction == 1
             crash = START + INTERVAL
             out = t.on_bar(make_bar(crash, price, price * 0.9), 1)
             assert desk.client_ids()[-1] == client_order_id(SYMBOL, crash, "kill") and t.portfolio.direction == 0

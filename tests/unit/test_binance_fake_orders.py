@@ -12,7 +12,7 @@ from urllib.parse import urlencode
 import aiohttp
 import pytest
 
-from dope.trading.binance_broker import sign
+from dope.trading.binance import sign
 from tests.fakes.binance import FakeBinance, FakeConfig, run_in_thread
 from tests.fakes.binance_orders import TEST_API_KEY, TEST_SECRET, OrderDesk
 

@@ -25,14 +25,14 @@ from dope.trading.journal import (
     read_journal,
 )
 from dope.trading.live import SymbolTrader
-from dope.trading.orders import Fill, Order
+from dope.trading.orders import Execution, Order
 from tests.trader_helpers import make_prediction, walk
 
 CONFIG = TraderConfig(upper=0.001, lower=-0.001, allow_short=True, slippage_bps=2.0)
 
 
 def records() -> list:  # type: ignore[type-arg]
-    fill = Fill(symbol="BTCUSDT", time_ms=5, side=1, qty=0.1, price=100.0, value=10.0, fee=0.01)
+    fill = Execution(symbol="BTCUSDT", time_ms=5, side=1, qty=0.1, price=100.0, value=10.0, fee=0.01)
     return [IntentRecord(symbol="BTCUSDT", client_order_id="a", side="BUY", qty="0.1", open_time=1),
             FillRecord(symbol="BTCUSDT", client_order_id="a", fill=fill),
             StepRecord(symbol="BTCUSDT", open_time=1, close=101.0,

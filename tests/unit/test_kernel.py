@@ -1,4 +1,4 @@
-"""The backtest kernel's parts: the trading rule against the paper broker, the metric fold against its
+"""The backtest kernel's parts: the trading rule (and the paper broker booking it), the metric fold against its
 plain definition, and the notice while numba compiles."""
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ from hypothesis.extra.numpy import arrays
 from dope.backtest.metrics import equity_sums, fold_bar, fold_unmoved, start_equity_sums
 from dope.compile_notice import install, uninstall
 from dope.trading import HOLD, Order, PaperBroker, Portfolio
-from dope.trading.orders import Fill
-from dope.trading.rule import Costs, Position, Thresholds, decide, execute, flat
+from dope.trading.accounting import close_position, open_position
+from dope.trading.orders import Execution
+from dope.trading.rule import Costs, Leg, Position, Thresholds, decide, execute, flat
 
 
 def _plain_fold(equity: list[float], position: list[float], cash0: float) -> list[float]:
@@ -77,31 +78,53 @@ def test_a_flat_bar_folded_as_unmoved_gives_fold_bars_bits(before: list[float], 
     assert repr(tuple(split)) == repr(tuple(whole))  # repr: -0.0 differs from 0.0
 
 
-def _paper_fills(direction: int, target: int, cash: float, price: float, costs: Costs) -> tuple[Fill, ...]:
-    portfolio = Portfolio(cash)
-    broker = PaperBroker(portfolio, fee_rate=costs.fee_rate, slippage_bps=costs.slippage * 1e4,
-                         fraction=costs.fraction)
-    if direction != 0:
-        portfolio.apply_fill(Fill(symbol="X", time_ms=0, side=direction, qty=3.0, price=100.0, value=300.0, fee=0.3))
-    broker.submit(Order(symbol="X", time_ms=0, target=target, prediction=0.0))
-    return broker.on_open(1, price)
+_HELD = 3.0  # units held by a non-flat position in the cases below, entered at 100 for a fee of 0.3
 
 
-@pytest.mark.parametrize("direction", [-1, 0, 1])
-@pytest.mark.parametrize("target", [-1, 0, 1])
-@pytest.mark.parametrize("cash", [1000.0, -5000.0])
-@pytest.mark.parametrize("price", [90.0, 2000.0])
-def test_the_rule_fills_exactly_as_the_paper_broker(direction: int, target: int, cash: float, price: float) -> None:
-    """Hold, open, close, reverse and refuse without cash: the rule's legs are the paper broker's fills."""
+@pytest.mark.parametrize(("case", "direction", "target", "cash", "price", "sides"), [
+    ("hold", 1, HOLD, 700.0, 90.0, ()),
+    ("already there", 1, 1, 700.0, 90.0, ()),
+    ("flat stays flat", 0, 0, 1000.0, 90.0, ()),
+    ("open long", 0, 1, 1000.0, 90.0, (1,)),
+    ("open short", 0, -1, 1000.0, 2000.0, (-1,)),
+    ("close long", 1, 0, 700.0, 2000.0, (-1,)),
+    ("close short", -1, 0, 1300.0, 90.0, (1,)),
+    ("reverse long to short", 1, -1, 700.0, 90.0, (-1, -1)),
+    ("reverse short to long", -1, 1, 1300.0, 90.0, (1, 1)),
+    ("refused: no cash", 0, 1, -5000.0, 90.0, ()),
+    ("a short that lost the account: closed, not reversed", -1, 1, 1300.0, 2000.0, (1,)),
+])
+def test_the_rule_holds_opens_closes_reverses_and_refuses_without_cash(
+        case: str, direction: int, target: int, cash: float, price: float, sides: tuple[int, ...]) -> None:
+    """Which legs an order fills, each at the accounting's price, value and fee, the cash settled leg by leg."""
     costs = Costs(fee_rate=0.001, slippage=0.0002, fraction=0.5)
-    fills = _paper_fills(direction, target, cash, price, costs)
-    start = cash - (direction * 300.0 + 0.3 if direction else 0.0)
-    position = flat(start) if direction == 0 else Position(start, direction, 3.0, 100.0, 0.3)
-    after, closed, opened = execute(position, target if target != direction else HOLD, price, costs)
-    legs = [(leg.side, leg.qty, leg.price, leg.value, leg.fee) for leg in (closed, opened) if leg.side != 0]
-    assert legs == [(f.side, f.qty, f.price, f.value, f.fee) for f in fills]
-    broker_cash = start + sum(-f.side * f.value - f.fee for f in fills)
-    assert after.cash == pytest.approx(broker_cash, rel=1e-12, abs=1e-9)
+    position = flat(cash) if direction == 0 else Position(cash, direction, _HELD, 100.0, 0.3)
+    after, closed, opened = execute(position, target, price, costs)
+    legs = [leg for leg in (closed, opened) if leg.side != 0]
+    assert tuple(leg.side for leg in legs) == sides, case
+    expected_cash, held = cash, direction
+    if direction != 0 and sides:
+        expected_cash, c_price, c_value, c_fee = close_position(cash, direction, _HELD, price, costs.slippage,
+                                                                costs.fee_rate)
+        assert closed == Leg(-direction, _HELD, c_price, c_value, c_fee)
+        held = 0
+    if opened.side != 0:
+        expected_cash, qty, o_price, o_value, o_fee = open_position(expected_cash, target, price, costs.slippage,
+                                                                    costs.fee_rate, costs.fraction)
+        assert opened == Leg(target, qty, o_price, o_value, o_fee)
+        held = target
+    assert (after.cash, after.direction) == (expected_cash, held)
+
+
+def test_the_paper_broker_books_the_rules_legs() -> None:
+    portfolio = Portfolio(1000.0)
+    portfolio.apply_fill(Execution(symbol="X", time_ms=0, side=1, qty=3.0, price=100.0, value=300.0, fee=0.3))
+    broker = PaperBroker(portfolio, fee_rate=0.001, slippage_bps=2.0, fraction=0.5)
+    broker.submit(Order(symbol="X", time_ms=0, target=-1, prediction=0.0))
+    done = broker.on_open(1, 90.0)
+    _, closed, opened = execute(Position(699.7, 1, 3.0, 100.0, 0.3), -1, 90.0, broker.costs)
+    assert [(e.side, e.qty, e.price, e.value, e.fee) for e in done] == [tuple(closed), tuple(opened)]
+    assert (portfolio.direction, portfolio.qty) == (-1, -opened.qty)
 
 
 @settings(max_examples=300, deadline=None)

@@ -7,7 +7,7 @@ import math
 import pytest
 
 from dope.clock import SimulatedClock
-from dope.trading import HOLD, Fill, Order, PaperBroker, Portfolio, ThresholdStrategy, Trader, signal
+from dope.trading import HOLD, Execution, Order, PaperBroker, Portfolio, ThresholdStrategy, Trader, signal
 
 
 def test_signal_thresholds_and_nan() -> None:
@@ -88,16 +88,16 @@ def test_no_new_position_without_cash() -> None:
 
 def test_portfolio_closes_partly_and_rejects_oversized_and_adding_fills() -> None:
     pf = Portfolio(1000.0)
-    pf.apply_fill(Fill(symbol="X", time_ms=0, side=1, qty=2.0, price=100.0, value=200.0, fee=0.4))
+    pf.apply_fill(Execution(symbol="X", time_ms=0, side=1, qty=2.0, price=100.0, value=200.0, fee=0.4))
     with pytest.raises(ValueError, match="larger than the position"):
-        pf.apply_fill(Fill(symbol="X", time_ms=1, side=-1, qty=3.0, price=100.0, value=300.0, fee=0.0))
+        pf.apply_fill(Execution(symbol="X", time_ms=1, side=-1, qty=3.0, price=100.0, value=300.0, fee=0.0))
     with pytest.raises(ValueError, match="adding to an open position"):
-        pf.apply_fill(Fill(symbol="X", time_ms=1, side=1, qty=1.0, price=100.0, value=100.0, fee=0.0))
+        pf.apply_fill(Execution(symbol="X", time_ms=1, side=1, qty=1.0, price=100.0, value=100.0, fee=0.0))
     # a live close that executed partly: a trade for the part sold, the rest stays open with its share
-    pf.apply_fill(Fill(symbol="X", time_ms=2, side=-1, qty=0.5, price=120.0, value=60.0, fee=0.0))
+    pf.apply_fill(Execution(symbol="X", time_ms=2, side=-1, qty=0.5, price=120.0, value=60.0, fee=0.0))
     assert (pf.qty, pf.direction, pf.cash) == (1.5, 1, 1000.0 - 200.4 + 60.0)
     assert pf.trades[-1].qty == 0.5 and pf.trades[-1].pnl == pytest.approx(0.5 * 20.0 - 0.1)
-    pf.apply_fill(Fill(symbol="X", time_ms=3, side=-1, qty=1.5, price=100.0, value=150.0, fee=0.0))
+    pf.apply_fill(Execution(symbol="X", time_ms=3, side=-1, qty=1.5, price=100.0, value=150.0, fee=0.0))
     assert pf.direction == 0 and sum(t.pnl for t in pf.trades) == pytest.approx(pf.cash - 1000.0)
 
 
@@ -114,3 +114,28 @@ def test_trader_decides_at_close_and_fills_at_next_open() -> None:
     (fill,) = trader.on_bar(1_000, 20.0, 25.0)      # filled at the next open, not at the decision's close
     assert fill.price == 20.0 and trader.equity() == pytest.approx(125.0)
     assert trader.on_prediction(math.nan) is None
+
+
+def test_the_trader_section_is_the_trading_config_the_backtest_runs() -> None:
+    """``[trader]`` keeps its flat fields; its strategy part is exactly a backtest config, with nothing else."""
+    from dope.backtest import BacktestConfig
+    from dope.config import config_from_dict
+    from dope.trading.config import RiskConfig, StrategyConfig, TradingConfig
+
+    cfg = config_from_dict({"trader": {"upper": 0.01, "lower": -0.02, "fee_rate": 0.002, "slippage_bps": 3.0,
+                                       "fraction": 0.5, "broker": "paper", "risk": {"max_daily_loss": 5.0}}})
+    trader = cfg.trader
+    assert isinstance(trader, TradingConfig) and trader.risk == RiskConfig(max_daily_loss=5.0)
+    assert trader.strategy() == BacktestConfig(upper=0.01, lower=-0.02, fee_rate=0.002, slippage_bps=3.0,
+                                               fraction=0.5)
+    assert type(trader.strategy()) is StrategyConfig is BacktestConfig
+    assert trader.costs() == (0.002, 3.0 / 10_000.0, 0.5) and trader.thresholds() == (0.01, -0.02, False)
+
+
+@pytest.mark.parametrize(("fields", "named"), [({"lower": 0.1, "upper": 0.0}, "above upper threshold"),
+                                               ({"fraction": 0.0}, "fraction"), ({"fee_rate": 1.0}, "fee_rate")])
+def test_bad_trading_settings_are_refused_with_the_field_named(fields: dict[str, float], named: str) -> None:
+    from dope.config import ConfigError, config_from_dict
+
+    with pytest.raises(ConfigError, match=named):
+        config_from_dict({"trader": fields})

@@ -21,10 +21,8 @@ Bars = pd.DataFrame | Mapping[str, npt.ArrayLike]
 def make_trader(symbol: str, config: BacktestConfig, clock: SimulatedClock) -> Trader:
     """The trader core set up from a backtest config (paper broker, fresh portfolio)."""
     portfolio = Portfolio(config.initial_cash)
-    broker = PaperBroker(portfolio, fee_rate=config.fee_rate, slippage_bps=config.slippage_bps,
-                         fraction=config.fraction)
-    strategy = ThresholdStrategy(config.upper, config.lower, allow_short=config.allow_short)
-    return Trader(symbol, strategy, broker, portfolio, clock)
+    return Trader(symbol, ThresholdStrategy.of(config.thresholds()), PaperBroker.of(portfolio, config.costs()),
+                  portfolio, clock)
 
 
 def run_event(bars: Bars, predictions: npt.ArrayLike, config: BacktestConfig, *,

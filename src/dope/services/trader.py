@@ -34,7 +34,7 @@ from dope.config import ConfigError, DopeConfig, TraderConfig
 from dope.fileio import try_lock
 from dope.messages import AnyMessage, Bar, Prediction
 from dope.services.base import Service, endpoint_of, service_main, service_publisher, service_subscriber
-from dope.trading.binance_broker import (
+from dope.trading.binance import (
     BinanceBroker,
     BinanceOrderClient,
     Credentials,
@@ -45,7 +45,7 @@ from dope.trading.binance_broker import (
 )
 from dope.trading.journal import Journal, ResetRecord, SymbolHistory, compacted_records, fold, read_journal
 from dope.trading.live import SymbolTrader
-from dope.trading.orders import Fill
+from dope.trading.orders import Execution
 from dope.trading.portfolio import Portfolio
 from dope.transport import Publisher, Subscriber
 
@@ -147,7 +147,7 @@ class BinanceRuntime:
     def reconcile(self, broker: BinanceBroker, history: SymbolHistory | None) -> list[str]:
         return self.thread.run(reconcile(broker, history))
 
-    def execute(self, broker: BinanceBroker, open_time: int, price: float, leg: str) -> tuple[Fill, ...]:
+    def execute(self, broker: BinanceBroker, open_time: int, price: float, leg: str) -> tuple[Execution, ...]:
         return self.thread.run(broker.execute(open_time, price, leg))
 
     def close(self) -> None:

@@ -2,16 +2,18 @@
 
 A :class:`ThresholdStrategy` turns predictions into target directions, a :class:`PaperBroker`
 fills them at the next bar's open with fees and slippage, a :class:`Portfolio` books the
-fills; :class:`Trader` drives the three. The fill arithmetic lives in
-:mod:`dope.trading.accounting` and is compiled unchanged for the vectorized backtester.
+executions; :class:`Trader` drives the three. What a prediction does to the position is the
+trading rule, written once in :mod:`dope.trading.rule` (its arithmetic in
+:mod:`dope.trading.accounting`) and compiled unchanged for the backtest kernel; the settings are
+:mod:`dope.trading.config`.
 """
 
 from dope.trading.accounting import HOLD, signal
 from dope.trading.broker import PaperBroker
-from dope.trading.orders import Fill, Order, TradeRecord
+from dope.trading.orders import Execution, Order, TradeRecord
 from dope.trading.portfolio import Portfolio
 from dope.trading.strategy import ThresholdStrategy
 from dope.trading.trader import Trader
 
-__all__ = ["HOLD", "Fill", "Order", "PaperBroker", "Portfolio", "ThresholdStrategy", "TradeRecord", "Trader",
+__all__ = ["HOLD", "Execution", "Order", "PaperBroker", "Portfolio", "ThresholdStrategy", "TradeRecord", "Trader",
            "signal"]

@@ -1,7 +1,7 @@
 """The paper broker: orders decided at a bar's close fill at the next bar's open.
 
-The fill rule, the same in the event backtest, the vectorized backtest and the live
-paper trader: a pending order fills at the open price of the next bar the broker sees,
+The fill rule is the trading rule's (:func:`dope.trading.rule.execute`), the same in the event backtest,
+the backtest kernel and the live paper trader: a pending order fills at the open price of the next bar the broker sees,
 slipped against the trader by ``slippage_bps`` and charged ``fee_rate`` on its value.
 Moving from long to short (or back) is two fills at the same open: close, then open.
 A new position takes ``fraction`` of the cash (fee included); none is opened without cash.
@@ -11,16 +11,16 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from dope.trading.accounting import close_position, open_position
-from dope.trading.orders import Fill, Order
+from dope.trading.orders import Execution, Order
 from dope.trading.portfolio import Portfolio
+from dope.trading.rule import Costs, Leg, execute
 
-_NO_FILLS: tuple[Fill, ...] = ()
+_NONE: tuple[Execution, ...] = ()
 
 
 class Broker(Protocol):
     """What the :class:`~dope.trading.Trader` needs of a broker (the paper one, or a live one such as
-    :class:`dope.trading.binance_broker.BinanceBroker`, which executes the submitted order itself)."""
+    :class:`dope.trading.binance.BinanceBroker`, which executes the submitted order itself)."""
 
     @property
     def pending(self) -> Order | None: ...
@@ -29,7 +29,7 @@ class Broker(Protocol):
 
     def cancel(self) -> None: ...
 
-    def on_open(self, time_ms: int, open_price: float) -> tuple[Fill, ...]: ...
+    def on_open(self, time_ms: int, open_price: float) -> tuple[Execution, ...]: ...
 
 
 class OrderSlot:
@@ -55,45 +55,35 @@ class OrderSlot:
 
 
 class PaperBroker(OrderSlot):
-    """Simulated market orders against a :class:`Portfolio`, filled at the next open."""
+    """Simulated market orders against a :class:`Portfolio`, filled at the next open by the trading rule
+    (:func:`dope.trading.rule.execute`) with ``costs``."""
 
-    __slots__ = ("fee_rate", "fraction", "portfolio", "slippage")
+    __slots__ = ("costs", "portfolio")
 
     def __init__(self, portfolio: Portfolio, *, fee_rate: float = 0.001, slippage_bps: float = 0.0,
                  fraction: float = 1.0) -> None:
         super().__init__()
         self.portfolio = portfolio
-        self.fee_rate = fee_rate
-        self.slippage = slippage_bps / 10_000.0
-        self.fraction = fraction
+        self.costs = Costs(fee_rate, slippage_bps / 10_000.0, fraction)
 
-    def on_open(self, time_ms: int, open_price: float) -> tuple[Fill, ...]:
-        """A new bar opened at ``open_price``: fill the waiting order there, book and return its fills."""
+    @classmethod
+    def of(cls, portfolio: Portfolio, costs: Costs) -> PaperBroker:
+        """A paper broker filling with ``costs``."""
+        broker = cls(portfolio)
+        broker.costs = costs
+        return broker
+
+    def on_open(self, time_ms: int, open_price: float) -> tuple[Execution, ...]:
+        """A new bar opened at ``open_price``: execute the waiting order there, book and return its legs."""
         order = self._pending
         if order is None:
-            return _NO_FILLS
+            return _NONE
         self._pending = None
-        fills: list[Fill] = []
-        if self.portfolio.direction not in (0, order.target):
-            fills.append(self._close(order.symbol, time_ms, open_price))
-        if order.target not in (0, self.portfolio.direction) and self.portfolio.cash > 0:
-            fills.append(self._open(order, time_ms, open_price))
-        return tuple(fills)
+        _, closed, opened = execute(self.portfolio.position(), order.target, open_price, self.costs)
+        return tuple(self._book(order.symbol, time_ms, leg) for leg in (closed, opened) if leg.side != 0)
 
-    def _close(self, symbol: str, time_ms: int, open_price: float) -> Fill:
-        pf = self.portfolio
-        qty = abs(pf.qty)
-        _, price, value, fee = close_position(pf.cash, pf.direction, qty, open_price, self.slippage,
-                                              self.fee_rate)
-        return self._book(Fill(symbol=symbol, time_ms=time_ms, side=-pf.direction, qty=qty, price=price,
-                               value=value, fee=fee))
-
-    def _open(self, order: Order, time_ms: int, open_price: float) -> Fill:
-        _, qty, price, value, fee = open_position(self.portfolio.cash, order.target, open_price,
-                                                  self.slippage, self.fee_rate, self.fraction)
-        return self._book(Fill(symbol=order.symbol, time_ms=time_ms, side=order.target, qty=qty, price=price,
-                               value=value, fee=fee))
-
-    def _book(self, fill: Fill) -> Fill:
-        self.portfolio.apply_fill(fill)
-        return fill
+    def _book(self, symbol: str, time_ms: int, leg: Leg) -> Execution:
+        done = Execution(symbol=symbol, time_ms=time_ms, side=leg.side, qty=leg.qty, price=leg.price,
+                         value=leg.value, fee=leg.fee)
+        self.portfolio.apply_fill(done)
+        return done

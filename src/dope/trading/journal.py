@@ -42,7 +42,7 @@ import msgspec
 
 from dope.errors import UserError
 from dope.fileio import atomic_write
-from dope.trading.orders import Fill, Order
+from dope.trading.orders import Execution, Order
 from dope.trading.risk import RiskState
 
 log = logging.getLogger("dope.trader.journal")
@@ -72,7 +72,7 @@ class FillRecord(_Record, frozen=True, tag="fill"):
     ``unfilled`` the quantity a partly executed order (``EXPIRED``) left undone (decimal string)."""
 
     client_order_id: str
-    fill: Fill
+    fill: Execution
     dust: float = 0.0
     fee_asset: str = ""
     unfilled: str = ""
@@ -222,7 +222,7 @@ class Journal:
 class SymbolHistory:
     """What the journal says about one symbol, folded in order."""
 
-    fills: list[Fill] = field(default_factory=list)
+    fills: list[Execution] = field(default_factory=list)
     last_step: StepRecord | None = None
     open_intents: dict[str, IntentRecord] = field(default_factory=dict)
     finished_orders: set[str] = field(default_factory=set)

@@ -28,16 +28,14 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from dope.backtest.config import BacktestConfig
 from dope.clock import SimulatedClock
-from dope.config import TraderConfig
 from dope.logs import ProblemCounter
-from dope.messages import AnyMessage, Bar, Decision, Equity, Prediction
-from dope.messages import Fill as FillMessage
-from dope.trading.binance_broker import OUTCOME_UNKNOWN, BinanceBroker, client_order_id
+from dope.messages import AnyMessage, Bar, Decision, Equity, Fill, Prediction
+from dope.trading.binance import OUTCOME_UNKNOWN, BinanceBroker, client_order_id
 from dope.trading.broker import Broker, PaperBroker
+from dope.trading.config import TradingConfig
 from dope.trading.journal import FillRecord, Journal, Record, StepRecord, SymbolHistory
-from dope.trading.orders import Fill, Order
+from dope.trading.orders import Execution, Order
 from dope.trading.portfolio import Portfolio
 from dope.trading.risk import RiskLimits
 from dope.trading.strategy import ThresholdStrategy
@@ -45,17 +43,10 @@ from dope.trading.trader import Trader
 
 log = logging.getLogger("dope.trader")
 
-Execute = Callable[[BinanceBroker, int, float, str], tuple[Fill, ...]]
+Execute = Callable[[BinanceBroker, int, float, str], tuple[Execution, ...]]
 """Runs ``BinanceBroker.execute(open_time, price, leg)`` to completion (the service owns the event loop)."""
 
 MAX_EARLY_PREDICTIONS = 1_000
-
-
-def backtest_config(config: TraderConfig) -> BacktestConfig:
-    """The backtest settings that reproduce ``config``'s trading (for parity checks)."""
-    return BacktestConfig(upper=config.upper, lower=config.lower, fee_rate=config.fee_rate,
-                          slippage_bps=config.slippage_bps, allow_short=config.allow_short,
-                          initial_cash=config.initial_cash, fraction=config.fraction)
 
 
 def action_of(before: int, after: int) -> str:
@@ -72,7 +63,7 @@ class _Waiting:
 class SymbolTrader:
     """One symbol: the core trader, its risk limits, the bar queue and the early predictions."""
 
-    def __init__(self, symbol: str, config: TraderConfig, history: SymbolHistory | None, *,
+    def __init__(self, symbol: str, config: TradingConfig, history: SymbolHistory | None, *,
                  make_broker: Callable[[Portfolio], Broker] | None = None, journal: Journal | None = None,
                  execute: Execute | None = None,
                  counters: dict[str, int] | None = None) -> None:
@@ -85,7 +76,7 @@ class SymbolTrader:
         self.clock = SimulatedClock()
         self.portfolio = restored_portfolio(config.initial_cash, history)
         self.broker = make_broker(self.portfolio) if make_broker is not None else self._paper_broker(history)
-        strategy = ThresholdStrategy(config.upper, config.lower, allow_short=config.allow_short)
+        strategy = ThresholdStrategy.of(config.thresholds())
         self.core = Trader(symbol, strategy, self.broker, self.portfolio, self.clock)
         step = history.last_step if history is not None else None
         self.risk = RiskLimits(config.risk, step.risk if step is not None else None)
@@ -102,8 +93,7 @@ class SymbolTrader:
         self._step_fills: list[FillRecord] = []
 
     def _paper_broker(self, history: SymbolHistory | None) -> PaperBroker:
-        cfg = self.config
-        broker = PaperBroker(self.portfolio, fee_rate=cfg.fee_rate, slippage_bps=cfg.slippage_bps, fraction=cfg.fraction)
+        broker = PaperBroker.of(self.portfolio, self.config.costs())
         step = history.last_step if history is not None else None
         if step is not None and step.pending is not None:
             broker.submit(step.pending)
@@ -211,7 +201,8 @@ class SymbolTrader:
         self.clock.advance_to(bar.close_time)
         pending = self.broker.pending
         if pending is not None and isinstance(self.broker, PaperBroker):
-            self.broker.fraction = self._fraction(bar.open, pending.target)
+            costs = self.broker.costs
+            self.broker.costs = costs._replace(fraction=self._fraction(bar.open, pending.target))
         before = self.portfolio.direction
         fills = self.core.on_bar(bar.open_time, bar.open, bar.close)
         out: list[AnyMessage] = []
@@ -231,8 +222,7 @@ class SymbolTrader:
 
     def _fraction(self, price: float, target: int) -> float:
         cfg = self.config
-        return self.risk.fraction(cfg.fraction, self.portfolio.cash, price, target, cfg.fee_rate,
-                                  cfg.slippage_bps / 10_000.0)
+        return self.risk.fraction(cfg.fraction, self.portfolio.cash, price, target, cfg.fee_rate, cfg.slippage)
 
     def _kill(self, bar: Bar, reason: str) -> list[AnyMessage]:
         """The kill switch tripped: drop the waiting order, go flat, no new entries."""
@@ -326,14 +316,14 @@ class SymbolTrader:
 
     # ---- messages ------------------------------------------------------------------------------
 
-    def _paper_fill(self, fill: Fill, cid: str, event_time: int) -> FillMessage:
+    def _paper_fill(self, fill: Execution, cid: str, event_time: int) -> Fill:
         """A paper fill: journaled with its bar's step record."""
         self._step_fills.append(FillRecord(symbol=self.symbol, client_order_id=cid, fill=fill))
         return self._fill_message(fill, cid, event_time)
 
-    def _fill_message(self, fill: Fill, cid: str, event_time: int) -> FillMessage:
+    def _fill_message(self, fill: Execution, cid: str, event_time: int) -> Fill:
         self._count("fills")
-        return FillMessage(symbol=self.symbol, event_time=event_time, client_order_id=cid,
+        return Fill(symbol=self.symbol, event_time=event_time, client_order_id=cid,
                            side="BUY" if fill.side > 0 else "SELL", qty=fill.qty, price=fill.price, fee=fill.fee,
                            fee_asset="quote")
 

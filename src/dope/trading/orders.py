@@ -1,4 +1,7 @@
-"""What the trader core sends and receives: target orders, fills and finished trades."""
+"""What the trader core sends and receives: target orders, executions (its fills) and finished trades.
+
+(The bus message announcing a fill is :class:`dope.messages.Fill`.)
+"""
 
 from __future__ import annotations
 
@@ -17,8 +20,9 @@ class Order(msgspec.Struct, frozen=True, kw_only=True):
     prediction: float
 
 
-class Fill(msgspec.Struct, frozen=True, kw_only=True):
-    """An executed market order: ``qty`` units on ``side`` (1 buy, -1 sell) for ``value`` quote + ``fee``."""
+class Execution(msgspec.Struct, frozen=True, kw_only=True):
+    """An executed market order, as the portfolio books it: ``qty`` units on ``side`` (1 buy, -1 sell) for
+    ``value`` quote + ``fee`` (one leg of an order: :class:`dope.trading.rule.Leg` with its symbol and time)."""
 
     symbol: str
     time_ms: int

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import math
+
 from dope.trading.accounting import mark, settle, trade_pnl, trade_return
-from dope.trading.orders import Fill, TradeRecord
+from dope.trading.orders import Execution, TradeRecord
+from dope.trading.rule import Position
 
 
 class Portfolio:
@@ -11,7 +14,7 @@ class Portfolio:
     of it: a live order that executed partly).
 
     >>> p = Portfolio(1000.0)
-    >>> p.apply_fill(Fill(symbol="X", time_ms=0, side=1, qty=2.0, price=100.0, value=200.0, fee=0.2))
+    >>> p.apply_fill(Execution(symbol="X", time_ms=0, side=1, qty=2.0, price=100.0, value=200.0, fee=0.2))
     >>> p.cash, p.qty, p.equity(110.0)
     (799.8, 2.0, 1019.8)
     """
@@ -24,13 +27,20 @@ class Portfolio:
         self.direction = 0
         self.fees_paid = 0.0
         self.trades: list[TradeRecord] = []
-        self._entry: Fill | None = None
+        self._entry: Execution | None = None
 
     def equity(self, price: float) -> float:
         """Cash plus the position marked at ``price``."""
         return mark(self.cash, self.qty, price)
 
-    def apply_fill(self, fill: Fill) -> None:
+    def position(self) -> Position:
+        """The account as the trading rule takes it (the position's size unsigned)."""
+        entry = self._entry
+        if entry is None:
+            return Position(self.cash, self.direction, abs(self.qty), math.nan, math.nan)
+        return Position(self.cash, self.direction, abs(self.qty), entry.price, entry.fee)
+
+    def apply_fill(self, fill: Execution) -> None:
         """Book a fill: cash and fees; then close the position (or part of it) or open a new one.
 
         ValueError, with nothing booked, for a fill that adds to the position or closes more than it.
@@ -47,17 +57,17 @@ class Portfolio:
         else:
             self._open(fill)
 
-    def _open(self, fill: Fill) -> None:
+    def _open(self, fill: Execution) -> None:
         self.direction = fill.side
         self.qty = fill.side * fill.qty
         self._entry = fill
 
-    def _close(self, fill: Fill) -> None:
+    def _close(self, fill: Execution) -> None:
         """Close the position, or part of it (a live order that executed partly): a trade per closing fill.
 
         >>> p = Portfolio(1000.0)
-        >>> p.apply_fill(Fill(symbol="X", time_ms=0, side=1, qty=2.0, price=100.0, value=200.0, fee=0.2))
-        >>> p.apply_fill(Fill(symbol="X", time_ms=1, side=-1, qty=0.5, price=110.0, value=55.0, fee=0.0))
+        >>> p.apply_fill(Execution(symbol="X", time_ms=0, side=1, qty=2.0, price=100.0, value=200.0, fee=0.2))
+        >>> p.apply_fill(Execution(symbol="X", time_ms=1, side=-1, qty=0.5, price=110.0, value=55.0, fee=0.0))
         >>> p.qty, p.direction, p.trades[-1].qty, p.trades[-1].entry_fee
         (1.5, 1, 0.5, 0.05)
         """
@@ -80,7 +90,7 @@ class Portfolio:
         return _record(self.direction, self._entry, -1, mark_price, 0.0, True)
 
 
-def _split(entry: Fill, qty: float) -> tuple[Fill, Fill]:
+def _split(entry: Execution, qty: float) -> tuple[Execution, Execution]:
     """``entry`` as its first ``qty`` units and the rest, value and fee shared pro rata."""
     share = qty / entry.qty
     first = entry.__replace__(qty=qty, value=entry.value * share, fee=entry.fee * share)
@@ -88,7 +98,7 @@ def _split(entry: Fill, qty: float) -> tuple[Fill, Fill]:
     return first, rest
 
 
-def _record(direction: int, entry: Fill, exit_time: int, exit_price: float, exit_fee: float,
+def _record(direction: int, entry: Execution, exit_time: int, exit_price: float, exit_fee: float,
             is_open: bool) -> TradeRecord:
     pnl = trade_pnl(direction, entry.qty, entry.price, exit_price, entry.fee, exit_fee)
     return TradeRecord(direction=direction, qty=entry.qty, entry_time=entry.time_ms, entry_price=entry.price,

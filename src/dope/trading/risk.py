@@ -4,7 +4,7 @@ Pure logic on numbers and times the caller passes in, so the live trader, its te
 replay all see the same answers. The kill switch counts days in UTC on the *bar's* time
 (event time), so a replay trips and resets it exactly as the live run did.
 
->>> from dope.config import RiskConfig
+>>> from dope.trading.config import RiskConfig
 >>> risk = RiskLimits(RiskConfig(max_daily_loss=100.0))
 >>> risk.on_equity(0, 10_000.0), risk.on_equity(10_000, 9_850.0), risk.state.killed
 (None, 'daily loss 150.00 > limit 100.00', True)
@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import msgspec
 
-from dope.config import RiskConfig
 from dope.trading.accounting import fill_price
+from dope.trading.config import RiskConfig
 
 DAY_MS = 86_400_000
 HALT_PREFIX = "exchange halt: "

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dope.trading.accounting import HOLD, signal
+from dope.trading.accounting import HOLD
+from dope.trading.rule import Thresholds, decide
 
 
 class ThresholdStrategy:
@@ -16,18 +17,20 @@ class ThresholdStrategy:
     (1, None, None)
     """
 
-    __slots__ = ("allow_short", "lower", "upper")
+    __slots__ = ("thresholds",)
 
     def __init__(self, upper: float, lower: float, allow_short: bool = False) -> None:
         if lower > upper:
             raise ValueError(f"lower threshold {lower} is above upper threshold {upper}")
-        self.upper = upper
-        self.lower = lower
-        self.allow_short = allow_short
+        self.thresholds = Thresholds(upper, lower, allow_short)
+
+    @classmethod
+    def of(cls, thresholds: Thresholds) -> ThresholdStrategy:
+        """The strategy with ``thresholds``."""
+        return cls(thresholds.upper, thresholds.lower, thresholds.allow_short)
 
     def target(self, prediction: float, current: int) -> int | None:
-        """The direction to move to, or None when the position should stay as it is."""
-        wanted = signal(prediction, self.upper, self.lower, self.allow_short)
-        if wanted in (HOLD, current):
-            return None
-        return wanted
+        """The direction to move to (the trading rule's :func:`~dope.trading.rule.decide`), or None when the
+        position should stay as it is."""
+        order = decide(prediction, current, self.thresholds)
+        return None if order == HOLD else order

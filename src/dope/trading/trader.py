@@ -12,7 +12,7 @@ from __future__ import annotations
 from dope.clock import Clock
 from dope.trading.accounting import mark
 from dope.trading.broker import Broker, PaperBroker  # noqa: F401 (PaperBroker: the doctest)
-from dope.trading.orders import Fill, Order
+from dope.trading.orders import Execution, Order
 from dope.trading.portfolio import Portfolio
 from dope.trading.strategy import ThresholdStrategy
 
@@ -27,7 +27,7 @@ class Trader:
     ()
     1
     >>> t.on_bar(1, 10.0, 12.0); round(t.equity(), 6)
-    (Fill(symbol='X', time_ms=1, side=1, qty=10.0, price=10.0, value=100.0, fee=0.0),)
+    (Execution(symbol='X', time_ms=1, side=1, qty=10.0, price=10.0, value=100.0, fee=0.0),)
     120.0
     """
 
@@ -42,7 +42,7 @@ class Trader:
         self.clock = clock
         self.last_price = float("nan")
 
-    def on_bar(self, open_time: int, open_price: float, close_price: float) -> tuple[Fill, ...]:
+    def on_bar(self, open_time: int, open_price: float, close_price: float) -> tuple[Execution, ...]:
         """A bar closed: the waiting order fills at its open; the position is marked at its close."""
         fills = self.broker.on_open(open_time, open_price)
         self.last_price = close_price

@@ -1,4 +1,4 @@
-"""Real orders on Binance spot (testnet or live): signed REST, idempotent ids, reconciliation.
+"""The signed REST client for orders on Binance spot (testnet or live).
 
 Follows ``shared/binance-protocol.md`` §3.5-3.6. Every request is signed with HMAC-SHA256 of
 its query string (all parameters travel in the query string, the body stays empty), carries
@@ -17,7 +17,8 @@ its query string (all parameters travel in the query string, the body stays empt
 An order is never sent past its deadline (``max_order_age_ms`` after the decision): :class:`OrderDropped`.
 Signed requests need ``https`` unless the host is loopback (:func:`check_signed_url`).
 
-Client order ids are deterministic (:func:`client_order_id`: symbol, bar open time and leg) and the
+Client order ids are deterministic (:func:`dope.trading.binance.client_order_id`: symbol, bar
+open time and leg) and the
 trader never sends an id its journal knows. Binance refuses a reused id only among *open* orders,
 so a filled order's id does not protect against a resend: the rules above do.
 
@@ -36,29 +37,23 @@ import logging
 import os
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from decimal import ROUND_DOWN, Decimal
-from typing import Any
+from decimal import Decimal
 from urllib.parse import urlencode, urlsplit
 
 import aiohttp
 import msgspec
 
 from dope.clock import Clock
-from dope.config import ConfigError
-from dope.trading.broker import OrderSlot
-from dope.trading.journal import BaselineRecord, FillRecord, IntentRecord, OrderRecord, Record, SymbolHistory
-from dope.trading.orders import Fill
-from dope.trading.portfolio import Portfolio
+from dope.errors import ConfigError
+from dope.trading.binance.filters import SymbolFilters
 
 log = logging.getLogger("dope.trader.binance")
 
 ORDER_PATH = "/api/v3/order"
 DUPLICATE = "Duplicate order sent."
 UNKNOWN_STATUS = (-1007, -1006)
-OUTCOME_UNKNOWN = "order outcome unknown: "
 DEFAULT_BAN_S = 120.0
 """The shortest Binance IP ban (2 minutes), assumed when a 418 has no ``Retry-After``."""
-_NO_FILLS: tuple[Fill, ...] = ()
 
 
 class Credentials:
@@ -106,21 +101,6 @@ def sign(secret: str, payload: str) -> str:
     return hmac.new(secret.encode(), payload.encode(), hashlib.sha256).hexdigest()
 
 
-def client_order_id(symbol: str, open_time: int, leg: str) -> str:
-    """The order id of one leg (``open``, ``close``, ``kill``) of the decision at bar ``open_time``.
-
-    Deterministic, so resending a decision after a restart is refused as a duplicate; at most
-    36 characters of ``[A-Za-z0-9_-]`` as Binance requires.
-
-    >>> client_order_id("BTCUSDT", 1723161240000, "open")
-    'dope-BTCUSDT-1723161240000-open'
-    """
-    text = f"dope-{symbol}-{open_time}-{leg}"
-    if len(text) <= 36:
-        return text
-    return "dope-" + hashlib.sha256(text.encode()).hexdigest()[:31]
-
-
 def check_signed_url(url: str) -> None:
     """ConfigError unless ``url`` is ``https``, or ``http`` to a loopback host (a local fake exchange).
 
@@ -128,7 +108,7 @@ def check_signed_url(url: str) -> None:
     >>> check_signed_url("http://api.binance.com")
     Traceback (most recent call last):
     ...
-    dope.config.ConfigError: Binance orders need https (or a loopback host), not http://api.binance.com
+    dope.errors.ConfigError: Binance orders need https (or a loopback host), not http://api.binance.com
     """
     parts = urlsplit(url)
     if parts.scheme == "https" or (parts.scheme == "http" and _is_loopback(parts.hostname or "")):
@@ -143,58 +123,6 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-
-
-# ---- exchange filters -------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class SymbolFilters:
-    """The ``LOT_SIZE``, ``PRICE_FILTER`` and ``(MIN_)NOTIONAL`` rules of one symbol (0 = rule off)."""
-
-    symbol: str
-    base_asset: str
-    quote_asset: str
-    step: Decimal = Decimal(0)
-    min_qty: Decimal = Decimal(0)
-    max_qty: Decimal = Decimal(0)
-    tick: Decimal = Decimal(0)
-    min_notional: Decimal = Decimal(0)
-    max_notional: Decimal = Decimal(0)
-
-    @classmethod
-    def from_exchange_info(cls, entry: Mapping[str, Any]) -> SymbolFilters:
-        """Read one ``exchangeInfo.symbols[]`` entry."""
-        values: dict[str, Decimal] = {}
-        for f in entry.get("filters", []):
-            kind = f.get("filterType")
-            if kind == "LOT_SIZE":
-                values.update(step=Decimal(f["stepSize"]), min_qty=Decimal(f["minQty"]), max_qty=Decimal(f["maxQty"]))
-            elif kind == "PRICE_FILTER":
-                values["tick"] = Decimal(f["tickSize"])
-            elif kind in ("NOTIONAL", "MIN_NOTIONAL"):
-                values["min_notional"] = Decimal(f.get("minNotional", "0"))
-                values["max_notional"] = Decimal(f.get("maxNotional", "0"))
-        return cls(entry["symbol"], entry["baseAsset"], entry["quoteAsset"], **values)
-
-    def quantity(self, qty: float) -> Decimal:
-        """``qty`` rounded down to the lot step (and to ``max_qty``)."""
-        amount = Decimal(repr(max(qty, 0.0)))
-        if self.step > 0:
-            amount = (amount / self.step).to_integral_value(ROUND_DOWN) * self.step
-        if self.max_qty > 0:
-            amount = min(amount, self.max_qty)
-        return amount.normalize() if amount else Decimal(0)
-
-    def problem(self, qty: Decimal, price: float) -> str | None:
-        """Why an order of ``qty`` at about ``price`` would fail a filter (None: it passes)."""
-        if qty <= 0 or qty < self.min_qty:
-            return f"LOT_SIZE: quantity {qty} below the minimum {self.min_qty}"
-        notional = qty * Decimal(repr(price))
-        if self.min_notional > 0 and notional < self.min_notional:
-            return f"NOTIONAL: {notional:.8f} below the minimum {self.min_notional}"
-        if self.max_notional > 0 and notional > self.max_notional:
-            return f"NOTIONAL: {notional:.8f} above the maximum {self.max_notional}"
-        return None
 
 
 # ---- wire types -------------------------------------------------------------------------------
@@ -272,9 +200,6 @@ class Response:
     body: bytes
     error: ErrorBody | None = None
     retry_after: float | None = None
-
-
-# ---- the signed REST client -----------------------------------------------------------------
 
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -547,194 +472,3 @@ def _backoff_s(attempt: int) -> float:
 def _rate_backoff_s(attempt: int) -> float:
     """The pause after a 429 without ``Retry-After``: 1, 2, 4 ... s, at most 60 s."""
     return float(min(2 ** min(attempt, 6), 60))
-
-
-# ---- the broker -------------------------------------------------------------------------------
-
-JournalHook = Callable[[Record], None]
-"""Where the broker writes its ``intent`` (before sending), ``fill`` and ``order`` records."""
-
-
-class BinanceBroker(OrderSlot):
-    """Market orders on Binance for the core :class:`~dope.trading.Trader` of one symbol (long/flat).
-
-    :meth:`submit` only records the target (the core decides synchronously); the live trader
-    then awaits :meth:`execute`, which sends the legs (close, then open) at once and books their
-    fills in the portfolio. :meth:`on_open` has nothing to fill: orders never wait for a bar.
-    """
-
-    def __init__(self, client: BinanceOrderClient, filters: SymbolFilters, portfolio: Portfolio, *,
-                 fee_rate: float = 0.001, fraction: float = 1.0, journal: JournalHook | None = None,
-                 known_orders: set[str] | None = None, max_order_age_ms: int = 0) -> None:
-        super().__init__()
-        self.client = client
-        self.max_order_age_ms = max_order_age_ms
-        """An order not sent within this of the decision (client clock) is dropped; 0 = no limit."""
-        self.problem: str | None = None
-        """Why the last :meth:`execute` sent less than it should (an order dropped, or its outcome unknown)."""
-        self.filters = filters
-        self.portfolio = portfolio
-        self.fee_rate = fee_rate
-        self.fraction = fraction
-        self.journal: JournalHook = journal or (lambda record: None)
-        self.known_orders = known_orders if known_orders is not None else set()
-        self.dust = 0.0
-        self.last_ids: list[str] = []
-        """Client order ids of the fills the last :meth:`execute` returned, in order."""
-
-    def __repr__(self) -> str:
-        return f"BinanceBroker({self.filters.symbol}, client={self.client!r})"
-
-    def on_open(self, time_ms: int, open_price: float) -> tuple[Fill, ...]:
-        return _NO_FILLS
-
-    async def execute(self, open_time: int, price: float, leg: str = "") -> tuple[Fill, ...]:
-        """Send the waiting order's legs now (``price``: the latest price, for sizing); their fills."""
-        order, self._pending = self._pending, None
-        self.last_ids, self.problem = [], None
-        if order is None:
-            return _NO_FILLS
-        age = self.max_order_age_ms
-        deadline = self.client.clock.now_ms() + age if age > 0 else None
-        fills: list[Fill] = []
-        pf = self.portfolio
-        if pf.direction not in (0, order.target):
-            fills += await self._leg(order.symbol, "SELL", Decimal(repr(abs(pf.qty))), open_time, leg or "close",
-                                     price, deadline)
-        if order.target == 1 and pf.direction == 0 and pf.cash > 0 and self.problem is None:
-            qty = self.filters.quantity(self.fraction * pf.cash / (1.0 + self.fee_rate) / price)
-            fills += await self._leg(order.symbol, "BUY", qty, open_time, leg or "open", price, deadline)
-        return tuple(fills)
-
-    async def _leg(self, symbol: str, side: str, qty: Decimal, open_time: int, leg: str,
-                   price: float, deadline_ms: int | None) -> list[Fill]:
-        cid = client_order_id(symbol, open_time, leg)
-        if cid in self.known_orders:
-            log.warning("%s: order %s is already in the journal; not sending it again", symbol, cid)
-            return []
-        if side == "SELL":
-            qty = self.filters.quantity(float(qty))
-        problem = self.filters.problem(qty, price)
-        if problem is not None:
-            return self._skip(symbol, cid, problem)
-        self.known_orders.add(cid)
-        self.journal(IntentRecord(symbol=symbol, client_order_id=cid, side=side, qty=format(qty, "f"),
-                                  open_time=open_time, time_ms=self.client.clock.now_ms()))
-        try:
-            report = await self.client.market_order(symbol, side, qty, cid, deadline_ms=deadline_ms)
-        except (OrderRejected, OrderDropped) as exc:
-            status = "REJECTED" if isinstance(exc, OrderRejected) else "DROPPED"
-            self.journal(OrderRecord(symbol=symbol, client_order_id=cid, status=status, reason=str(exc)))
-            log.error("%s: order %s %s: %s", symbol, cid, status.lower(), exc)
-            if isinstance(exc, OrderDropped):
-                self.problem = f"order dropped: {exc}"
-            return []
-        except OrderUnknown as exc:
-            log.error("%s: %s; left to the reconciliation, never resent", symbol, exc)
-            self.problem = f"{OUTCOME_UNKNOWN}{exc}"
-            return []
-        return self.book(report, side)
-
-    def _skip(self, symbol: str, cid: str, problem: str) -> list[Fill]:
-        self.client._count("orders_skipped_filters")
-        log.warning("%s: not sending %s: %s", symbol, cid, problem)
-        return []
-
-    def book(self, report: OrderReport, side: str | None = None) -> list[Fill]:
-        """Turn an exchange order into a core fill, book it in the portfolio and journal it."""
-        side = side or report.side
-        executed = float(report.executedQty)
-        if executed <= 0:
-            self.journal(OrderRecord(symbol=report.symbol, client_order_id=report.clientOrderId,
-                                     status=report.status, reason="nothing executed"))
-            return []
-        unfilled = _unfilled(report)
-        fill, dust = self._to_fill(report, side, executed, partial=unfilled > 0)
-        self.portfolio.apply_fill(fill)
-        self.dust += dust
-        self.journal(FillRecord(symbol=report.symbol, client_order_id=report.clientOrderId, fill=fill, dust=dust,
-                                fee_asset=self.filters.quote_asset, unfilled=format(unfilled, "f") if unfilled else ""))
-        if unfilled:
-            self.client._count("orders_partial")
-            log.warning("%s: order %s %s with %s of %s executed: booked as a partial fill, %s not executed",
-                        report.symbol, report.clientOrderId, report.status, report.executedQty, report.origQty,
-                        format(unfilled, "f"))
-        self.last_ids.append(report.clientOrderId)
-        return [fill]
-
-    def _to_fill(self, report: OrderReport, side: str, executed: float, *, partial: bool) -> tuple[Fill, float]:
-        """The core fill of ``report``; a close sells the whole position (the rest is dust) unless ``partial``."""
-        quote = float(report.cummulativeQuoteQty)
-        price = quote / executed
-        base_fee, quote_fee = self._commissions(report, side, executed)
-        time_ms = report.transactTime or report.time
-        if side == "BUY":
-            net = executed - base_fee
-            fee = base_fee * price + quote_fee
-            value = quote - base_fee * price
-            return Fill(symbol=report.symbol, time_ms=time_ms, side=1, qty=net, price=price, value=value, fee=fee), 0.0
-        held = abs(self.portfolio.qty)
-        sold = min(executed, held) if partial else held
-        return Fill(symbol=report.symbol, time_ms=time_ms, side=-1, qty=sold, price=price, value=quote,
-                    fee=quote_fee + base_fee * price), 0.0 if partial else max(held - executed, 0.0)
-
-    def _commissions(self, report: OrderReport, side: str, executed: float) -> tuple[float, float]:
-        """(base, quote) commissions; estimated at ``fee_rate`` when the report lists no fills (a query)."""
-        if report.fills is None:
-            quote = float(report.cummulativeQuoteQty)
-            return (executed * self.fee_rate, 0.0) if side == "BUY" else (0.0, quote * self.fee_rate)
-        base = sum(float(f.commission) for f in report.fills if f.commissionAsset == self.filters.base_asset)
-        quote = sum(float(f.commission) for f in report.fills if f.commissionAsset == self.filters.quote_asset)
-        return base, quote
-
-
-def _unfilled(report: OrderReport) -> Decimal:
-    """What an order that ended without filling whole (``EXPIRED``, ``CANCELED``...) left unexecuted."""
-    ordered, executed = Decimal(report.origQty), Decimal(report.executedQty)
-    if report.status in ("NEW", "PARTIALLY_FILLED", "FILLED") or ordered <= executed:
-        return Decimal(0)
-    return (ordered - executed).normalize()
-
-
-# ---- restart: reconciliation ------------------------------------------------------------------
-
-async def reconcile(broker: BinanceBroker, history: SymbolHistory | None) -> list[str]:
-    """After a (re)start: settle the journal's unresolved orders, then check open orders and balances.
-
-    An ``intent`` without an outcome is looked up by its client order id (:meth:`~BinanceOrderClient.find_order`,
-    so until it could no longer appear): found, its fill is booked (the commission estimated at
-    ``fee_rate`` when the exchange does not list it); not found, it never reached the exchange and
-    is closed as ``MISSING`` (never resent: the decision is old). :class:`OrderUnknown` when the
-    exchange cannot tell. Returns the problems found (an unexpected open order, a balance that does not match
-    the journal), which the trader treats as a reason to stop entering positions.
-    """
-    client, symbol = broker.client, broker.filters.symbol
-    for cid, intent in sorted((history.open_intents if history else {}).items()):
-        report = await client.find_order(symbol, cid, intent.time_ms)
-        if report is None:
-            client._count("orders_missing_after_restart")
-            broker.journal(OrderRecord(symbol=symbol, client_order_id=cid, status="MISSING",
-                                       reason="not on the exchange after a restart"))
-        else:
-            client._count("orders_recovered_after_restart")
-            broker.book(report, intent.side)
-        log.warning("%s: order %s from before the restart: %s", symbol, cid,
-                    "recovered" if report is not None else "never reached the exchange")
-    problems = [f"unexpected open order {o.clientOrderId}" for o in await client.open_orders(symbol)
-                if o.clientOrderId.startswith("dope-")]
-    return problems + await _check_balance(broker, history)
-
-
-async def _check_balance(broker: BinanceBroker, history: SymbolHistory | None) -> list[str]:
-    asset = broker.filters.base_asset
-    actual = (await broker.client.account()).get(asset, 0.0)
-    held = broker.portfolio.qty + broker.dust + (history.dust if history else 0.0)
-    baseline = history.baseline if history else None
-    if baseline is None:
-        broker.journal(BaselineRecord(symbol=broker.filters.symbol, asset=asset, amount=actual - held))
-        return []
-    expected = baseline.amount + held
-    tolerance = max(float(broker.filters.step), 1e-8) * 2
-    if abs(actual - expected) > tolerance:
-        return [f"{asset} balance {actual:.8f} differs from the journal's {expected:.8f}"]
-    return []

@@ -1,0 +1,102 @@
+"""The package map's arrows (docs/architecture.md), read from the source with ``ast``: live code never
+imports the backtester, and domain packages never import the application-wide configuration."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[2] / "src"
+PACKAGE = SRC / "dope"
+
+LIVE = ("trading", "services", "transport", "market", "rendezvous", "dashboard")
+"""Packages that run in the live pipeline: none may import ``dope.backtest``."""
+
+DOMAIN = ("trading", "rendezvous", "transport", "market", "features", "bars", "models")
+"""Domain packages: each has its own small config types; ``dope.config`` composes them, not the reverse."""
+
+KNOWN_CONFIG_IMPORTS = frozenset({
+    # TODO(issue 13): rendezvous/policy.py and transport/curve.py are being given their own config types by
+    # another change; remove these two exceptions once it is merged.
+    "dope.rendezvous.policy",
+    "dope.transport.curve",
+    # TODO(issue 13): not in any part of the issue's work yet - give market (BinanceConfig, ReplayConfig) and
+    # transport (BusConfig) their own config modules that dope.config imports, then remove these three.
+    "dope.market.binance",
+    "dope.market.replay",
+    "dope.transport",
+})
+
+
+def _module_name(path: Path, root: Path = SRC) -> str:
+    parts = path.relative_to(root).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports_of(path: Path, root: Path = SRC) -> set[str]:
+    """Every module ``path`` imports, at the top or inside functions (relative imports resolved).
+
+    >>> sorted(m for m in imports_of(PACKAGE / "trading" / "strategy.py") if m.startswith("dope"))[:2]
+    ['dope.trading.accounting', 'dope.trading.accounting.HOLD']
+    """
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    name = _module_name(path, root)
+    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                base = ".".join([*anchor, base] if base else anchor)
+            found.add(base)
+            found.update(f"{base}.{alias.name}" for alias in node.names)  # ``from dope import config``
+    return found
+
+
+def _modules(packages: tuple[str, ...]) -> list[Path]:
+    return sorted(p for name in packages for p in (PACKAGE / name).rglob("*.py"))
+
+
+def _offenders(packages: tuple[str, ...], forbidden: str, allowed: frozenset[str] = frozenset()) -> list[str]:
+    out = []
+    for path in _modules(packages):
+        name = _module_name(path)
+        hits = sorted(m for m in imports_of(path) if m == forbidden or m.startswith(forbidden + "."))
+        if hits and name not in allowed:
+            out.append(f"{name} imports {', '.join(hits)}")
+    return out
+
+
+def test_the_scan_sees_every_live_and_domain_package() -> None:
+    for name in {*LIVE, *DOMAIN}:
+        assert _modules((name,)), f"no modules found under dope/{name}"
+
+
+def test_no_live_code_imports_the_backtester() -> None:
+    assert _offenders(LIVE, "dope.backtest") == []
+
+
+def test_no_domain_module_imports_the_application_config() -> None:
+    assert _offenders(DOMAIN, "dope.config", KNOWN_CONFIG_IMPORTS) == []
+
+
+@pytest.mark.parametrize("module", sorted(KNOWN_CONFIG_IMPORTS))
+def test_each_known_exception_still_needs_its_place(module: str) -> None:
+    """An exception that no longer imports ``dope.config`` is removed from the list (so none lingers)."""
+    path = SRC / (module.replace(".", "/") + ".py")
+    if not path.exists():
+        path = SRC / module.replace(".", "/") / "__init__.py"
+    if "dope.config" not in imports_of(path):
+        pytest.fail(f"{module} no longer imports dope.config: remove it from KNOWN_CONFIG_IMPORTS")
+
+
+def test_function_level_and_relative_imports_are_seen(tmp_path: Path) -> None:
+    module = tmp_path / "dope" / "trading" / "x.py"
+    module.parent.mkdir(parents=True)
+    module.write_text("def f():\n    from ..backtest import config\n    import dope.config\n", encoding="utf-8")
+    assert {"dope.backtest", "dope.backtest.config", "dope.config"} <= imports_of(module, root=tmp_path)
