@@ -23,7 +23,7 @@ import numpy.typing as npt
 from dope.features import default_feature_set, training_matrix
 from dope.store.files import read_klines
 from dope.training.metrics import Metrics, compute_metrics, loss_gain_t
-from dope.training.walkforward import WalkForwardConfig, walk_forward
+from dope.training.walkforward import WalkForwardConfig, walk_forward_forecast
 
 F64 = npt.NDArray[np.float64]
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "BNBUSDT", "SOLUSDT", "XRPUSDT", "ADAUSDT", "DOGEUSDT", "AVAXUSDT", "LINKUSDT")
@@ -93,8 +93,8 @@ def evaluate_symbol(settings: EvaluationSettings, symbol: str, progress: bool = 
     for kind, params in settings.models.items():
         began = time.perf_counter()
         try:
-            result = walk_forward(X, y, partial(make, kind, params), settings.walk_forward_config(),
-                                  progress=progress, description=f"{symbol} {kind}")
+            result = walk_forward_forecast(X, y, partial(make, kind, params), settings.walk_forward_config(),
+                                           progress=progress, description=f"{symbol} {kind}")
         except ImportError as exc:  # a model whose library is absent is reported, not fatal
             outcome.missing[kind] = str(exc)
             continue

@@ -78,7 +78,7 @@ class WalkForwardConfig:
 
 
 @dataclass(frozen=True)
-class Fold:
+class ForecastFold:
     """One fold: row ranges ``[train_start, train_stop)`` and ``[test_start, test_stop)``."""
 
     index: int
@@ -92,7 +92,7 @@ class Fold:
         return range(self.test_start, self.test_stop)
 
 
-def make_folds(n_rows: int, config: WalkForwardConfig) -> list[Fold]:
+def make_folds(n_rows: int, config: WalkForwardConfig) -> list[ForecastFold]:
     """The folds of ``n_rows`` rows; ``ValueError`` when the data is too short for them."""
     if config.min_train is not None and config.test_size is not None:
         starts, size = _anchored_starts(n_rows, config.min_train + config.gap, config.test_size), config.test_size
@@ -109,14 +109,14 @@ def _anchored_starts(n_rows: int, first: int, size: int) -> list[int]:
     return list(range(first, n_rows, size)) if size > 0 else []
 
 
-def _fold(index: int, test_start: int, test_stop: int, config: WalkForwardConfig) -> Fold:
+def _fold(index: int, test_start: int, test_stop: int, config: WalkForwardConfig) -> ForecastFold:
     train_stop = test_start - config.gap
     train_start = max(0, train_stop - config.train_size) if config.window == "rolling" and config.train_size else 0
     minimum = max(2, config.min_train or 2)
     if train_stop - train_start < min(minimum, config.train_size or minimum):
         raise ValueError(f"walk-forward: fold {index} would train on {max(train_stop - train_start, 0)} rows "
                          f"(test rows {test_start}..{test_stop}); give more data or fewer folds")
-    return Fold(index, train_start, train_stop, test_start, test_stop)
+    return ForecastFold(index, train_start, train_stop, test_start, test_stop)
 
 
 def train_rows(start: int, stop: int, lookback: int, config: WalkForwardConfig) -> I64:
@@ -133,10 +133,10 @@ def train_rows(start: int, stop: int, lookback: int, config: WalkForwardConfig) 
 
 
 @dataclass
-class WalkForwardResult:
+class WalkForwardForecast:
     """Out-of-sample forecasts (NaN outside the test blocks) and their metrics against the zero baseline."""
 
-    folds: list[Fold]
+    folds: list[ForecastFold]
     predictions: F64
     metrics: Metrics
     baseline: Metrics
@@ -163,14 +163,14 @@ class WalkForwardResult:
                 "fit_seconds": round(self.fit_seconds, 3), "predict_seconds": round(self.predict_seconds, 3)}
 
 
-def walk_forward(X: npt.ArrayLike, y: npt.ArrayLike, factory: Callable[[], Forecaster],
-                 config: WalkForwardConfig | None = None, *, progress: bool = False,
-                 description: str = "walk-forward") -> WalkForwardResult:
+def walk_forward_forecast(X: npt.ArrayLike, y: npt.ArrayLike, factory: Callable[[], Forecaster],
+                          config: WalkForwardConfig | None = None, *, progress: bool = False,
+                          description: str = "walk-forward") -> WalkForwardForecast:
     """Fit a fresh ``factory()`` model per fold on its past and forecast its test block."""
     config = config or WalkForwardConfig()
     X_arr, y_arr = _check_xy(X, y)
     folds = make_folds(len(y_arr), config)
-    result = WalkForwardResult(folds, np.full(len(y_arr), np.nan), _EMPTY, _EMPTY)
+    result = WalkForwardForecast(folds, np.full(len(y_arr), np.nan), _EMPTY, _EMPTY)
     for fold in _progress(folds, progress, description):
         _run_fold(fold, X_arr, y_arr, factory(), config, result)
     mask = result.test_mask & np.isfinite(result.predictions)
@@ -179,8 +179,8 @@ def walk_forward(X: npt.ArrayLike, y: npt.ArrayLike, factory: Callable[[], Forec
     return result
 
 
-def _run_fold(fold: Fold, X: F64, y: F64, model: Forecaster, config: WalkForwardConfig,
-              result: WalkForwardResult) -> None:
+def _run_fold(fold: ForecastFold, X: F64, y: F64, model: Forecaster, config: WalkForwardConfig,
+              result: WalkForwardForecast) -> None:
     lookback = max(1, int(model.lookback))
     rows = train_rows(fold.train_start, fold.train_stop, lookback, config)
     began = time.perf_counter()
@@ -215,7 +215,7 @@ def _check_xy(X: npt.ArrayLike, y: npt.ArrayLike) -> tuple[F64, F64]:
     return X_arr, y_arr
 
 
-def _progress(folds: list[Fold], enabled: bool, description: str) -> Iterator[Fold]:
+def _progress(folds: list[ForecastFold], enabled: bool, description: str) -> Iterator[ForecastFold]:
     if not enabled:
         yield from folds
         return
