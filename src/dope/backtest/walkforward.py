@@ -21,8 +21,6 @@ import pandas as pd
 
 from dope.backtest.config import BacktestConfig
 from dope.backtest.optimize import (
-    DAY_MS,
-    FloatArray,
     Market,
     SearchResult,
     SearchSpace,
@@ -37,6 +35,7 @@ from dope.backtest.optimize import (
 from dope.backtest.overfitting import DeflatedSharpe, deflated_sharpe_of_moments, return_moments
 from dope.backtest.parallel import Runner, SerialRunner
 from dope.trading.accounting import HOLD, signal
+from dope.types import DAY_MS, FloatArray
 
 Method = Literal["grid", "optuna"]
 

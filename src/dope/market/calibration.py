@@ -19,8 +19,9 @@ import numpy as np
 import pandas as pd
 
 from dope.errors import UserError
-from dope.market.synthetic_model import F64, hour_of_week
+from dope.market.synthetic_model import hour_of_week
 from dope.market.synthetic_params import SymbolParams, SyntheticParams
+from dope.types import FloatArray
 
 KLINE_COLUMNS: Final = ["open_time", "open", "high", "low", "close", "volume", "close_time", "quote_volume",
                         "count", "taker_buy_volume", "taker_buy_quote_volume", "ignore"]
@@ -62,20 +63,20 @@ def grid_of(strings: pd.Series) -> float:
     return float(10.0 ** -int(stripped.str.len().max()))
 
 
-def log_range(klines: pd.DataFrame) -> F64:
+def log_range(klines: pd.DataFrame) -> FloatArray:
     """log(high / low) per bar, NaN where the range is zero (halted market)."""
     ratio = (klines["high"] / klines["low"]).to_numpy(dtype=np.float64)
     return np.where(ratio > 1.0, np.log(np.where(ratio > 1.0, ratio, 2.0)), np.nan)
 
 
-def seasonal_profile(values: F64, how: np.ndarray) -> F64:
+def seasonal_profile(values: FloatArray, how: np.ndarray) -> FloatArray:
     """Mean of ``values`` per hour of the week over its overall mean (168 multipliers)."""
     frame = pd.DataFrame({"v": values, "h": how}).dropna()
     means = frame.groupby("h")["v"].mean().reindex(range(168)).fillna(frame["v"].mean())
     return (means / frame["v"].mean()).to_numpy(dtype=np.float64)
 
 
-def autocovariance(values: F64, max_lag: int) -> F64:
+def autocovariance(values: FloatArray, max_lag: int) -> FloatArray:
     """Autocovariance at lags 0..max_lag of a series with NaNs (pairs with a NaN are skipped)."""
     x = values - np.nanmean(values)
     ok = ~np.isnan(x)
@@ -86,7 +87,7 @@ def autocovariance(values: F64, max_lag: int) -> F64:
     return np.asarray(sums / np.maximum(np.round(pairs), 1.0), dtype=np.float64)
 
 
-def nonnegative_lstsq(basis: F64, target: F64) -> F64:
+def nonnegative_lstsq(basis: FloatArray, target: FloatArray) -> FloatArray:
     """Least squares with all coefficients >= 0 (active set: drop the most negative, refit)."""
     active = list(range(basis.shape[1]))
     coef = np.zeros(basis.shape[1])
@@ -99,7 +100,7 @@ def nonnegative_lstsq(basis: F64, target: F64) -> F64:
     return coef
 
 
-def fit_log_vol(log_vol: F64, taus: list[float] = VOL_TAUS_S) -> F64:
+def fit_log_vol(log_vol: FloatArray, taus: list[float] = VOL_TAUS_S) -> FloatArray:
     """Variances of AR(1) log-volatility components with time constants ``taus`` (seconds), from
     the autocovariance at lags >= 1 of a noisy log-volatility proxy sampled every 15 minutes."""
     acov = autocovariance(log_vol, _MAX_LAG)[1:]
@@ -108,7 +109,7 @@ def fit_log_vol(log_vol: F64, taus: list[float] = VOL_TAUS_S) -> F64:
     return nonnegative_lstsq(basis, acov)
 
 
-def fit_dof(standardized: F64) -> float:
+def fit_dof(standardized: FloatArray) -> float:
     """Maximum-likelihood degrees of freedom of a unit-variance Student-t."""
     e = standardized[np.isfinite(standardized)]
     e = e / e.std()
@@ -122,7 +123,7 @@ def fit_dof(standardized: F64) -> float:
     return best
 
 
-def standardized_returns(klines: pd.DataFrame) -> F64:
+def standardized_returns(klines: pd.DataFrame) -> FloatArray:
     """15m log returns over a local volatility (Parkinson, 8 neighbouring bars, the bar itself left out)."""
     ret = np.log(klines["close"]).diff().to_numpy(dtype=np.float64)
     park = pd.Series(log_range(klines) ** 2 / (4.0 * math.log(2.0)))
@@ -130,18 +131,18 @@ def standardized_returns(klines: pd.DataFrame) -> F64:
     return np.asarray(ret / np.sqrt(around.to_numpy()), dtype=np.float64)
 
 
-def logit(p: F64) -> F64:
+def logit(p: FloatArray) -> FloatArray:
     """log(p / (1 - p))."""
     return np.asarray(np.log(p / (1.0 - p)), dtype=np.float64)
 
 
-def slope(x: F64, y: F64) -> float:
+def slope(x: FloatArray, y: FloatArray) -> float:
     """Least-squares slope of y on x (NaN pairs skipped)."""
     ok = np.isfinite(x) & np.isfinite(y)
     return float(np.polyfit(x[ok], y[ok], 1)[0])
 
 
-def ar_time_constant(series: F64, lag_s: float, lo: float, hi: float) -> float:
+def ar_time_constant(series: FloatArray, lag_s: float, lo: float, hi: float) -> float:
     """Time constant (s) of an AR(1) from its lag-1 autocorrelation, clipped to [lo, hi]."""
     acov = autocovariance(series, 1)
     rho = acov[1] / acov[0]

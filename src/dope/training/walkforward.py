@@ -32,9 +32,7 @@ import numpy as np
 import numpy.typing as npt
 
 from dope.training.metrics import Metrics, compute_metrics
-
-F64 = npt.NDArray[np.float64]
-I64 = npt.NDArray[np.int64]
+from dope.types import FloatArray, IntArray
 
 
 class Forecaster(Protocol):
@@ -43,9 +41,9 @@ class Forecaster(Protocol):
     @property
     def lookback(self) -> int: ...
 
-    def fit(self, X: F64, y: F64) -> Any: ...
+    def fit(self, X: FloatArray, y: FloatArray) -> Any: ...
 
-    def predict_many(self, X: F64) -> F64: ...
+    def predict_many(self, X: FloatArray) -> FloatArray: ...
 
 
 @dataclass(frozen=True)
@@ -119,7 +117,7 @@ def _fold(index: int, test_start: int, test_stop: int, config: WalkForwardConfig
     return ForecastFold(index, train_start, train_stop, test_start, test_stop)
 
 
-def train_rows(start: int, stop: int, lookback: int, config: WalkForwardConfig) -> I64:
+def train_rows(start: int, stop: int, lookback: int, config: WalkForwardConfig) -> IntArray:
     """Row indices one fit uses out of ``[start, stop)``, after ``max_train_rows`` subsampling."""
     rows = np.arange(start, stop, dtype=np.int64)
     cap = config.max_train_rows
@@ -137,7 +135,7 @@ class WalkForwardForecast:
     """Out-of-sample forecasts (NaN outside the test blocks) and their metrics against the zero baseline."""
 
     folds: list[ForecastFold]
-    predictions: F64
+    predictions: FloatArray
     metrics: Metrics
     baseline: Metrics
     fold_metrics: list[tuple[Metrics, Metrics]] = field(default_factory=list)
@@ -179,7 +177,7 @@ def walk_forward_forecast(X: npt.ArrayLike, y: npt.ArrayLike, factory: Callable[
     return result
 
 
-def _run_fold(fold: ForecastFold, X: F64, y: F64, model: Forecaster, config: WalkForwardConfig,
+def _run_fold(fold: ForecastFold, X: FloatArray, y: FloatArray, model: Forecaster, config: WalkForwardConfig,
               result: WalkForwardForecast) -> None:
     lookback = max(1, int(model.lookback))
     rows = train_rows(fold.train_start, fold.train_stop, lookback, config)
@@ -198,14 +196,14 @@ def _run_fold(fold: ForecastFold, X: F64, y: F64, model: Forecaster, config: Wal
                                 compute_metrics(truth[scored], np.zeros(int(scored.sum())))))
 
 
-def _rows(values: F64, rows: I64) -> F64:
+def _rows(values: FloatArray, rows: IntArray) -> FloatArray:
     """Rows of ``values``: a view when they are contiguous, else a copy."""
     if len(rows) and rows[-1] - rows[0] + 1 == len(rows):
         return values[int(rows[0]):int(rows[-1]) + 1]
     return values[rows]
 
 
-def _check_xy(X: npt.ArrayLike, y: npt.ArrayLike) -> tuple[F64, F64]:
+def _check_xy(X: npt.ArrayLike, y: npt.ArrayLike) -> tuple[FloatArray, FloatArray]:
     X_arr, y_arr = np.asarray(X, dtype=np.float64), np.asarray(y, dtype=np.float64)
     if X_arr.ndim != 2 or y_arr.ndim != 1 or len(X_arr) != len(y_arr):
         raise ValueError(f"walk-forward needs X (n, f) and y (n,), got {X_arr.shape} and {y_arr.shape}")
