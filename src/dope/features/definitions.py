@@ -84,16 +84,6 @@ def log_return(log_close: FloatArray, lag: int) -> float:  # pragma: no cover - 
 
 
 @_jit  # type: ignore[misc]
-def window_mean(values: FloatArray, window: int) -> float:  # pragma: no cover - compiled
-    """Mean of the last ``window`` values, summed oldest to newest."""
-    n = len(values)
-    total = 0.0
-    for i in range(n - window, n):
-        total += values[i]
-    return total / window
-
-
-@_jit  # type: ignore[misc]
 def window_sum(values: FloatArray, window: int) -> float:  # pragma: no cover - compiled
     """Sum of the last ``window`` values, oldest to newest."""
     n = len(values)
@@ -101,6 +91,12 @@ def window_sum(values: FloatArray, window: int) -> float:  # pragma: no cover - 
     for i in range(n - window, n):
         total += values[i]
     return total
+
+
+@_jit  # type: ignore[misc]
+def window_mean(values: FloatArray, window: int) -> float:  # pragma: no cover - compiled
+    """Mean of the last ``window`` values, summed oldest to newest."""
+    return float(window_sum(values, window) / window)
 
 
 @_jit  # type: ignore[misc]
