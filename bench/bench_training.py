@@ -20,7 +20,7 @@ limit_threads()
 from dope.features import default_feature_set, training_matrix  # noqa: E402
 from dope.market.synthetic import generate_bars  # noqa: E402
 from dope.training.pipeline import DEFAULT_MAX_TRAIN_ROWS, DEFAULT_PARAMS, model_factory  # noqa: E402
-from dope.training.walkforward import WalkForwardConfig, train_rows, walk_forward  # noqa: E402
+from dope.training.walkforward import WalkForwardConfig, train_rows, walk_forward_forecast  # noqa: E402
 
 DAY_MS = 86_400_000
 START_MS = 1_704_067_200_000  # 2024-01-01 UTC
@@ -48,7 +48,7 @@ def _bench(kind: str, X, y, folds: int) -> None:  # type: ignore[no-untyped-def]
     factory = model_factory(kind, {})
     config = WalkForwardConfig(n_folds=folds, max_train_rows=DEFAULT_MAX_TRAIN_ROWS.get(kind))
     began = time.perf_counter()
-    result = walk_forward(X, y, factory, config)
+    result = walk_forward_forecast(X, y, factory, config)
     evaluated = time.perf_counter()
     model = factory()
     rows = train_rows(0, len(y), max(1, model.lookback), config)

@@ -10,15 +10,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import numpy.typing as npt
 
 from dope.models import Model, load_model
+from dope.types import FloatArray
 
-F64 = npt.NDArray[np.float64]
 Factory = Callable[[], Model]
 
 
-def sample_data(n: int = 400, n_features: int = 6, seed: int = 0) -> tuple[F64, F64]:
+def sample_data(n: int = 400, n_features: int = 6, seed: int = 0) -> tuple[FloatArray, FloatArray]:
     """Features with memory (AR(1)) and a target that depends on them, plus noise."""
     rng = np.random.default_rng(seed)
     X = np.empty((n, n_features))
@@ -29,12 +28,12 @@ def sample_data(n: int = 400, n_features: int = 6, seed: int = 0) -> tuple[F64, 
     return X, y
 
 
-def check_reproducible(model: Model, factory: Factory, X: F64, y: F64) -> None:
+def check_reproducible(model: Model, factory: Factory, X: FloatArray, y: FloatArray) -> None:
     """A second fit of the same seeded model on the same data predicts the same, bit for bit."""
     np.testing.assert_array_equal(factory().fit(X, y).predict_many(X), model.predict_many(X))
 
 
-def check_round_trip(model: Model, X: F64, directory: Path) -> None:
+def check_round_trip(model: Model, X: FloatArray, directory: Path) -> None:
     """save then load_model gives the same kind, metadata and predictions (one and many)."""
     model.save(directory)
     loaded = load_model(directory)
@@ -45,7 +44,7 @@ def check_round_trip(model: Model, X: F64, directory: Path) -> None:
     assert loaded.predict_one(window) == model.predict_one(window)
 
 
-def check_one_equals_many(model: Model, X: F64, cuts: int = 7) -> None:
+def check_one_equals_many(model: Model, X: FloatArray, cuts: int = 7) -> None:
     """predict_one on the window ending at row i equals predict_many's value for row i."""
     many = model.predict_many(X)
     lookback = model.lookback
@@ -54,7 +53,7 @@ def check_one_equals_many(model: Model, X: F64, cuts: int = 7) -> None:
         assert model.predict_one(X[i - lookback + 1: i + 1]) == many[i], f"row {i}"
 
 
-def fit_without_mutation(factory: Factory, X: F64, y: F64) -> Model:
+def fit_without_mutation(factory: Factory, X: FloatArray, y: FloatArray) -> Model:
     """A fitted model; fit, predict_many and predict_one leave their inputs as they were."""
     X_before, y_before = X.copy(), y.copy()
     model = factory().fit(X, y)
@@ -65,14 +64,14 @@ def fit_without_mutation(factory: Factory, X: F64, y: F64) -> Model:
     return model
 
 
-def check_no_look_ahead(model: Model, X: F64, cuts: int = 6) -> None:
+def check_no_look_ahead(model: Model, X: FloatArray, cuts: int = 6) -> None:
     """Truncating X at any point leaves every earlier prediction unchanged."""
     full = model.predict_many(X)
     for cut in np.linspace(model.lookback, len(X) - 1, cuts).astype(int):
         np.testing.assert_array_equal(model.predict_many(X[:cut]), full[:cut], err_msg=f"cut at {cut}")
 
 
-def check_finite(model: Model, X: F64) -> None:
+def check_finite(model: Model, X: FloatArray) -> None:
     """Every prediction after the first lookback - 1 rows is a finite float."""
     many = model.predict_many(X)
     assert many.shape == (len(X),) and many.dtype == np.float64
@@ -80,7 +79,7 @@ def check_finite(model: Model, X: F64) -> None:
     assert isinstance(model.predict_one(X[-model.lookback:]), float)
 
 
-def check_model(factory: Factory, X: F64, y: F64, directory: Path) -> None:
+def check_model(factory: Factory, X: FloatArray, y: FloatArray, directory: Path) -> None:
     """Every check of the suite (two fits in all, so slow learners stay cheap to check)."""
     model = fit_without_mutation(factory, X, y)
     check_reproducible(model, factory, X, y)

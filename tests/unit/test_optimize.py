@@ -28,8 +28,8 @@ from dope.backtest.walkforward import (
     compare_models,
     stitched_backtest,
     threshold_signal,
-    walk_forward,
     walk_forward_folds,
+    walk_forward_optimize,
 )
 from dope.trading.accounting import HOLD, signal
 
@@ -135,7 +135,7 @@ def test_walk_forward_picks_each_folds_in_sample_best_and_reports_out_of_sample_
     market = make_market()
     spec = SearchSpec(SPACE)
     folds = walk_forward_folds(market.n, 96 * 20, 96 * 10)
-    wf = walk_forward(market, spec, CONFIG, folds)
+    wf = walk_forward_optimize(market, spec, CONFIG, folds)
     assert wf.span == (96 * 20, market.n)
     assert len(wf.result.equity) == len(wf.open_time) == market.n - 96 * 20
     assert wf.n_trials == 32 * len(folds)

@@ -7,7 +7,8 @@ import pytest
 from dope.config import RiskConfig, TraderConfig
 from dope.messages import Decision, Equity, Fill
 from dope.trading.live import SymbolTrader
-from dope.trading.risk import DAY_MS, RiskLimits
+from dope.trading.risk import RiskLimits
+from dope.types import DAY_MS
 from tests.trader_helpers import INTERVAL, START, make_bar, make_prediction
 
 

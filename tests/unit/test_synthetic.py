@@ -207,6 +207,44 @@ def test_calibrate_command_writes_a_loadable_file(tmp_path: Path, capsys: pytest
     assert_same_params(msgspec.to_builtins(fitted), msgspec.to_builtins(committed))
 
 
+KLINE_HEADER = ("open_time,open,high,low,close,volume,close_time,quote_volume,count,taker_buy_volume,"
+                "taker_buy_quote_volume,ignore")
+
+
+def _kline_line(k: int, close: str = "100.02", volume: str = "3.5") -> str:
+    start = T0 + k * 900_000
+    return f"{start},100.00,100.05,99.95,{close},{volume},{start + 899_999},350.1,12,1.5,150.0,0"
+
+
+def _write_gz(path: Path, lines: list[str]) -> None:
+    import gzip
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with gzip.open(path, "wt") as out:
+        out.write("\n".join(lines) + "\n")
+
+
+@pytest.mark.parametrize(("klines", "trade", "problem"), [
+    ({"close": "-100.02"}, "0.5", r"BTCUSDT-15m-2024-01\.csv\.gz, line 3: not a positive number close"),
+    ({"close": "NaN"}, "0.5", r"line 3: missing or NaN close"),
+    ({"volume": "NaN"}, "0.5", r"line 3: missing or NaN volume"),
+    ({}, "-0.5", r"BTCUSDT-trades-spot-2024-01-01\.csv\.gz, line 2: negative or infinite qty"),
+], ids=["negative-price", "nan-price", "nan-volume", "negative-trade-size"])
+def test_calibration_refuses_a_bad_row_naming_file_line_and_column(tmp_path: Path, klines: dict[str, str],
+                                                                     trade: str, problem: str) -> None:
+    """The calibration reads through the validated readers (it used to accept these rows silently)."""
+    from dope.market.calibration import calibrate
+    from dope.store.files import BadRowError
+
+    rows = [_kline_line(k, **(klines if k == 1 else {})) for k in range(4)]
+    _write_gz(tmp_path / "klines" / "15m" / "BTCUSDT-15m-2024-01.csv.gz", [KLINE_HEADER, *rows])
+    _write_gz(tmp_path / "trades" / "spot" / "BTCUSDT-trades-spot-2024-01-01.csv.gz",
+              ["id,price,qty,quote_qty,time,is_buyer_maker,is_best_match",
+               f"1,100.01,{trade},50.0,{T0 + 1_000},True,True", f"2,100.02,0.25,25.0,{T0 + 2_000},False,True"])
+    with pytest.raises(BadRowError, match=problem):
+        calibrate(tmp_path)
+
+
 def assert_same_params(got: object, expected: object, where: str = "params") -> None:
     """Equal structure and text; floats to 1e-9 (numpy's vectorised sums differ in the last digits by CPU)."""
     if isinstance(expected, dict):

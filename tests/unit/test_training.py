@@ -13,7 +13,7 @@ from dope.training import (
     compute_metrics,
     make_folds,
     train_rows,
-    walk_forward,
+    walk_forward_forecast,
 )
 
 
@@ -81,7 +81,7 @@ def test_walk_forward_fits_only_on_purged_past_rows() -> None:
         fitted.append(LeastSquares())
         return fitted[-1]
 
-    result = walk_forward(X, y, factory, config)
+    result = walk_forward_forecast(X, y, factory, config)
     for model, fold in zip(fitted, result.folds, strict=True):
         assert model.fitted_rows == list(range(0, fold.test_start - 6))
     assert np.flatnonzero(result.test_mask).tolist() == list(range(result.folds[0].test_start, len(y)))
@@ -109,7 +109,7 @@ def test_zero_baseline_metrics() -> None:
     assert zero.directional_accuracy == 0.5 and math.isnan(zero.ic)
     assert zero.as_dict()["ic"] is None
     X, y2 = dataset()
-    result = walk_forward(X, y2, LeastSquares, WalkForwardConfig(n_folds=3))
+    result = walk_forward_forecast(X, y2, LeastSquares, WalkForwardConfig(n_folds=3))
     mask = result.test_mask
     assert result.baseline == compute_metrics(y2[mask], np.zeros(int(mask.sum())))
     assert result.baseline.n == result.metrics.n == int(mask.sum())
@@ -117,11 +117,11 @@ def test_zero_baseline_metrics() -> None:
 
 def test_a_model_with_signal_beats_zero_and_one_without_does_not() -> None:
     X, y = dataset(signal=1.0)
-    good = walk_forward(X, y, LeastSquares, WalkForwardConfig(n_folds=3))
+    good = walk_forward_forecast(X, y, LeastSquares, WalkForwardConfig(n_folds=3))
     assert good.metrics.rmse < good.baseline.rmse and good.metrics.directional_accuracy > 0.55
     assert good.metrics.ic > 0.1
     X, y = dataset(signal=0.0)
-    noise = walk_forward(X, y, LeastSquares, WalkForwardConfig(n_folds=3))
+    noise = walk_forward_forecast(X, y, LeastSquares, WalkForwardConfig(n_folds=3))
     assert noise.metrics.rmse > noise.baseline.rmse
 
 
@@ -129,9 +129,9 @@ def test_a_model_with_signal_beats_zero_and_one_without_does_not() -> None:
 def test_no_look_ahead_truncating_leaves_earlier_forecasts_unchanged(lookback: int) -> None:
     X, y = dataset()
     config = WalkForwardConfig(horizon=3, min_train=120, test_size=60)
-    full = walk_forward(X, y, lambda: LeastSquares(lookback), config)
+    full = walk_forward_forecast(X, y, lambda: LeastSquares(lookback), config)
     for cut in (250, 301, 377, 480, 599):
-        part = walk_forward(X[:cut], y[:cut], lambda: LeastSquares(lookback), config)
+        part = walk_forward_forecast(X[:cut], y[:cut], lambda: LeastSquares(lookback), config)
         np.testing.assert_array_equal(part.predictions, full.predictions[:cut])
     assert np.isfinite(full.predictions[config.min_train + config.gap:]).all()
 
@@ -145,8 +145,8 @@ def test_subsampling_strides_or_keeps_the_recent_rows() -> None:
     assert train_rows(5, 50, 1, config).tolist() == list(range(5, 50))
     X, y = dataset()
     fitted: list[LeastSquares] = []
-    walk_forward(X, y, lambda: fitted.append(LeastSquares()) or fitted[-1],
-                 WalkForwardConfig(n_folds=2, max_train_rows=50))
+    walk_forward_forecast(X, y, lambda: fitted.append(LeastSquares()) or fitted[-1],
+                          WalkForwardConfig(n_folds=2, max_train_rows=50))
     assert all(len(m.fitted_rows) <= 50 for m in fitted)
 
 
@@ -154,7 +154,7 @@ def test_bad_input_is_a_clear_error() -> None:
     X, y = dataset(50)
     y[3] = np.nan
     with pytest.raises(ValueError, match="1 target"):
-        walk_forward(X, y, LeastSquares)
+        walk_forward_forecast(X, y, LeastSquares)
     with pytest.raises(ValueError, match="too few|would train on"):
         make_folds(8, WalkForwardConfig(n_folds=5, horizon=3))
     with pytest.raises(ValueError, match="rolling window needs train_size"):
@@ -163,7 +163,7 @@ def test_bad_input_is_a_clear_error() -> None:
 
 def test_summary_is_json_ready() -> None:
     X, y = dataset()
-    summary = walk_forward(X, y, LeastSquares, WalkForwardConfig(n_folds=2)).summary()
+    summary = walk_forward_forecast(X, y, LeastSquares, WalkForwardConfig(n_folds=2)).summary()
     assert summary["zero_baseline"]["directional_accuracy"] == 0.5
     assert len(summary["folds"]) == 2 and summary["folds"][1]["test"][1] == 600
 
@@ -182,8 +182,8 @@ def test_no_look_ahead_with_real_models_on_synthetic_features(kind: str, params:
     bars = generate_bars(["BTCUSDT"], 0, 1_500 * 60_000, 60_000, seed=2)["BTCUSDT"]
     X, y, _ = training_matrix(bars, default_feature_set(60_000), horizon=2)
     config = WalkForwardConfig(horizon=2, min_train=500, test_size=200)
-    full = walk_forward(X, y, lambda: make_model(kind, **params), config)
+    full = walk_forward_forecast(X, y, lambda: make_model(kind, **params), config)
     cut = len(y) - 317
-    part = walk_forward(X[:cut], y[:cut], lambda: make_model(kind, **params), config)
+    part = walk_forward_forecast(X[:cut], y[:cut], lambda: make_model(kind, **params), config)
     np.testing.assert_array_equal(part.predictions, full.predictions[:cut])
     assert full.metrics.n == len(y) - 502 and np.isfinite(full.metrics.rmse)

@@ -25,9 +25,10 @@ from typing import Final, NamedTuple
 
 import numba
 import numpy as np
-import numpy.typing as npt
 import pandas as pd
 from numba.extending import register_jitable
+
+from dope.types import FloatArray
 
 YEAR_MS: Final = 365 * 24 * 3600 * 1000
 
@@ -35,7 +36,6 @@ METRIC_NAMES: Final = ("total_return", "cagr", "sharpe", "sortino", "max_drawdow
                        "win_rate", "avg_trade_return", "avg_trade_pnl", "exposure", "turnover", "fees_paid",
                        "final_equity", "n_bars")
 
-FloatArray = npt.NDArray[np.float64]
 
 
 class EquitySums(NamedTuple):

@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 import numpy as np
-import numpy.typing as npt
 import pandas as pd
 
 from dope.backtest.config import BacktestConfig
@@ -33,10 +32,8 @@ from dope.backtest.overfitting import (
     probability_of_backtest_overfitting,
 )
 from dope.backtest.parallel import Runner, SerialRunner
+from dope.types import DAY_MS, FloatArray, IntArray
 
-FloatArray = npt.NDArray[np.float64]
-IntArray = npt.NDArray[np.int64]
-DAY_MS: Final = 86_400_000
 METRIC_COLUMNS: Final = ("sharpe", "sortino", "total_return", "cagr", "max_drawdown", "calmar", "n_trades",
                           "win_rate", "exposure", "turnover", "fees_paid")
 

@@ -34,12 +34,13 @@ from typing import Final, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from dope.types import FloatArray
+
 EULER_GAMMA: Final = 0.5772156649015329
 MAX_PERIOD_SHARPE: Final = 1.0
 """A mean return above its standard deviation every period: no strategy worth deflating has it, so a
 per-period Sharpe ratio above this means the units are wrong."""
 _NORMAL: Final = NormalDist()
-FloatArray = npt.NDArray[np.float64]
 
 
 @dataclass(frozen=True)

@@ -24,8 +24,7 @@ import pandas as pd
 
 from dope.errors import UserError
 from dope.plots.figures import heatmap_long
-
-FloatArray = npt.NDArray[np.float64]
+from dope.types import FloatArray
 
 
 @dataclass(frozen=True)

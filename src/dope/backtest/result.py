@@ -20,6 +20,7 @@ import pandas as pd
 from dope.backtest.config import BacktestConfig
 from dope.backtest.metrics import bar_returns
 from dope.trading.orders import TradeRecord
+from dope.types import FloatArray, IntArray
 
 #: Columns of ``BacktestResult.trades``: one row per round trip, the open position last.
 #: ``direction`` 1 long / -1 short; bars are indexes into the inputs; times are the
@@ -32,8 +33,6 @@ TRADE_COLUMNS: Final = ("direction", "entry_bar", "exit_bar", "entry_time", "exi
 TRADE_DTYPE: Final = np.dtype([(name, np.bool_ if name == "is_open" else np.int64 if name in (
     "direction", "entry_bar", "exit_bar", "entry_time", "exit_time") else np.float64) for name in TRADE_COLUMNS])
 
-FloatArray = npt.NDArray[np.float64]
-IntArray = npt.NDArray[np.int64]
 
 
 class BarRecord(Protocol):

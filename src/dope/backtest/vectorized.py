@@ -43,9 +43,8 @@ from dope.backtest.metrics import (
 from dope.backtest.result import TRADE_DTYPE, BacktestResult, trades_frame
 from dope.trading.accounting import change_levels, mark, trade_pnl, trade_return
 from dope.trading.rule import Costs, Leg, Position, Thresholds, decide, execute, flat
+from dope.types import FloatArray, IntArray
 
-FloatArray = npt.NDArray[np.float64]
-IntArray = npt.NDArray[np.int64]
 Table = npt.NDArray[np.void]
 
 #: A row of the fill log: from bar ``bar`` on, the account holds ``cash`` and ``position`` (signed units).

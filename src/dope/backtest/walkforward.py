@@ -21,8 +21,6 @@ import pandas as pd
 
 from dope.backtest.config import BacktestConfig
 from dope.backtest.optimize import (
-    DAY_MS,
-    FloatArray,
     Market,
     SearchResult,
     SearchSpace,
@@ -37,12 +35,13 @@ from dope.backtest.optimize import (
 from dope.backtest.overfitting import DeflatedSharpe, deflated_sharpe_of_moments, return_moments
 from dope.backtest.parallel import Runner, SerialRunner
 from dope.trading.accounting import HOLD, signal
+from dope.types import DAY_MS, FloatArray
 
 Method = Literal["grid", "optuna"]
 
 
 @dataclass(frozen=True)
-class Fold:
+class OptimizationFold:
     """Bar indices of one training window and the test window after it (half-open ranges)."""
 
     index: int
@@ -68,7 +67,7 @@ class SearchSpec:
 class FoldOutcome:
     """What a fold's search chose, how many trials it tried and its in-sample statistics."""
 
-    fold: Fold
+    fold: OptimizationFold
     best: Trial
     n_trials: int
     is_score: float
@@ -77,7 +76,7 @@ class FoldOutcome:
 
 
 @dataclass(frozen=True)
-class WalkForwardResult:
+class WalkForwardOptimization:
     """The stitched out-of-sample backtest, buy-and-hold over the same bars, and the folds."""
 
     folds: pd.DataFrame
@@ -94,14 +93,14 @@ class WalkForwardResult:
         return metric_values(self.result.metrics)
 
 
-def walk_forward_folds(n: int, train: int, test: int, anchored: bool = False) -> list[Fold]:
+def walk_forward_folds(n: int, train: int, test: int, anchored: bool = False) -> list[OptimizationFold]:
     """Folds over ``n`` bars: ``train`` bars (all the past when ``anchored``), then ``test`` bars; roll by ``test``."""
     if train < 2 or test < 1:
         raise ValueError(f"need train >= 2 and test >= 1 bars, got {train} and {test}")
     if n < train + 1:
         raise ValueError(f"{n} bars are too few for a {train}-bar training window and a test window")
     starts = range(train, n, test)
-    return [Fold(k, 0 if anchored else s - train, s, s, min(s + test, n)) for k, s in enumerate(starts)]
+    return [OptimizationFold(k, 0 if anchored else s - train, s, s, min(s + test, n)) for k, s in enumerate(starts)]
 
 
 def search(market: Market, spec: SearchSpec, config: BacktestConfig, span: tuple[int, int],
@@ -114,7 +113,7 @@ def search(market: Market, spec: SearchSpec, config: BacktestConfig, span: tuple
                          span=span, objective=spec.objective, period_ms=spec.period_ms)
 
 
-def optimize_fold(fold: Fold, market: Market, spec: SearchSpec, config: BacktestConfig) -> FoldOutcome:
+def optimize_fold(fold: OptimizationFold, market: Market, spec: SearchSpec, config: BacktestConfig) -> FoldOutcome:
     """Search the fold's training window (serially: this is one task)."""
     found = search(market, spec, config, (fold.train_start, fold.train_end), SerialRunner(progress=False))
     score = float(found.table[spec.objective].max())
@@ -122,8 +121,8 @@ def optimize_fold(fold: Fold, market: Market, spec: SearchSpec, config: Backtest
                        found.dsr.dsr if found.dsr else float("nan"), found.pbo.pbo if found.pbo else float("nan"))
 
 
-def walk_forward(market: Market, spec: SearchSpec, config: BacktestConfig, folds: list[Fold],
-                 runner: Runner | None = None) -> WalkForwardResult:
+def walk_forward_optimize(market: Market, spec: SearchSpec, config: BacktestConfig, folds: list[OptimizationFold],
+                          runner: Runner | None = None) -> WalkForwardOptimization:
     """Optimize every fold on ``runner`` and stitch the out-of-sample windows into one backtest."""
     runner = runner or SerialRunner(progress=False)
     outcomes = runner.map(optimize_fold, folds, runner.share(market), spec, config, label="walk-forward")
@@ -201,8 +200,8 @@ def _psr(market: Market, result: Any, span: tuple[int, int], config: BacktestCon
         return None
 
 
-def compare_models(market: Market, spec: SearchSpec, config: BacktestConfig, folds: list[Fold],
-                   runner: Runner | None = None) -> dict[str, WalkForwardResult]:
+def compare_models(market: Market, spec: SearchSpec, config: BacktestConfig, folds: list[OptimizationFold],
+                   runner: Runner | None = None) -> dict[str, WalkForwardOptimization]:
     """Walk-forward optimization of each model alone and, with several models, of all of them together.
 
     The folds of every variant go to ``runner`` in one batch.
@@ -217,21 +216,21 @@ def compare_models(market: Market, spec: SearchSpec, config: BacktestConfig, fol
                             config, variants[name].period_ms) for name in variants}
 
 
-def _optimize_job(job: tuple[str, Fold], market: Market, variants: dict[str, SearchSpec],
+def _optimize_job(job: tuple[str, OptimizationFold], market: Market, variants: dict[str, SearchSpec],
                   config: BacktestConfig) -> FoldOutcome:
     return optimize_fold(job[1], market, variants[job[0]], config)
 
 
 def _assemble(market: Market, outcomes: list[FoldOutcome], config: BacktestConfig,
-              period_ms: int) -> WalkForwardResult:
+              period_ms: int) -> WalkForwardOptimization:
     span = (outcomes[0].fold.test_start, outcomes[-1].fold.test_end)
     result = stitched_backtest(market, outcomes, config)
-    return WalkForwardResult(_fold_table(market, outcomes, config), market.open_time[span[0]:span[1]], result,
+    return WalkForwardOptimization(_fold_table(market, outcomes, config), market.open_time[span[0]:span[1]], result,
                              _buy_and_hold(market, span, config), span, sum(o.n_trials for o in outcomes),
                              _psr(market, result, span, config, period_ms))
 
 
-def deflate_variants(results: dict[str, WalkForwardResult], period_ms: int = DAY_MS) -> DeflatedSharpe | None:
+def deflate_variants(results: dict[str, WalkForwardOptimization], period_ms: int = DAY_MS) -> DeflatedSharpe | None:
     """DSR of the best variant's out-of-sample Sharpe, deflated by the number of variants compared."""
     moments = {name: r.psr for name, r in results.items() if r.psr is not None}
     if not moments:

@@ -16,9 +16,8 @@ import pandas as pd
 
 from dope.bars.interval import align, check_interval_ms
 from dope.bars.schema import BAR_DTYPES, empty_bar_frame
+from dope.types import FloatArray, IntArray
 
-I64 = npt.NDArray[np.int64]
-F64 = npt.NDArray[np.float64]
 BOOL = npt.NDArray[np.bool_]
 
 
@@ -30,16 +29,16 @@ class TradeArrays:
     row (equal to ``trade_id`` for raw trades; wider for aggregate trades).
     """
 
-    time: I64
-    trade_id: I64
-    price: F64
-    qty: F64
+    time: IntArray
+    trade_id: IntArray
+    price: FloatArray
+    qty: FloatArray
     is_buyer_maker: BOOL
-    first_trade_id: I64
-    last_trade_id: I64
+    first_trade_id: IntArray
+    last_trade_id: IntArray
 
     @classmethod
-    def raw(cls, time: I64, trade_id: I64, price: F64, qty: F64, is_buyer_maker: BOOL) -> TradeArrays:
+    def raw(cls, time: IntArray, trade_id: IntArray, price: FloatArray, qty: FloatArray, is_buyer_maker: BOOL) -> TradeArrays:
         """Arrays of raw trades (each row one exchange trade)."""
         return cls(time, trade_id, price, qty, is_buyer_maker, trade_id, trade_id)
 
@@ -59,7 +58,7 @@ class TradeArrays:
 
 
 @numba.njit(cache=True, nogil=True)  # type: ignore[misc]
-def _is_time_id_sorted(time: I64, trade_id: I64) -> bool:  # pragma: no cover - compiled
+def _is_time_id_sorted(time: IntArray, trade_id: IntArray) -> bool:  # pragma: no cover - compiled
     for k in range(1, len(time)):
         if time[k] < time[k - 1] or (time[k] == time[k - 1] and trade_id[k] < trade_id[k - 1]):
             return False
@@ -67,8 +66,8 @@ def _is_time_id_sorted(time: I64, trade_id: I64) -> bool:  # pragma: no cover - 
 
 
 @numba.njit(cache=True, nogil=True)  # type: ignore[misc]
-def _aggregate(time: I64, price: F64, qty: F64, maker: BOOL, first_id: I64, last_id: I64,
-               interval: int, start_open: int, floats: F64, ints: I64) -> None:  # pragma: no cover - compiled
+def _aggregate(time: IntArray, price: FloatArray, qty: FloatArray, maker: BOOL, first_id: IntArray, last_id: IntArray,
+               interval: int, start_open: int, floats: FloatArray, ints: IntArray) -> None:  # pragma: no cover - compiled
     """Fill ``floats`` (open, high, low, close, volume, quote, taker base, taker quote) and
     ``ints`` (trades, count, first id, last id) per window, summing in trade order.
 
@@ -152,7 +151,7 @@ def build_bars(
     return frame if emit_empty else frame[~frame["empty"]].reset_index(drop=True)
 
 
-def _frame(symbol: str, interval_ms: int, first_open: int, floats: F64, ints: I64) -> pd.DataFrame:
+def _frame(symbol: str, interval_ms: int, first_open: int, floats: FloatArray, ints: IntArray) -> pd.DataFrame:
     open_time = first_open + interval_ms * np.arange(len(floats), dtype=np.int64)
     volume, quote = floats[:, 4], floats[:, 5]
     empty = ints[:, 0] == 0

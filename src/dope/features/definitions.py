@@ -19,10 +19,8 @@ from typing import Final
 
 import numba
 import numpy as np
-import numpy.typing as npt
 
-F64 = npt.NDArray[np.float64]
-I64 = npt.NDArray[np.int64]
+from dope.types import DAY_MS, FloatArray, IntArray
 
 # ---- input row layout (one float64 row per bar; open_time < 2**53 is exact in a float64) --------
 IN_OPEN_TIME: Final = 0
@@ -73,7 +71,6 @@ READY: Final = 1
 GAP: Final = 2
 CONTEXT_MISSING: Final = 4
 
-DAY_MS: Final = 86_400_000
 
 _jit = numba.njit(cache=True, nogil=True)
 
@@ -81,23 +78,13 @@ _jit = numba.njit(cache=True, nogil=True)
 # ---- pure feature functions over chronological windows (newest last) ---------------------------
 
 @_jit  # type: ignore[misc]
-def log_return(log_close: F64, lag: int) -> float:  # pragma: no cover - compiled
+def log_return(log_close: FloatArray, lag: int) -> float:  # pragma: no cover - compiled
     """``log(close[t] / close[t - lag])``."""
     return float(log_close[-1] - log_close[-1 - lag])
 
 
 @_jit  # type: ignore[misc]
-def window_mean(values: F64, window: int) -> float:  # pragma: no cover - compiled
-    """Mean of the last ``window`` values, summed oldest to newest."""
-    n = len(values)
-    total = 0.0
-    for i in range(n - window, n):
-        total += values[i]
-    return total / window
-
-
-@_jit  # type: ignore[misc]
-def window_sum(values: F64, window: int) -> float:  # pragma: no cover - compiled
+def window_sum(values: FloatArray, window: int) -> float:  # pragma: no cover - compiled
     """Sum of the last ``window`` values, oldest to newest."""
     n = len(values)
     total = 0.0
@@ -107,7 +94,13 @@ def window_sum(values: F64, window: int) -> float:  # pragma: no cover - compile
 
 
 @_jit  # type: ignore[misc]
-def window_mean_std(values: F64, window: int) -> tuple[float, float]:  # pragma: no cover - compiled
+def window_mean(values: FloatArray, window: int) -> float:  # pragma: no cover - compiled
+    """Mean of the last ``window`` values, summed oldest to newest."""
+    return float(window_sum(values, window) / window)
+
+
+@_jit  # type: ignore[misc]
+def window_mean_std(values: FloatArray, window: int) -> tuple[float, float]:  # pragma: no cover - compiled
     """Mean and sample standard deviation (ddof 1) of the last ``window`` values, in two passes."""
     n = len(values)
     mean = window_mean(values, window)
@@ -119,7 +112,7 @@ def window_mean_std(values: F64, window: int) -> tuple[float, float]:  # pragma:
 
 
 @_jit  # type: ignore[misc]
-def zscore(values: F64, window: int) -> float:  # pragma: no cover - compiled
+def zscore(values: FloatArray, window: int) -> float:  # pragma: no cover - compiled
     """``(x[t] - mean) / std`` over the last ``window`` values (current included); 0 when flat."""
     mean, sd = window_mean_std(values, window)
     if sd <= 1e-12 * max(1.0, abs(mean)):
@@ -128,7 +121,7 @@ def zscore(values: F64, window: int) -> float:  # pragma: no cover - compiled
 
 
 @_jit  # type: ignore[misc]
-def flow(taker: F64, quote: F64, volume: F64, log_close: F64,
+def flow(taker: FloatArray, quote: FloatArray, volume: FloatArray, log_close: FloatArray,
          window: int) -> tuple[float, float]:  # pragma: no cover - compiled
     """Over the last ``window`` bars: taker-buy share of the volume minus 0.5, and
     ``log(close / VWAP)``; both 0 without volume."""
@@ -140,13 +133,13 @@ def flow(taker: F64, quote: F64, volume: F64, log_close: F64,
 
 
 @_jit  # type: ignore[misc]
-def ma_distance(log_close: F64, close: F64, window: int) -> float:  # pragma: no cover - compiled
+def ma_distance(log_close: FloatArray, close: FloatArray, window: int) -> float:  # pragma: no cover - compiled
     """``log(close / SMA(close, window))``."""
     return float(log_close[-1] - math.log(window_mean(close, window)))
 
 
 @_jit  # type: ignore[misc]
-def rsi(returns: F64, window: int) -> float:  # pragma: no cover - compiled
+def rsi(returns: FloatArray, window: int) -> float:  # pragma: no cover - compiled
     """Cutler's RSI rescaled to [-1, 1]: ``(up - down) / (up + down)`` of one-bar log returns; 0 if flat."""
     n = len(returns)
     up = 0.0
@@ -172,7 +165,7 @@ def time_of_day(open_time: int) -> tuple[float, float]:  # pragma: no cover - co
 # ---- the state machine ----------------------------------------------------------------------
 
 @_jit  # type: ignore[misc]
-def section(spec: I64, k: int) -> I64:  # pragma: no cover - compiled
+def section(spec: IntArray, k: int) -> IntArray:  # pragma: no cover - compiled
     """The values of section ``k`` of the spec."""
     start = SP_SECTIONS + N_SECTIONS
     for j in range(k):
@@ -181,7 +174,7 @@ def section(spec: I64, k: int) -> I64:  # pragma: no cover - compiled
 
 
 @_jit  # type: ignore[misc]
-def valid_input(x: F64) -> bool:  # pragma: no cover - compiled
+def valid_input(x: FloatArray) -> bool:  # pragma: no cover - compiled
     """Finite fields, positive prices, non-negative sizes (context closes: NaN or positive)."""
     for i in range(IN_CONTEXT):
         if not math.isfinite(x[i]):
@@ -197,7 +190,7 @@ def valid_input(x: F64) -> bool:  # pragma: no cover - compiled
 
 
 @_jit  # type: ignore[misc]
-def push(ring: F64, state: I64, channel: int, value: float) -> None:  # pragma: no cover - compiled
+def push(ring: FloatArray, state: IntArray, channel: int, value: float) -> None:  # pragma: no cover - compiled
     """Write ``value`` as the newest slot of ``channel`` (both copies)."""
     warmup = ring.shape[1] // 2
     pos = state[ST_POS]
@@ -206,14 +199,14 @@ def push(ring: F64, state: I64, channel: int, value: float) -> None:  # pragma: 
 
 
 @_jit  # type: ignore[misc]
-def newest(ring: F64, state: I64, channel: int) -> float:  # pragma: no cover - compiled
+def newest(ring: FloatArray, state: IntArray, channel: int) -> float:  # pragma: no cover - compiled
     """The newest value written to ``channel`` (before this bar's push)."""
     warmup = ring.shape[1] // 2
     return float(ring[channel, state[ST_POS] + warmup - 1])
 
 
 @_jit  # type: ignore[misc]
-def push_bar(ring: F64, state: I64, x: F64) -> None:  # pragma: no cover - compiled
+def push_bar(ring: FloatArray, state: IntArray, x: FloatArray) -> None:  # pragma: no cover - compiled
     """Write one bar; an empty bar carries the previous close (returns 0, range 0, sizes 0)."""
     close, high, low = x[IN_CLOSE], x[IN_HIGH], x[IN_LOW]
     volume, quote, count, taker = x[IN_VOLUME], x[IN_QUOTE], x[IN_COUNT], x[IN_TAKER]
@@ -235,7 +228,7 @@ def push_bar(ring: F64, state: I64, x: F64) -> None:  # pragma: no cover - compi
 
 
 @_jit  # type: ignore[misc]
-def push_context(ring: F64, state: I64, x: F64) -> int:  # pragma: no cover - compiled
+def push_context(ring: FloatArray, state: IntArray, x: FloatArray) -> int:  # pragma: no cover - compiled
     """Write each context symbol's log close, carrying the last one when its bar is missing."""
     flags = 0
     for j in range(len(x) - IN_CONTEXT):
@@ -253,7 +246,7 @@ def push_context(ring: F64, state: I64, x: F64) -> int:  # pragma: no cover - co
 
 
 @_jit  # type: ignore[misc]
-def reset(state: I64) -> None:  # pragma: no cover - compiled
+def reset(state: IntArray) -> None:  # pragma: no cover - compiled
     """Forget the history: warm-up starts again."""
     state[ST_POS] = 0
     state[ST_FILLED] = 0
@@ -261,7 +254,7 @@ def reset(state: I64) -> None:  # pragma: no cover - compiled
 
 
 @_jit  # type: ignore[misc]
-def is_ready(state: I64, warmup: int) -> bool:  # pragma: no cover - compiled
+def is_ready(state: IntArray, warmup: int) -> bool:  # pragma: no cover - compiled
     """Every window full, for the bar and for each context symbol."""
     least = state[ST_FILLED]
     for i in range(ST_CONTEXT, len(state)):
@@ -270,7 +263,7 @@ def is_ready(state: I64, warmup: int) -> bool:  # pragma: no cover - compiled
 
 
 @_jit  # type: ignore[misc]
-def step(ring: F64, state: I64, spec: I64, x: F64, out: F64) -> int:  # pragma: no cover - compiled
+def step(ring: FloatArray, state: IntArray, spec: IntArray, x: FloatArray, out: FloatArray) -> int:  # pragma: no cover - compiled
     """Feed one bar (input row ``x``); fill ``out`` and return flags with ``READY`` once warm.
 
     A bar whose open time is not the previous one plus the interval resets the history first
@@ -296,7 +289,7 @@ def step(ring: F64, state: I64, spec: I64, x: F64, out: F64) -> int:  # pragma: 
 
 
 @_jit  # type: ignore[misc]
-def fill_features(ring: F64, pos: int, spec: I64, open_time: int, out: F64) -> None:  # pragma: no cover
+def fill_features(ring: FloatArray, pos: int, spec: IntArray, open_time: int, out: FloatArray) -> None:  # pragma: no cover
     """Evaluate every feature on the chronological windows, in the order of the feature names."""
     w = ring[:, pos:pos + spec[SP_WARMUP]]
     k = fill_price_features(w, spec, out, 0)
@@ -308,7 +301,7 @@ def fill_features(ring: F64, pos: int, spec: I64, open_time: int, out: F64) -> N
 
 
 @_jit  # type: ignore[misc]
-def fill_price_features(w: F64, spec: I64, out: F64, k: int) -> int:  # pragma: no cover - compiled
+def fill_price_features(w: FloatArray, spec: IntArray, out: FloatArray, k: int) -> int:  # pragma: no cover - compiled
     """Returns, volatility, range, moving-average distance and RSI."""
     for lag in section(spec, 0):
         out[k] = log_return(w[CH_LOG_CLOSE], lag)
@@ -329,7 +322,7 @@ def fill_price_features(w: F64, spec: I64, out: F64, k: int) -> int:  # pragma: 
 
 
 @_jit  # type: ignore[misc]
-def fill_flow_features(w: F64, spec: I64, out: F64, k: int) -> int:  # pragma: no cover - compiled
+def fill_flow_features(w: FloatArray, spec: IntArray, out: FloatArray, k: int) -> int:  # pragma: no cover - compiled
     """Volume and trade-count z-scores, taker-buy imbalance and VWAP distance."""
     for n in section(spec, 3):
         out[k] = zscore(w[CH_LOG_VOLUME], n)
@@ -342,7 +335,7 @@ def fill_flow_features(w: F64, spec: I64, out: F64, k: int) -> int:  # pragma: n
 
 
 @_jit  # type: ignore[misc]
-def fill_context_features(w: F64, spec: I64, out: F64, k: int) -> int:  # pragma: no cover - compiled
+def fill_context_features(w: FloatArray, spec: IntArray, out: FloatArray, k: int) -> int:  # pragma: no cover - compiled
     """Each context symbol's log returns over the context lags."""
     for j in range(spec[SP_N_CONTEXT]):
         for lag in section(spec, 7):
@@ -352,7 +345,7 @@ def fill_context_features(w: F64, spec: I64, out: F64, k: int) -> int:  # pragma
 
 
 @_jit  # type: ignore[misc]
-def run(ring: F64, state: I64, spec: I64, inputs: F64, out: F64, flags: I64) -> None:  # pragma: no cover
+def run(ring: FloatArray, state: IntArray, spec: IntArray, inputs: FloatArray, out: FloatArray, flags: IntArray) -> None:  # pragma: no cover
     """The offline path: :func:`step` over every input row, outputs and flags per row."""
     for i in range(inputs.shape[0]):
         flags[i] = step(ring, state, spec, inputs[i], out[i])

@@ -20,9 +20,8 @@ import numpy as np
 
 from dope.errors import UserError
 from dope.features import definitions
-from dope.features.definitions import I64, N_SECTIONS
-
-DAY_MS: Final = 86_400_000
+from dope.features.definitions import N_SECTIONS
+from dope.types import DAY_MS, IntArray
 
 
 class FeatureError(UserError, ValueError):
@@ -117,7 +116,7 @@ class FeatureSet:
         return digest.hexdigest()[:12]
 
     @cached_property
-    def spec(self) -> I64:
+    def spec(self) -> IntArray:
         """The parameters packed for the compiled step (see ``definitions.SP_*``)."""
         sections = self.params.sections()
         head = [self.params.interval_ms, self.warmup, int(self.params.time_of_day),

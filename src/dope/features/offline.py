@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 
 from dope.features import definitions as d
-from dope.features.definitions import F64, I64
 from dope.features.featureset import FeatureError, FeatureSet
+from dope.types import FloatArray, IntArray
 
 _INPUT_COLUMNS: Final = ("open_time", "high", "low", "close", "volume", "quote_volume", "count",
                          "taker_buy_volume", "empty")
@@ -26,7 +26,7 @@ class FeatureInputError(FeatureError):
     """Bars that features cannot be computed from (NaN/inf, non-positive price, unsorted times)."""
 
 
-def new_state(fs: FeatureSet) -> tuple[F64, I64]:
+def new_state(fs: FeatureSet) -> tuple[FloatArray, IntArray]:
     """A fresh ring (channels x 2*warmup) and integer state for one symbol."""
     channels = d.CH_CONTEXT + len(fs.context_symbols)
     ring = np.zeros((channels, 2 * fs.warmup), dtype=np.float64)
@@ -63,7 +63,7 @@ def check_bars(bars: pd.DataFrame, role: str = "bars") -> None:
 
 
 def _context_closes(bars: pd.DataFrame, fs: FeatureSet,
-                    context: Mapping[str, pd.DataFrame] | None) -> list[F64]:
+                    context: Mapping[str, pd.DataFrame] | None) -> list[FloatArray]:
     """Each context symbol's close at every bar's open time (NaN where it has no bar)."""
     closes = []
     for symbol in fs.context_symbols:
@@ -77,14 +77,14 @@ def _context_closes(bars: pd.DataFrame, fs: FeatureSet,
 
 
 def input_rows(bars: pd.DataFrame, fs: FeatureSet,
-               context: Mapping[str, pd.DataFrame] | None = None) -> F64:
+               context: Mapping[str, pd.DataFrame] | None = None) -> FloatArray:
     """Checked bars as the compiled step's input rows (``definitions.IN_*`` layout)."""
     check_bars(bars)
     columns = [bars[c].to_numpy(dtype=np.float64) for c in _INPUT_COLUMNS]
     return np.ascontiguousarray(np.column_stack(columns + _context_closes(bars, fs, context)))
 
 
-def run_features(inputs: F64, fs: FeatureSet) -> tuple[F64, I64]:
+def run_features(inputs: FloatArray, fs: FeatureSet) -> tuple[FloatArray, IntArray]:
     """Feature rows (NaN before warm-up) and step flags for every input row, from a fresh state."""
     ring, state = new_state(fs)
     out = np.full((len(inputs), len(fs.names)), np.nan)
@@ -129,7 +129,7 @@ def forward_log_return(bars: pd.DataFrame, horizon: int, interval_ms: int | None
 
 
 def training_matrix(bars: pd.DataFrame, fs: FeatureSet, horizon: int,
-                    context: Mapping[str, pd.DataFrame] | None = None) -> tuple[F64, F64, I64]:
+                    context: Mapping[str, pd.DataFrame] | None = None) -> tuple[FloatArray, FloatArray, IntArray]:
     """``(X, y, open_times)`` for the rows that have features and a known target, in time order."""
     inputs = input_rows(bars, fs, context)
     out, flags = run_features(inputs, fs)

@@ -50,9 +50,10 @@ import numpy as np
 import numpy.typing as npt
 from scipy.special import stdtr
 
+from dope.types import FloatArray
+
 Loss = Literal["squared", "absolute"]
 Deflation = Literal["bonferroni", "sidak", "none"]
-FloatArray = npt.NDArray[np.float64]
 MIN_BARS_FLOOR: Final = 100
 """The least ``min_bars`` a configuration may ask for (HAC variances and the normal limit need it)."""
 

@@ -16,14 +16,16 @@ from pathlib import Path
 from typing import Final
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
+from dope.bars.vectorized import TradeArrays
 from dope.errors import UserError
-from dope.market.synthetic_model import F64, hour_of_week
+from dope.market.synthetic_model import hour_of_week
 from dope.market.synthetic_params import SymbolParams, SyntheticParams
+from dope.store.files import read_klines, read_trades
+from dope.types import FloatArray
 
-KLINE_COLUMNS: Final = ["open_time", "open", "high", "low", "close", "volume", "close_time", "quote_volume",
-                        "count", "taker_buy_volume", "taker_buy_quote_volume", "ignore"]
 VOL_TAUS_S: Final = [1_800.0, 14_400.0, 129_600.0, 1_296_000.0]
 REFERENCE: Final = "BTCUSDT"
 _BAR_S: Final = 900.0
@@ -36,46 +38,31 @@ class CalibrationError(UserError, ValueError):
     """The real data needed for a fit is missing or unusable."""
 
 
-def read_klines(path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """A Binance kline CSV as numbers, and its price/volume columns as the original strings."""
-    text = pd.read_csv(path, dtype=str)
-    if list(text.columns) != KLINE_COLUMNS:
-        raise CalibrationError(f"{path}: expected kline columns {KLINE_COLUMNS}, got {list(text.columns)}")
-    numbers = text.apply(pd.to_numeric, errors="coerce")
-    if numbers[["open", "high", "low", "close"]].isna().any().any():
-        raise CalibrationError(f"{path}: non-numeric or missing prices")
-    return numbers, text
+def grid_of(values: npt.ArrayLike) -> float:
+    """The finest decimal step of numbers read from decimal strings (61837.63 -> 0.01).
+
+    A float's shortest round-trip form has the digits of the string it was parsed from (up to 15
+    significant digits, far more than Binance's), so the decimals are counted on that.
+    """
+    decimals = [len(np.format_float_positional(v, unique=True, trim="-").partition(".")[2])
+                for v in np.unique(np.asarray(values, dtype=np.float64))]
+    return float(10.0 ** -max(decimals))
 
 
-def read_trades(path: Path) -> pd.DataFrame:
-    """A spot trade CSV (``id,price,qty,quote_qty,time,is_buyer_maker,is_best_match``)."""
-    frame = pd.read_csv(path)
-    missing = {"price", "qty", "time", "is_buyer_maker"} - set(frame.columns)
-    if missing:
-        raise CalibrationError(f"{path}: missing trade columns {sorted(missing)}")
-    return frame
-
-
-def grid_of(strings: pd.Series) -> float:
-    """The finest decimal step used by decimal strings (``"61837.63000000"`` -> 0.01)."""
-    stripped = strings.str.rstrip("0").str.split(".").str[1].fillna("")
-    return float(10.0 ** -int(stripped.str.len().max()))
-
-
-def log_range(klines: pd.DataFrame) -> F64:
+def log_range(klines: pd.DataFrame) -> FloatArray:
     """log(high / low) per bar, NaN where the range is zero (halted market)."""
     ratio = (klines["high"] / klines["low"]).to_numpy(dtype=np.float64)
     return np.where(ratio > 1.0, np.log(np.where(ratio > 1.0, ratio, 2.0)), np.nan)
 
 
-def seasonal_profile(values: F64, how: np.ndarray) -> F64:
+def seasonal_profile(values: FloatArray, how: np.ndarray) -> FloatArray:
     """Mean of ``values`` per hour of the week over its overall mean (168 multipliers)."""
     frame = pd.DataFrame({"v": values, "h": how}).dropna()
     means = frame.groupby("h")["v"].mean().reindex(range(168)).fillna(frame["v"].mean())
     return (means / frame["v"].mean()).to_numpy(dtype=np.float64)
 
 
-def autocovariance(values: F64, max_lag: int) -> F64:
+def autocovariance(values: FloatArray, max_lag: int) -> FloatArray:
     """Autocovariance at lags 0..max_lag of a series with NaNs (pairs with a NaN are skipped)."""
     x = values - np.nanmean(values)
     ok = ~np.isnan(x)
@@ -86,7 +73,7 @@ def autocovariance(values: F64, max_lag: int) -> F64:
     return np.asarray(sums / np.maximum(np.round(pairs), 1.0), dtype=np.float64)
 
 
-def nonnegative_lstsq(basis: F64, target: F64) -> F64:
+def nonnegative_lstsq(basis: FloatArray, target: FloatArray) -> FloatArray:
     """Least squares with all coefficients >= 0 (active set: drop the most negative, refit)."""
     active = list(range(basis.shape[1]))
     coef = np.zeros(basis.shape[1])
@@ -99,7 +86,7 @@ def nonnegative_lstsq(basis: F64, target: F64) -> F64:
     return coef
 
 
-def fit_log_vol(log_vol: F64, taus: list[float] = VOL_TAUS_S) -> F64:
+def fit_log_vol(log_vol: FloatArray, taus: list[float] = VOL_TAUS_S) -> FloatArray:
     """Variances of AR(1) log-volatility components with time constants ``taus`` (seconds), from
     the autocovariance at lags >= 1 of a noisy log-volatility proxy sampled every 15 minutes."""
     acov = autocovariance(log_vol, _MAX_LAG)[1:]
@@ -108,7 +95,7 @@ def fit_log_vol(log_vol: F64, taus: list[float] = VOL_TAUS_S) -> F64:
     return nonnegative_lstsq(basis, acov)
 
 
-def fit_dof(standardized: F64) -> float:
+def fit_dof(standardized: FloatArray) -> float:
     """Maximum-likelihood degrees of freedom of a unit-variance Student-t."""
     e = standardized[np.isfinite(standardized)]
     e = e / e.std()
@@ -122,7 +109,7 @@ def fit_dof(standardized: F64) -> float:
     return best
 
 
-def standardized_returns(klines: pd.DataFrame) -> F64:
+def standardized_returns(klines: pd.DataFrame) -> FloatArray:
     """15m log returns over a local volatility (Parkinson, 8 neighbouring bars, the bar itself left out)."""
     ret = np.log(klines["close"]).diff().to_numpy(dtype=np.float64)
     park = pd.Series(log_range(klines) ** 2 / (4.0 * math.log(2.0)))
@@ -130,25 +117,25 @@ def standardized_returns(klines: pd.DataFrame) -> F64:
     return np.asarray(ret / np.sqrt(around.to_numpy()), dtype=np.float64)
 
 
-def logit(p: F64) -> F64:
+def logit(p: FloatArray) -> FloatArray:
     """log(p / (1 - p))."""
     return np.asarray(np.log(p / (1.0 - p)), dtype=np.float64)
 
 
-def slope(x: F64, y: F64) -> float:
+def slope(x: FloatArray, y: FloatArray) -> float:
     """Least-squares slope of y on x (NaN pairs skipped)."""
     ok = np.isfinite(x) & np.isfinite(y)
     return float(np.polyfit(x[ok], y[ok], 1)[0])
 
 
-def ar_time_constant(series: F64, lag_s: float, lo: float, hi: float) -> float:
+def ar_time_constant(series: FloatArray, lag_s: float, lo: float, hi: float) -> float:
     """Time constant (s) of an AR(1) from its lag-1 autocorrelation, clipped to [lo, hi]."""
     acov = autocovariance(series, 1)
     rho = acov[1] / acov[0]
     return float(np.clip(-lag_s / math.log(rho), lo, hi)) if 0.0 < rho < 1.0 else lo
 
 
-def fit_klines(klines: pd.DataFrame, text: pd.DataFrame) -> dict[str, float | list[float]]:
+def fit_klines(klines: pd.DataFrame) -> dict[str, float | list[float]]:
     """The fields of :class:`SymbolParams` that 15m klines determine."""
     how = hour_of_week(klines["open_time"].to_numpy(dtype=np.int64))
     ret = np.log(klines["close"]).diff().to_numpy(dtype=np.float64)
@@ -159,8 +146,8 @@ def fit_klines(klines: pd.DataFrame, text: pd.DataFrame) -> dict[str, float | li
     count_season = seasonal_profile(count, how)
     log_count = np.log(np.where(count > 0, count, np.nan)) - np.log(count_season[how])
     return {
-        "tick_size": grid_of(pd.concat([text[c] for c in ("open", "high", "low", "close")])),
-        "step_size": grid_of(text["volume"]), "start_price": float(klines["close"].iloc[-1]),
+        "tick_size": grid_of(klines[["open", "high", "low", "close"]].to_numpy()),
+        "step_size": grid_of(klines["volume"]), "start_price": float(klines["close"].iloc[-1]),
         "sigma_10s": float(np.nanstd(ret) * math.sqrt(10.0 / _BAR_S)),
         "tail_dof": fit_dof(standardized_returns(klines)),
         "vol_taus_s": list(VOL_TAUS_S), "vol_vars": fit_log_vol(log_vol).tolist(),
@@ -201,9 +188,9 @@ def averaged_variance_ratio(tau: float, window: float) -> float:
     return 2.0 / x * (1.0 - (1.0 - math.exp(-x)) / x)
 
 
-def fit_trades(trades: pd.DataFrame) -> dict[str, float]:
+def fit_trades(trades: TradeArrays) -> dict[str, float]:
     """Burst variance/time constant of the 10 s trade counts and the spread of log trade sizes."""
-    window = trades["time"].to_numpy(dtype=np.int64) // 10_000
+    window = trades.time // 10_000
     counts = np.bincount(window - window.min()).astype(np.float64)[1:-1]
     mean = counts.mean()
     fano = counts.var() / mean
@@ -213,7 +200,7 @@ def fit_trades(trades: pd.DataFrame) -> dict[str, float]:
     rho = math.log1p(rho_counts * math.expm1(burst_var)) / burst_var if burst_var > 0 else 0.5
     return {
         "burst_var": burst_var, "burst_tau_s": float(np.clip(-10.0 / math.log(min(rho, 0.99)), 2.0, 600.0)),
-        "size_log_sd": float(np.log(trades["qty"].to_numpy(dtype=np.float64)).std()),
+        "size_log_sd": float(np.log(trades.qty).std()),
     }
 
 
@@ -231,7 +218,7 @@ def calibrate(data_dir: Path) -> SyntheticParams:
     files = sorted((data_dir / "klines" / "15m").glob("*-15m-*.csv.gz"))
     if not files:
         raise CalibrationError(f"no 15m kline files (*-15m-*.csv.gz) under {data_dir / 'klines' / '15m'}")
-    klines = {f.name.split("-")[0]: read_klines(f) for f in files}
+    klines = {f.name.split("-")[0]: read_klines(f).frame for f in files}
     if REFERENCE not in klines:
         raise CalibrationError(f"the reference symbol {REFERENCE} has no 15m klines in {data_dir}")
     trade_fits = {s: fit_trades(read_trades(f)) for s in klines
@@ -240,9 +227,9 @@ def calibrate(data_dir: Path) -> SyntheticParams:
     return SyntheticParams(symbols=symbols, source=str(data_dir.name), scaling_rule=SCALING_RULE)
 
 
-def _symbol_params(symbol: str, klines: dict[str, tuple[pd.DataFrame, pd.DataFrame]],
+def _symbol_params(symbol: str, klines: dict[str, pd.DataFrame],
                    trade_fits: dict[str, dict[str, float]]) -> SymbolParams:
-    fields: dict[str, object] = {**fit_klines(*klines[symbol]), **trade_fits.get(symbol, trade_fits[REFERENCE])}
+    fields: dict[str, object] = {**fit_klines(klines[symbol]), **trade_fits.get(symbol, trade_fits[REFERENCE])}
     if symbol != REFERENCE:
-        fields.update(leader=REFERENCE, leader_corr=leader_corr(klines[symbol][0], klines[REFERENCE][0]))
+        fields.update(leader=REFERENCE, leader_corr=leader_corr(klines[symbol], klines[REFERENCE]))
     return SymbolParams(**fields)  # type: ignore[arg-type]

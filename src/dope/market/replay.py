@@ -24,8 +24,9 @@ from dope.config import ReplayConfig
 from dope.errors import UserError
 from dope.market.base import UnknownSymbolError
 from dope.messages import Bar, Trade
-from dope.store.bars import DAY_MS, BarStore
+from dope.store.bars import BarStore
 from dope.store.files import BadRows, FileInfo, ReadStats, detect_file, iter_trades, take_trades
+from dope.types import DAY_MS
 
 REPLAY_CHUNK_ROWS: Final = 100_000
 

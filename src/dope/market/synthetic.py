@@ -21,9 +21,10 @@ from dope.bars.resample import resample_bars
 from dope.bars.schema import BAR_DTYPES
 from dope.config import SyntheticConfig, SyntheticRegime
 from dope.errors import UserError
-from dope.market.synthetic_model import BARS, F64, I64, STEP_MS, Steps, stream
+from dope.market.synthetic_model import BARS, STEP_MS, Steps, stream
 from dope.market.synthetic_params import SymbolParams, SyntheticParams, load_params
 from dope.market.synthetic_trades import SyntheticSource, model_for, on_grid
+from dope.types import FloatArray, IntArray
 
 __all__ = ["SyntheticSource", "configured_bars", "generate_bars", "step_ms_for"]
 
@@ -101,14 +102,14 @@ def step_bars(symbol: str, steps: Steps, p: SymbolParams, rng: np.random.Generat
     return _frame(symbol, steps, step_ms, (open_, high, low, close, vwap), volume, buy_vol)
 
 
-def _carry(close: F64, traded: np.ndarray, initial: float) -> F64:
+def _carry(close: FloatArray, traded: np.ndarray, initial: float) -> FloatArray:
     """Each step's last traded price: its own close if it traded, else the one before."""
     index = np.where(traded, np.arange(len(close)), -1)
     last = np.maximum.accumulate(index)
     return np.where(last >= 0, close[np.maximum(last, 0)], initial)
 
 
-def _extremes(steps: Steps, rng: np.random.Generator, tick: float) -> tuple[F64, F64]:
+def _extremes(steps: Steps, rng: np.random.Generator, tick: float) -> tuple[FloatArray, FloatArray]:
     """Max and min of a Brownian bridge from ``x_start`` to ``x_end`` with variance ``sigma**2``."""
     u = rng.random((2, len(steps)))
     move = steps.x_end - steps.x_start
@@ -119,7 +120,7 @@ def _extremes(steps: Steps, rng: np.random.Generator, tick: float) -> tuple[F64,
     return on_grid(np.exp(up), tick), on_grid(np.exp(down), tick)
 
 
-def _sum_sizes(count: I64, p: SymbolParams, rng: np.random.Generator) -> F64:
+def _sum_sizes(count: IntArray, p: SymbolParams, rng: np.random.Generator) -> FloatArray:
     """Sum of ``count`` log-normal trade sizes, as one log-normal of the same mean and variance
     (Fenton-Wilkinson), on the quantity step and at least one step per trade."""
     n = np.maximum(count, 1).astype(np.float64)
@@ -129,8 +130,8 @@ def _sum_sizes(count: I64, p: SymbolParams, rng: np.random.Generator) -> F64:
     return np.where(count > 0, on_grid(steps * p.step_size, p.step_size, floor_one=False), 0.0)
 
 
-def _frame(symbol: str, steps: Steps, step_ms: int, prices: tuple[F64, ...], volume: F64,
-           buy_vol: F64) -> pd.DataFrame:
+def _frame(symbol: str, steps: Steps, step_ms: int, prices: tuple[FloatArray, ...], volume: FloatArray,
+           buy_vol: FloatArray) -> pd.DataFrame:
     open_, high, low, close, vwap = prices
     empty = steps.count == 0
     first_id = np.cumsum(steps.count) - steps.count + 1

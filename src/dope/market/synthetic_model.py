@@ -32,17 +32,12 @@ from dataclasses import dataclass
 
 import numba
 import numpy as np
-import numpy.typing as npt
 
 from dope.config import SyntheticRegime, regime_starts
 from dope.market.synthetic_params import SymbolParams
-
-I64 = npt.NDArray[np.int64]
-F64 = npt.NDArray[np.float64]
+from dope.types import DAY_MS, HOUR_MS, FloatArray, IntArray
 
 STEP_MS = 10_000
-DAY_MS = 86_400_000
-HOUR_MS = 3_600_000
 _MONDAY_OFFSET_H = 72  # 1970-01-01 was a Thursday
 LATENT, TRADES, BARS, INIT = 0, 1, 2, 3
 
@@ -57,7 +52,7 @@ def stream(seed: int, symbol: str, kind: int, *index: int) -> np.random.Generato
     return np.random.default_rng(np.random.SeedSequence([seed, symbol_key(symbol), kind, *index]))
 
 
-def hour_of_week(time_ms: I64) -> I64:
+def hour_of_week(time_ms: IntArray) -> IntArray:
     """Hour of the week (0 = Monday 00:00 UTC) of epoch-millisecond times."""
     return (time_ms // HOUR_MS + _MONDAY_OFFSET_H) % 168
 
@@ -66,12 +61,12 @@ def hour_of_week(time_ms: I64) -> I64:
 class Steps:
     """The latent path of one symbol on its step grid (``x`` = log price)."""
 
-    open_time: I64
-    sigma: F64
-    x_start: F64
-    x_end: F64
-    count: I64
-    buys: I64
+    open_time: IntArray
+    sigma: FloatArray
+    x_start: FloatArray
+    x_end: FloatArray
+    count: IntArray
+    buys: IntArray
 
     def __len__(self) -> int:
         return len(self.open_time)
@@ -87,7 +82,7 @@ class Steps:
 class State:
     """What carries from one step to the next: the AR(1) states, the log price and the last return's noise."""
 
-    h: F64
+    h: FloatArray
     burst: float
     imbalance: float
     x: float
@@ -95,8 +90,8 @@ class State:
 
 
 @numba.njit(cache=True, nogil=True)  # type: ignore[misc]
-def _recurse(z: F64, eps: F64, phi: F64, sd: F64, sig_season: F64, cnt_season: F64, prm: F64, regime: F64,
-             h: F64, ab: F64, sigma: F64, x_end: F64, lam: F64, prob: F64) -> None:  # pragma: no cover
+def _recurse(z: FloatArray, eps: FloatArray, phi: FloatArray, sd: FloatArray, sig_season: FloatArray, cnt_season: FloatArray, prm: FloatArray, regime: FloatArray,
+             h: FloatArray, ab: FloatArray, sigma: FloatArray, x_end: FloatArray, lam: FloatArray, prob: FloatArray) -> None:  # pragma: no cover
     """Run the AR(1) states through the steps; ``prm`` = sigma_base, rate*dt, gamma, phi_a, sd_a,
     phi_b, sd_b, logit p, kappa, count norm, x; ``regime[k]`` = vol and rate multipliers, drift, return
     AR coefficient of step k; ``ab`` = burst, imbalance, return noise (updated in place)."""
@@ -140,11 +135,11 @@ class SymbolModel:
         self._cnt_season = np.asarray(params.count_season, dtype=np.float64)
         self._regime_starts, self._regime_table = self._regimes(regimes)
 
-    def _ar(self, taus: list[float], variances: list[float]) -> tuple[F64, F64]:
+    def _ar(self, taus: list[float], variances: list[float]) -> tuple[FloatArray, FloatArray]:
         phi = np.exp(-self._dt / np.asarray(taus, dtype=np.float64))
         return phi, np.sqrt(np.asarray(variances, dtype=np.float64) * (1.0 - phi**2))
 
-    def _regimes(self, regimes: Sequence[SyntheticRegime]) -> tuple[I64, F64]:
+    def _regimes(self, regimes: Sequence[SyntheticRegime]) -> tuple[IntArray, FloatArray]:
         """Regime start times, and one row per regime (the calibrated market first): vol and rate
         multipliers, drift per step, return AR coefficient."""
         starts = np.array(regime_starts(regimes), dtype=np.int64)
@@ -153,11 +148,11 @@ class SymbolModel:
                                           for r in regimes]
         return starts, np.array(rows, dtype=np.float64)
 
-    def _regime_rows(self, open_time: I64) -> F64:
+    def _regime_rows(self, open_time: IntArray) -> FloatArray:
         """The regime row of each step (see :meth:`_regimes`)."""
         return self._regime_table[np.searchsorted(self._regime_starts, open_time, side="right")]
 
-    def _constants(self, p: SymbolParams, rate_scale: float) -> F64:
+    def _constants(self, p: SymbolParams, rate_scale: float) -> FloatArray:
         phi_a, sd_a = self._ar([p.burst_tau_s], [p.burst_var])
         phi_b, sd_b = self._ar([p.imbalance_tau_s], [p.imbalance_var])
         total_var = float(np.sum(p.vol_vars))
@@ -189,7 +184,7 @@ class SymbolModel:
         buys = rng.binomial(count, prob)
         return self._steps(open_time, sigma, x_end, count, buys, state)
 
-    def _innovations(self, rng: np.random.Generator, day: int, n_day: int) -> F64:
+    def _innovations(self, rng: np.random.Generator, day: int, n_day: int) -> FloatArray:
         own = _unit_t(rng, self.params.tail_dof, n_day)
         if self.leader is None:
             return own
@@ -197,7 +192,7 @@ class SymbolModel:
         rho = self.params.leader_corr
         return rho * _unit_t(lead_rng, self.leader.tail_dof, n_day) + math.sqrt(1.0 - rho * rho) * own
 
-    def _run(self, z: F64, eps: F64, open_time: I64, state: State) -> tuple[F64, F64, F64, F64]:
+    def _run(self, z: FloatArray, eps: FloatArray, open_time: IntArray, state: State) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
         how = hour_of_week(open_time)
         n = len(z)
         sigma, x_end, lam, prob = (np.empty(n) for _ in range(4))
@@ -210,7 +205,7 @@ class SymbolModel:
         return sigma, x_end, lam, prob
 
     @staticmethod
-    def _steps(open_time: I64, sigma: F64, x_end: F64, count: I64, buys: I64, state: State) -> Steps:
+    def _steps(open_time: IntArray, sigma: FloatArray, x_end: FloatArray, count: IntArray, buys: IntArray, state: State) -> Steps:
         x_start = np.empty_like(x_end)
         x_start[0] = state.x
         x_start[1:] = x_end[:-1]
@@ -227,6 +222,6 @@ class SymbolModel:
         return Steps.concat(parts)
 
 
-def _unit_t(rng: np.random.Generator, dof: float, n: int) -> F64:
+def _unit_t(rng: np.random.Generator, dof: float, n: int) -> FloatArray:
     """Student-t draws scaled to unit variance."""
     return rng.standard_t(dof, n) * math.sqrt((dof - 2.0) / dof)

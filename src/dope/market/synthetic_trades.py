@@ -19,23 +19,14 @@ from dope.bars.vectorized import TradeArrays
 from dope.clock import Clock, ScaledClock
 from dope.config import SyntheticConfig, SyntheticRegime
 from dope.errors import UserError
-from dope.market.synthetic_model import (
-    DAY_MS,
-    F64,
-    HOUR_MS,
-    STEP_MS,
-    TRADES,
-    State,
-    Steps,
-    SymbolModel,
-    stream,
-)
+from dope.market.synthetic_model import STEP_MS, TRADES, State, Steps, SymbolModel, stream
 from dope.market.synthetic_params import SymbolParams, SyntheticParams, load_params
 from dope.messages import Trade
 from dope.timeparse import parse_duration, parse_time
+from dope.types import DAY_MS, HOUR_MS, FloatArray
 
 
-def on_grid(values: F64, grid: float, *, floor_one: bool = True) -> F64:
+def on_grid(values: FloatArray, grid: float, *, floor_one: bool = True) -> FloatArray:
     """``values`` rounded to the nearest multiple of ``grid`` (at least one grid step if ``floor_one``)."""
     units = np.round(values / grid)
     if floor_one:
@@ -71,7 +62,7 @@ def step_trades(steps: Steps, p: SymbolParams, rng: np.random.Generator, first_i
     return TradeArrays.raw(time, ids, price, qty, ~buyer)
 
 
-def _bridge(steps: Steps, group: np.ndarray, frac: F64, rng: np.random.Generator) -> F64:
+def _bridge(steps: Steps, group: np.ndarray, frac: FloatArray, rng: np.random.Generator) -> FloatArray:
     """Log prices at the trade times: Brownian paths pinned to each step's close at its last trade."""
     if len(group) == 0:
         return np.empty(0)

@@ -7,7 +7,6 @@ Importing this package is cheap: each kind's module (TensorFlow for the LSTM) lo
 from dope.models.base import (
     MODEL_KINDS,
     BaseModel,
-    FloatArray,
     Model,
     ModelError,
     load_model,
@@ -15,5 +14,5 @@ from dope.models.base import (
     model_class,
 )
 
-__all__ = ["MODEL_KINDS", "BaseModel", "FloatArray", "Model", "ModelError", "load_model", "make_model",
+__all__ = ["MODEL_KINDS", "BaseModel", "Model", "ModelError", "load_model", "make_model",
            "model_class"]

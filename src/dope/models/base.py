@@ -29,7 +29,8 @@ from typing import Any, ClassVar, Generic, Protocol, Self, TypeVar, runtime_chec
 import numpy as np
 import numpy.typing as npt
 
-FloatArray = npt.NDArray[np.float64]
+from dope.types import FloatArray
+
 P = TypeVar("P")
 MODEL_FILE = "model.json"
 FORMAT_VERSION = 1

@@ -21,7 +21,8 @@ from sklearn.linear_model import Ridge
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from dope.models.base import BaseModel, FloatArray, ModelError, skops_dump, skops_load
+from dope.models.base import BaseModel, ModelError, skops_dump, skops_load
+from dope.types import FloatArray
 
 STATE_FILE = "state.json"
 RIDGE_FILE = "ridge.skops"

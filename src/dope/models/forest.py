@@ -15,8 +15,9 @@ from pathlib import Path
 
 from sklearn.ensemble import RandomForestRegressor
 
-from dope.models.base import BaseModel, FloatArray, ModelError, skops_dump, skops_load
+from dope.models.base import BaseModel, ModelError, skops_dump, skops_load
 from dope.models.forest_fast import FlatTrees, from_sklearn, sklearn_input
+from dope.types import FloatArray
 
 FOREST_FILE = "forest.skops"
 TRUSTED_TYPES = ("sklearn.tree._tree.Tree",)  # beyond skops' own trusted scikit-learn/numpy types

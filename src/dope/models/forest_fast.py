@@ -23,8 +23,8 @@ import numba
 import numpy as np
 import numpy.typing as npt
 
-F64 = npt.NDArray[np.float64]
-I64 = npt.NDArray[np.int64]
+from dope.types import FloatArray, IntArray
+
 I8 = npt.NDArray[np.int8]
 LEAF = -1
 MISSING_NONE, MISSING_ZERO, MISSING_NAN = 0, 1, 2
@@ -35,12 +35,12 @@ ZERO_THRESHOLD = float(np.float32(1e-35))  # LightGBM's kZeroThreshold (a float 
 class FlatTrees:
     """Every node of every tree, tree after tree; ``roots[t]`` is tree ``t``'s first node."""
 
-    roots: I64
-    left: I64  # child index, LEAF (-1) at a leaf
-    right: I64
-    feature: I64
-    threshold: F64
-    value: F64  # leaf value (unused at split nodes)
+    roots: IntArray
+    left: IntArray  # child index, LEAF (-1) at a leaf
+    right: IntArray
+    feature: IntArray
+    threshold: FloatArray
+    value: FloatArray  # leaf value (unused at split nodes)
     missing: I8
     default_left: I8
 
@@ -48,17 +48,17 @@ class FlatTrees:
     def n_trees(self) -> int:
         return int(self.roots.size)
 
-    def leaf_sum_one(self, x: F64) -> float:
+    def leaf_sum_one(self, x: FloatArray) -> float:
         """Sum over trees of the leaf ``x`` (one row, float64, contiguous) falls in."""
         return float(_leaf_sum(x, *self._arrays()))
 
-    def leaf_sum_many(self, X: F64) -> F64:
+    def leaf_sum_many(self, X: FloatArray) -> FloatArray:
         """:meth:`leaf_sum_one` of every row of ``X``."""
         out = np.empty(X.shape[0], dtype=np.float64)
         _leaf_sum_rows(np.ascontiguousarray(X), out, *self._arrays())
         return out
 
-    def _arrays(self) -> tuple[I64, I64, I64, I64, F64, F64, I8, I8]:
+    def _arrays(self) -> tuple[IntArray, IntArray, IntArray, IntArray, FloatArray, FloatArray, I8, I8]:
         return (self.roots, self.left, self.right, self.feature, self.threshold, self.value,
                 self.missing, self.default_left)
 
@@ -94,7 +94,7 @@ def from_sklearn(estimators: Sequence[Any]) -> FlatTrees:
     return concat_trees(trees)
 
 
-def sklearn_input(X: F64) -> F64:
+def sklearn_input(X: FloatArray) -> FloatArray:
     """``X`` as scikit-learn's trees see it: rounded to float32 (then widened back, exactly)."""
     return np.ascontiguousarray(X, dtype=np.float32).astype(np.float64)
 
@@ -110,7 +110,7 @@ def _goes_left(v: float, threshold: float, missing: int, default_left: int) -> b
 
 
 @numba.njit(cache=True, nogil=True)  # type: ignore[misc]
-def _leaf_sum(x: F64, roots: I64, left: I64, right: I64, feature: I64, threshold: F64, value: F64,
+def _leaf_sum(x: FloatArray, roots: IntArray, left: IntArray, right: IntArray, feature: IntArray, threshold: FloatArray, value: FloatArray,
               missing: I8, default_left: I8) -> float:  # pragma: no cover - compiled
     total = 0.0
     for t in range(roots.size):
@@ -125,7 +125,7 @@ def _leaf_sum(x: F64, roots: I64, left: I64, right: I64, feature: I64, threshold
 
 
 @numba.njit(cache=True, nogil=True)  # type: ignore[misc]
-def _leaf_sum_rows(X: F64, out: F64, roots: I64, left: I64, right: I64, feature: I64, threshold: F64,
-                   value: F64, missing: I8, default_left: I8) -> None:  # pragma: no cover - compiled
+def _leaf_sum_rows(X: FloatArray, out: FloatArray, roots: IntArray, left: IntArray, right: IntArray, feature: IntArray, threshold: FloatArray,
+                   value: FloatArray, missing: I8, default_left: I8) -> None:  # pragma: no cover - compiled
     for i in range(X.shape[0]):
         out[i] = _leaf_sum(X[i], roots, left, right, feature, threshold, value, missing, default_left)

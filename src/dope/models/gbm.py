@@ -18,7 +18,7 @@ import lightgbm as lgb
 import numpy as np
 import numpy.typing as npt
 
-from dope.models.base import BaseModel, FloatArray, ModelError
+from dope.models.base import BaseModel, ModelError
 from dope.models.forest_fast import (
     LEAF,
     MISSING_NAN,
@@ -28,6 +28,7 @@ from dope.models.forest_fast import (
     FlatTrees,
     concat_trees,
 )
+from dope.types import FloatArray
 
 BOOSTER_FILE = "booster.txt"
 RAW_OBJECTIVES = ("regression", "regression_l1", "huber", "fair", "quantile")  # identity output transform

@@ -27,8 +27,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from dope.models.base import BaseModel, FloatArray, ModelError
+from dope.models.base import BaseModel, ModelError
 from dope.models.lstm_fast import LstmWeights
+from dope.types import FloatArray
 
 KERAS_FILE = "lstm.keras"
 SCALER_FILE = "scaler.json"

@@ -19,34 +19,34 @@ import numba
 import numpy as np
 import numpy.typing as npt
 
-F64 = npt.NDArray[np.float64]
+from dope.types import FloatArray
 
 
 @dataclass(frozen=True)
 class LstmWeights:
     """``kernel`` (f, 4u), ``recurrent`` (u, 4u), ``bias`` (4u), ``dense`` (u,), ``dense_bias``."""
 
-    kernel: F64
-    recurrent: F64
-    bias: F64
-    dense: F64
+    kernel: FloatArray
+    recurrent: FloatArray
+    bias: FloatArray
+    dense: FloatArray
     dense_bias: float
 
     @classmethod
     def from_arrays(cls, kernel: npt.ArrayLike, recurrent: npt.ArrayLike, bias: npt.ArrayLike,
                     dense: npt.ArrayLike, dense_bias: npt.ArrayLike) -> LstmWeights:
         """From Keras' weight arrays (``lstm.get_weights()`` then ``dense.get_weights()``)."""
-        def as64(a: npt.ArrayLike) -> F64:
+        def as64(a: npt.ArrayLike) -> FloatArray:
             return np.ascontiguousarray(a, dtype=np.float64)
         return cls(as64(kernel), as64(recurrent), as64(bias), as64(dense).reshape(-1),
                    float(np.asarray(dense_bias, dtype=np.float64).reshape(-1)[0]))
 
-    def run_one(self, window: F64) -> float:
+    def run_one(self, window: FloatArray) -> float:
         """Network output for one window ``(L, f)`` (inputs already scaled)."""
         proj = _project(np.ascontiguousarray(window), self.kernel, self.bias)
         return float(_run(proj, 0, window.shape[0], self.recurrent, self.dense, self.dense_bias))
 
-    def run_many(self, X: F64, lookback: int) -> F64:
+    def run_many(self, X: FloatArray, lookback: int) -> FloatArray:
         """Output for the window ending at every row of ``X`` (NaN for the first ``lookback - 1``)."""
         proj = _project(np.ascontiguousarray(X), self.kernel, self.bias)
         out = np.full(X.shape[0], np.nan)
@@ -55,7 +55,7 @@ class LstmWeights:
 
 
 @numba.njit(cache=True, nogil=True)  # type: ignore[misc]
-def _project(X: F64, kernel: F64, bias: F64) -> F64:  # pragma: no cover - compiled
+def _project(X: FloatArray, kernel: FloatArray, bias: FloatArray) -> FloatArray:  # pragma: no cover - compiled
     n, f = X.shape
     out = np.empty((n, kernel.shape[1]))
     for i in range(n):
@@ -73,7 +73,7 @@ def _sigmoid(v: float) -> float:  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True)  # type: ignore[misc]
-def _run(proj: F64, start: int, steps: int, recurrent: F64, dense: F64,
+def _run(proj: FloatArray, start: int, steps: int, recurrent: FloatArray, dense: FloatArray,
          dense_bias: float) -> float:  # pragma: no cover - compiled
     units = recurrent.shape[0]
     h = np.zeros(units)
@@ -95,7 +95,7 @@ def _run(proj: F64, start: int, steps: int, recurrent: F64, dense: F64,
 
 
 @numba.njit(cache=True, nogil=True)  # type: ignore[misc]
-def _run_rows(proj: F64, lookback: int, recurrent: F64, dense: F64, dense_bias: float,
-              out: F64) -> None:  # pragma: no cover - compiled
+def _run_rows(proj: FloatArray, lookback: int, recurrent: FloatArray, dense: FloatArray, dense_bias: float,
+              out: FloatArray) -> None:  # pragma: no cover - compiled
     for i in range(lookback - 1, proj.shape[0]):
         out[i] = _run(proj, i - lookback + 1, lookback, recurrent, dense, dense_bias)

@@ -21,7 +21,8 @@ from bokeh.palettes import Category10_10, Viridis256
 from bokeh.plotting import figure
 from bokeh.transform import linear_cmap
 
-FloatArray = npt.NDArray[np.float64]
+from dope.types import FloatArray
+
 WIDTH = 900
 
 

@@ -23,17 +23,16 @@ from pathlib import Path
 from typing import Any, Final
 
 import numpy as np
-import numpy.typing as npt
 
 from dope.fileio import atomic_write_json
 from dope.messages import Scorecard
+from dope.types import FloatArray
 
 log = logging.getLogger("dope.rendezvous")
 
 STATE_FORMAT: Final = "dope-scorecards"
 STATE_VERSION: Final = 1
 MIN_PAIRS: Final = 3
-FloatArray = npt.NDArray[np.float64]
 
 
 class Ring:

@@ -41,8 +41,8 @@ from dope.bars.interval import check_interval_ms, format_interval, parse_interva
 from dope.bars.schema import BAR_COLUMNS, BAR_DTYPES, empty_bar_frame
 from dope.errors import UserError
 from dope.fileio import atomic_write, exclusive_lock
+from dope.types import DAY_MS
 
-DAY_MS: Final = 86_400_000
 FILE_NAME: Final = "bars.parquet"
 COMPRESSION: Final = "snappy"
 _MIN_TIME: Final = -(2**63)

@@ -18,8 +18,8 @@ import msgspec
 
 from dope.trading.accounting import fill_price
 from dope.trading.config import RiskConfig
+from dope.types import DAY_MS
 
-DAY_MS = 86_400_000
 HALT_PREFIX = "exchange halt: "
 
 

@@ -15,21 +15,21 @@ from dope.training.metrics import (
     spearman_ic,
 )
 from dope.training.walkforward import (
-    Fold,
     Forecaster,
+    ForecastFold,
     WalkForwardConfig,
-    WalkForwardResult,
+    WalkForwardForecast,
     make_folds,
     train_rows,
-    walk_forward,
+    walk_forward_forecast,
 )
 
 __all__ = [
-    "Fold",
+    "ForecastFold",
     "Forecaster",
     "Metrics",
     "WalkForwardConfig",
-    "WalkForwardResult",
+    "WalkForwardForecast",
     "compute_metrics",
     "directional_accuracy",
     "loss_gain_t",
@@ -37,5 +37,5 @@ __all__ = [
     "rmse",
     "spearman_ic",
     "train_rows",
-    "walk_forward",
+    "walk_forward_forecast",
 ]

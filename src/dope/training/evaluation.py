@@ -18,14 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
 from dope.features import default_feature_set, training_matrix
 from dope.store.files import read_klines
 from dope.training.metrics import Metrics, compute_metrics, loss_gain_t
-from dope.training.walkforward import WalkForwardConfig, walk_forward
+from dope.training.walkforward import WalkForwardConfig, walk_forward_forecast
+from dope.types import FloatArray
 
-F64 = npt.NDArray[np.float64]
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "BNBUSDT", "SOLUSDT", "XRPUSDT", "ADAUSDT", "DOGEUSDT", "AVAXUSDT", "LINKUSDT")
 MODELS: dict[str, dict[str, Any]] = {
     "momentum": {},
@@ -64,8 +63,8 @@ class SymbolResult:
 
     symbol: str
     rows: int
-    y: F64
-    forecasts: dict[str, F64]
+    y: FloatArray
+    forecasts: dict[str, FloatArray]
     seconds: dict[str, float]
     missing: dict[str, str] = field(default_factory=dict)
 
@@ -93,8 +92,8 @@ def evaluate_symbol(settings: EvaluationSettings, symbol: str, progress: bool = 
     for kind, params in settings.models.items():
         began = time.perf_counter()
         try:
-            result = walk_forward(X, y, partial(make, kind, params), settings.walk_forward_config(),
-                                  progress=progress, description=f"{symbol} {kind}")
+            result = walk_forward_forecast(X, y, partial(make, kind, params), settings.walk_forward_config(),
+                                           progress=progress, description=f"{symbol} {kind}")
         except ImportError as exc:  # a model whose library is absent is reported, not fatal
             outcome.missing[kind] = str(exc)
             continue
@@ -115,7 +114,7 @@ _HEADER = ("| symbol | model | bars | RMSE | RMSE / zero | dir. acc. | IC (Spear
            "|---|---|---:|---:|---:|---:|---:|---:|")
 
 
-def _row(symbol: str, kind: str, y: F64, pred: F64) -> str:
+def _row(symbol: str, kind: str, y: FloatArray, pred: FloatArray) -> str:
     m = compute_metrics(y, pred)
     zero = compute_metrics(y, np.zeros(len(y)))
     ratio = m.rmse / zero.rmse if zero.rmse else math.nan
@@ -135,7 +134,7 @@ def symbol_rows(result: SymbolResult) -> list[str]:
     return rows + [_row(result.symbol, kind, result.y, pred) for kind, pred in result.forecasts.items()]
 
 
-def pooled(results: list[SymbolResult]) -> tuple[F64, dict[str, F64]]:
+def pooled(results: list[SymbolResult]) -> tuple[FloatArray, dict[str, FloatArray]]:
     """Targets and forecasts of every symbol, concatenated (models present for every symbol only)."""
     kinds = [k for k in results[0].forecasts if all(k in r.forecasts for r in results)]
     return (np.concatenate([r.y for r in results]),
@@ -154,7 +153,7 @@ def render(results: list[SymbolResult], settings: EvaluationSettings, seconds: f
     return "\n".join(parts) + "\n"
 
 
-def reading(y: F64, forecasts: Mapping[str, F64], results: list[SymbolResult]) -> str:
+def reading(y: FloatArray, forecasts: Mapping[str, FloatArray], results: list[SymbolResult]) -> str:
     """One paragraph saying what the numbers are, generated from them."""
     metrics = {k: compute_metrics(y, p) for k, p in forecasts.items()}
     zero = compute_metrics(y, np.zeros(len(y)))

@@ -20,7 +20,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-F64 = npt.NDArray[np.float64]
+from dope.types import FloatArray
 
 
 @dataclass(frozen=True)
@@ -63,12 +63,12 @@ def loss_gain_t(y: npt.ArrayLike, pred: npt.ArrayLike) -> float:
     return float(gain.mean() / (spread / np.sqrt(len(gain)))) if spread > 0 else math.nan
 
 
-def rmse(y: F64, pred: F64) -> float:
+def rmse(y: FloatArray, pred: FloatArray) -> float:
     """Root mean squared error (NaN when empty)."""
     return float(np.sqrt(np.mean((y - pred) ** 2))) if len(y) else math.nan
 
 
-def directional_accuracy(y: F64, pred: F64) -> float:
+def directional_accuracy(y: FloatArray, pred: FloatArray) -> float:
     """Share of right signs over non-zero targets, a zero forecast counting 1/2 (NaN when none)."""
     moving = y != 0
     if not moving.any():
@@ -77,7 +77,7 @@ def directional_accuracy(y: F64, pred: F64) -> float:
     return float(score.mean())
 
 
-def spearman_ic(y: F64, pred: F64) -> float:
+def spearman_ic(y: FloatArray, pred: FloatArray) -> float:
     """Spearman rank correlation (average ranks for ties); NaN when either side is constant."""
     if len(y) < 2:
         return math.nan

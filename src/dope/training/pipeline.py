@@ -19,7 +19,12 @@ from dope.errors import UserError
 from dope.features import FeatureParams, FeatureSet, compute_features, default_feature_set, training_matrix
 from dope.models.registry import FeatureVersionError, Registry
 from dope.store import BarStore
-from dope.training.walkforward import WalkForwardConfig, WalkForwardResult, train_rows, walk_forward
+from dope.training.walkforward import (
+    WalkForwardConfig,
+    WalkForwardForecast,
+    train_rows,
+    walk_forward_forecast,
+)
 
 DEFAULT_MAX_TRAIN_ROWS: dict[str, int | None] = {
     "random_forest": 50_000, "lstm": 500_000, "lightgbm": 1_000_000, "ridge": None, "zero": None,
@@ -59,7 +64,7 @@ class TrainOutcome:
     """A trained and registered model, its walk-forward result and timings."""
 
     model_id: str
-    result: WalkForwardResult
+    result: WalkForwardForecast
     rows: int
     evaluate_seconds: float
     fit_seconds: float
@@ -119,9 +124,9 @@ def train(store: BarStore, registry: Registry, request: TrainRequest, *, progres
 
 
 def _evaluate(X: np.ndarray, y: np.ndarray, factory: Callable[[], Any], config: WalkForwardConfig,
-              progress: bool, kind: str) -> WalkForwardResult:
+              progress: bool, kind: str) -> WalkForwardForecast:
     try:
-        return walk_forward(X, y, factory, config, progress=progress, description=kind)
+        return walk_forward_forecast(X, y, factory, config, progress=progress, description=kind)
     except ValueError as exc:
         raise UserError(f"cannot evaluate {kind} on {len(y)} rows: {exc}") from None
 

@@ -32,9 +32,7 @@ import numpy as np
 import numpy.typing as npt
 
 from dope.training.metrics import Metrics, compute_metrics
-
-F64 = npt.NDArray[np.float64]
-I64 = npt.NDArray[np.int64]
+from dope.types import FloatArray, IntArray
 
 
 class Forecaster(Protocol):
@@ -43,9 +41,9 @@ class Forecaster(Protocol):
     @property
     def lookback(self) -> int: ...
 
-    def fit(self, X: F64, y: F64) -> Any: ...
+    def fit(self, X: FloatArray, y: FloatArray) -> Any: ...
 
-    def predict_many(self, X: F64) -> F64: ...
+    def predict_many(self, X: FloatArray) -> FloatArray: ...
 
 
 @dataclass(frozen=True)
@@ -78,7 +76,7 @@ class WalkForwardConfig:
 
 
 @dataclass(frozen=True)
-class Fold:
+class ForecastFold:
     """One fold: row ranges ``[train_start, train_stop)`` and ``[test_start, test_stop)``."""
 
     index: int
@@ -92,7 +90,7 @@ class Fold:
         return range(self.test_start, self.test_stop)
 
 
-def make_folds(n_rows: int, config: WalkForwardConfig) -> list[Fold]:
+def make_folds(n_rows: int, config: WalkForwardConfig) -> list[ForecastFold]:
     """The folds of ``n_rows`` rows; ``ValueError`` when the data is too short for them."""
     if config.min_train is not None and config.test_size is not None:
         starts, size = _anchored_starts(n_rows, config.min_train + config.gap, config.test_size), config.test_size
@@ -109,17 +107,17 @@ def _anchored_starts(n_rows: int, first: int, size: int) -> list[int]:
     return list(range(first, n_rows, size)) if size > 0 else []
 
 
-def _fold(index: int, test_start: int, test_stop: int, config: WalkForwardConfig) -> Fold:
+def _fold(index: int, test_start: int, test_stop: int, config: WalkForwardConfig) -> ForecastFold:
     train_stop = test_start - config.gap
     train_start = max(0, train_stop - config.train_size) if config.window == "rolling" and config.train_size else 0
     minimum = max(2, config.min_train or 2)
     if train_stop - train_start < min(minimum, config.train_size or minimum):
         raise ValueError(f"walk-forward: fold {index} would train on {max(train_stop - train_start, 0)} rows "
                          f"(test rows {test_start}..{test_stop}); give more data or fewer folds")
-    return Fold(index, train_start, train_stop, test_start, test_stop)
+    return ForecastFold(index, train_start, train_stop, test_start, test_stop)
 
 
-def train_rows(start: int, stop: int, lookback: int, config: WalkForwardConfig) -> I64:
+def train_rows(start: int, stop: int, lookback: int, config: WalkForwardConfig) -> IntArray:
     """Row indices one fit uses out of ``[start, stop)``, after ``max_train_rows`` subsampling."""
     rows = np.arange(start, stop, dtype=np.int64)
     cap = config.max_train_rows
@@ -133,11 +131,11 @@ def train_rows(start: int, stop: int, lookback: int, config: WalkForwardConfig) 
 
 
 @dataclass
-class WalkForwardResult:
+class WalkForwardForecast:
     """Out-of-sample forecasts (NaN outside the test blocks) and their metrics against the zero baseline."""
 
-    folds: list[Fold]
-    predictions: F64
+    folds: list[ForecastFold]
+    predictions: FloatArray
     metrics: Metrics
     baseline: Metrics
     fold_metrics: list[tuple[Metrics, Metrics]] = field(default_factory=list)
@@ -163,14 +161,14 @@ class WalkForwardResult:
                 "fit_seconds": round(self.fit_seconds, 3), "predict_seconds": round(self.predict_seconds, 3)}
 
 
-def walk_forward(X: npt.ArrayLike, y: npt.ArrayLike, factory: Callable[[], Forecaster],
-                 config: WalkForwardConfig | None = None, *, progress: bool = False,
-                 description: str = "walk-forward") -> WalkForwardResult:
+def walk_forward_forecast(X: npt.ArrayLike, y: npt.ArrayLike, factory: Callable[[], Forecaster],
+                          config: WalkForwardConfig | None = None, *, progress: bool = False,
+                          description: str = "walk-forward") -> WalkForwardForecast:
     """Fit a fresh ``factory()`` model per fold on its past and forecast its test block."""
     config = config or WalkForwardConfig()
     X_arr, y_arr = _check_xy(X, y)
     folds = make_folds(len(y_arr), config)
-    result = WalkForwardResult(folds, np.full(len(y_arr), np.nan), _EMPTY, _EMPTY)
+    result = WalkForwardForecast(folds, np.full(len(y_arr), np.nan), _EMPTY, _EMPTY)
     for fold in _progress(folds, progress, description):
         _run_fold(fold, X_arr, y_arr, factory(), config, result)
     mask = result.test_mask & np.isfinite(result.predictions)
@@ -179,8 +177,8 @@ def walk_forward(X: npt.ArrayLike, y: npt.ArrayLike, factory: Callable[[], Forec
     return result
 
 
-def _run_fold(fold: Fold, X: F64, y: F64, model: Forecaster, config: WalkForwardConfig,
-              result: WalkForwardResult) -> None:
+def _run_fold(fold: ForecastFold, X: FloatArray, y: FloatArray, model: Forecaster, config: WalkForwardConfig,
+              result: WalkForwardForecast) -> None:
     lookback = max(1, int(model.lookback))
     rows = train_rows(fold.train_start, fold.train_stop, lookback, config)
     began = time.perf_counter()
@@ -198,14 +196,14 @@ def _run_fold(fold: Fold, X: F64, y: F64, model: Forecaster, config: WalkForward
                                 compute_metrics(truth[scored], np.zeros(int(scored.sum())))))
 
 
-def _rows(values: F64, rows: I64) -> F64:
+def _rows(values: FloatArray, rows: IntArray) -> FloatArray:
     """Rows of ``values``: a view when they are contiguous, else a copy."""
     if len(rows) and rows[-1] - rows[0] + 1 == len(rows):
         return values[int(rows[0]):int(rows[-1]) + 1]
     return values[rows]
 
 
-def _check_xy(X: npt.ArrayLike, y: npt.ArrayLike) -> tuple[F64, F64]:
+def _check_xy(X: npt.ArrayLike, y: npt.ArrayLike) -> tuple[FloatArray, FloatArray]:
     X_arr, y_arr = np.asarray(X, dtype=np.float64), np.asarray(y, dtype=np.float64)
     if X_arr.ndim != 2 or y_arr.ndim != 1 or len(X_arr) != len(y_arr):
         raise ValueError(f"walk-forward needs X (n, f) and y (n,), got {X_arr.shape} and {y_arr.shape}")
@@ -215,7 +213,7 @@ def _check_xy(X: npt.ArrayLike, y: npt.ArrayLike) -> tuple[F64, F64]:
     return X_arr, y_arr
 
 
-def _progress(folds: list[Fold], enabled: bool, description: str) -> Iterator[Fold]:
+def _progress(folds: list[ForecastFold], enabled: bool, description: str) -> Iterator[ForecastFold]:
     if not enabled:
         yield from folds
         return
