@@ -36,8 +36,8 @@ from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass, field
 
 from dope.clock import Clock
-from dope.config import RendezvousConfig
 from dope.messages import Bar, Features, Prediction, Score, Scorecard
+from dope.rendezvous.config import RendezvousConfig
 from dope.rendezvous.outcomes import Outcome, Outcomes
 from dope.rendezvous.roles import Roles
 from dope.rendezvous.scorecard import ScorecardBook
