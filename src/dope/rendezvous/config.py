@@ -17,8 +17,7 @@ class RendezvousConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, 
     Roles come from the registry's ``roles.json`` when ``watch_registry`` (reloaded when it
     changes); ``champion``/``challengers``/``shadows``/``canaries`` are used until then (or
     always, without the registry). ``challengers`` also ranks registry challengers (others by id).
-    The scorecard P&L is ``position x realised log return - fee_rate x |position change|`` with
-    position +1 above ``pnl_threshold``, -1 below ``-pnl_threshold`` (0 unless ``pnl_long_short``).
+    The scorecards' P&L follows the trader's rule and costs (``[trader]``, given by the service).
     ``deadline_mode``: ``wall`` closes a round ``deadline_ms`` after its features arrived (live);
     ``event`` waits for every expected model (a replay is deterministic), giving up on a model only
     after ``liveness_ms`` of wall clock without its answer (a dead model); ``auto`` is ``event``
@@ -38,9 +37,6 @@ class RendezvousConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, 
     canary_min_rounds: int = 20
     canary_max_divergence: float = 0.002
     horizon_bars: int = 1
-    fee_rate: float = 0.001
-    pnl_threshold: float = 0.0
-    pnl_long_short: bool = True
     window: int = 500
     latency_window: int = 1024
     publish_every: int = 10
@@ -54,5 +50,5 @@ class RendezvousConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, 
         for name in ("canary_window", "window", "latency_window", "publish_every", "persist_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"rendezvous.{name} must be >= 1, got {getattr(self, name)}")
-        if not 0 <= self.fee_rate < 1 or self.pnl_threshold < 0 or not self.canary_max_divergence >= 0:
-            raise ValueError("rendezvous: need 0 <= fee_rate < 1, pnl_threshold >= 0, canary_max_divergence >= 0")
+        if not self.canary_max_divergence >= 0:
+            raise ValueError(f"rendezvous.canary_max_divergence must be >= 0, got {self.canary_max_divergence}")
