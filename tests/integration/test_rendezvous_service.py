@@ -179,6 +179,7 @@ def check_outcome(got: list[AnyMessage], tmp_path: Path) -> None:
     beats = [m for m in got if isinstance(m, Heartbeat)]
     assert beats[-1].counters["rendezvous.rejected_non_finite"] == 1
     assert beats[-1].counters["rendezvous.late"] == 5
+    assert beats[-1].counters["rendezvous.shadow_stale"] == 0
     last_cards = {c.model_id: c for c in got if isinstance(c, Scorecard)}
     assert last_cards["slow-rf"].misses == 5 and last_cards["slow-rf"].late == 5
     saved = {c["model_id"]: c for c in read_state(tmp_path / "store" / "scorecards" / "rendezvous.json")["cards"]}

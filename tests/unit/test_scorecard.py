@@ -244,3 +244,22 @@ def test_scorecard_waits_for_the_open_its_order_fills_at() -> None:
     assert shadow.position.direction == 1 and shadow.pnl == pytest.approx(10_000.0 / 125.0 * 25.0)
     with pytest.raises(ValueError, match="no trading rule"):
         ScorecardBook().add_bar(SYM, 0, IV, 1.0, 1.0)
+
+
+def test_a_round_closing_after_a_newer_one_is_too_late_to_trade() -> None:
+    """Wall deadlines: bar 1's round completes while bar 0's still waits for ``gbm``; bar 0's decision then
+    comes after bar 1's and is counted stale instead of trading out of order."""
+    clock = SimulatedClock(0)
+    rv = Rendezvous(RendezvousConfig(deadline_ms=50), Roles(champion="rf", challengers=("gbm",)), clock, rule=RULE)
+    rv.add_bar(bar(0, 100.0))
+    rv.open_round(feats(0))
+    rv.add_score(score("rf", 0, -0.01))
+    rv.add_bar(bar(IV, 100.0))
+    rv.open_round(feats(IV))
+    rv.add_score(score("rf", IV, 0.01))
+    rv.add_score(score("gbm", IV, 0.01))
+    assert [p.open_time for p in rv.due(clock.now_ms())] == [IV]
+    clock.advance_to(50)
+    assert [p.open_time for p in rv.due(clock.now_ms())] == [0]
+    shadow = rv.book.card("rf", SYM).shadow
+    assert shadow.stale == 1 and list(shadow.queue) == [] and shadow.order == 1  # long from bar 1, waiting

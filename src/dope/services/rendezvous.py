@@ -159,6 +159,7 @@ class RendezvousService(Service):
         counts = {f"rendezvous.{k}": int(v) for k, v in self.core.counters.items()}
         counts["rendezvous.open_rounds"] = self.core.open_rounds()
         counts["rendezvous.unrealisable"] = self.core.outcomes.unrealisable
+        counts["rendezvous.shadow_stale"] = sum(card.shadow.stale for card in self.core.book.cards.values())
         return counts
 
 
