@@ -107,7 +107,7 @@ class ShadowAccount:
                 if bar is None:
                     break
                 self.position, closed, opened = execute(self.position, self.order, bar.open, rule.costs)
-                self.trades += closed.side != 0 or opened.side != 0
+                self.trades += int(closed.side != 0 or opened.side != 0)
                 self.order = HOLD
             if not self.queue:
                 break
@@ -140,8 +140,8 @@ class ShadowAccount:
         account = cls(float(state["initial_cash"]))
         cash, direction, qty, entry_price, entry_fee = state["position"]
         account.position = Position(float(cash), int(direction), float(qty), _float(entry_price), _float(entry_fee))
-        account.order, account.order_bar, account.decided = int(state["order"]), int(state["order_bar"]), \
-            int(state["decided"])
+        account.order, account.order_bar = int(state["order"]), int(state["order_bar"])
+        account.decided = int(state["decided"])
         account.queue.extend((int(t), float(p)) for t, p in state["queue"])
         account.price = _float(state["price"])
         account.trades, account.stale = int(state["trades"]), int(state["stale"])
