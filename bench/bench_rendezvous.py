@@ -21,9 +21,10 @@ from collections.abc import Callable
 import numpy as np
 
 from dope.clock import SimulatedClock
-from dope.config import RendezvousConfig
+from dope.config import RendezvousConfig, TraderConfig
 from dope.messages import Bar, Features, Score
 from dope.rendezvous import Rendezvous, Roles
+from dope.services.rendezvous import shadow_rule
 
 MODELS = ("rf", "gbm", "lstm", "zero")
 ROLES = Roles(champion="rf", challengers=("gbm",), shadows=("lstm",), canaries=("zero",))
@@ -58,7 +59,7 @@ Timer = Callable[[], int]
 def time_core(inputs: list[tuple[Features, list[Score], Bar]], timer: Timer = time.perf_counter_ns) -> np.ndarray:
     """Per-round nanoseconds through the rendezvous core."""
     clock = SimulatedClock(0)
-    rv = Rendezvous(RendezvousConfig(deadline_ms=50), ROLES, clock)
+    rv = Rendezvous(RendezvousConfig(deadline_ms=50), ROLES, clock, rule=shadow_rule(TraderConfig()))
     times = np.empty(len(inputs), dtype=np.int64)
     for i, (feats, scores, bar) in enumerate(inputs):
         clock.advance_to(i)
@@ -95,7 +96,7 @@ def time_baseline(inputs: list[tuple[Features, list[Score], Bar]], timer: Timer 
 
 def time_snapshots(inputs: list[tuple[Features, list[Score], Bar]], repeat: int = 50) -> float:
     """Seconds to build every scorecard message once (after all rounds)."""
-    rv = Rendezvous(RendezvousConfig(deadline_ms=50), ROLES, SimulatedClock(0))
+    rv = Rendezvous(RendezvousConfig(deadline_ms=50), ROLES, SimulatedClock(0), rule=shadow_rule(TraderConfig()))
     for feats, scores, bar in inputs:
         rv.add_bar(bar)
         rv.open_round(feats)

@@ -18,10 +18,9 @@ value is read as a TOML value when it parses as one (``'["BTCUSDT"]'``, ``5``,
 
 from __future__ import annotations
 
-import math
 import os
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -29,10 +28,15 @@ import msgspec
 
 from dope.bars.interval import parse_interval
 from dope.errors import ConfigError as ConfigError  # re-exported
-from dope.errors import UserError
-from dope.timeparse import parse_time
+from dope.market.config import BinanceConfig as BinanceConfig  # composed: [binance]
+from dope.market.config import ReplayConfig as ReplayConfig  # composed: [replay]
+from dope.market.config import SyntheticConfig as SyntheticConfig  # composed: [synthetic]
+from dope.market.config import SyntheticRegime as SyntheticRegime  # re-exported
+from dope.market.config import regime_starts as regime_starts  # re-exported
+from dope.rendezvous.config import RendezvousConfig as RendezvousConfig  # composed: [rendezvous]
 from dope.trading.config import RiskConfig as RiskConfig  # re-exported: the [trader.risk] section
 from dope.trading.config import TradingConfig
+from dope.transport.config import BusConfig as BusConfig  # composed: [bus]
 
 ENV_PREFIX = "DOPE_"
 
@@ -70,139 +74,6 @@ class RegistryConfig(_Config, frozen=True):
     """Where trained model artifacts and their roles live (``dope train``, ``dope models``)."""
 
     path: str = "var/registry"
-
-
-class BusConfig(_Config, frozen=True):
-    """ZeroMQ endpoints (tcp://host:port or ipc://path) and flow-control settings.
-
-    ``snapshot = ""`` serves no snapshots (no late-joiner catch-up); ``snapshot_bars``
-    is how many recent bars per topic a publisher keeps for late joiners; a HWM
-    of 0 means unbounded; ``linger_ms`` is how long closing waits for queued messages.
-
-    CURVE (``docs/bus.md``, Security): ``curve_server_secret`` (this process' publishers'
-    ``.key_secret`` file) with ``curve_authorized_dir`` (folder of the clients' ``.key`` files);
-    ``curve_server_public`` (the publishers' ``.key`` file) with ``curve_client_secret`` (this
-    process' subscribers' ``.key_secret`` file). ``allow_plaintext_remote`` lets a publisher bind
-    beyond loopback without CURVE (with a warning); otherwise that is refused.
-
-    ``run_id`` names the run (``dope up`` sets a fresh one in ``<run dir>/config.json``): publishers
-    put it in every frame header, subscribers drop and count messages of another run. ``""``: no
-    run (publishers send ``""``, subscribers accept every run).
-    """
-
-    publish: str = "tcp://127.0.0.1:5555"
-    snapshot: str = "tcp://127.0.0.1:5556"
-    send_hwm: int = 100_000
-    receive_hwm: int = 100_000
-    heartbeat_ms: int = 1_000
-    snapshot_bars: int = 360
-    linger_ms: int = 1_000
-    curve_server_secret: str = ""
-    curve_authorized_dir: str = ""
-    curve_server_public: str = ""
-    curve_client_secret: str = ""
-    allow_plaintext_remote: bool = False
-    run_id: str = ""
-
-    def __post_init__(self) -> None:
-        for first, second in (("curve_server_secret", "curve_authorized_dir"),
-                              ("curve_server_public", "curve_client_secret")):
-            if bool(getattr(self, first)) != bool(getattr(self, second)):
-                raise ValueError(f"bus.{first} and bus.{second} go together: set both or neither")
-        for name in ("publish", "snapshot"):
-            endpoint = getattr(self, name)
-            if (endpoint or name == "publish") and not endpoint.startswith(("tcp://", "ipc://", "inproc://")):
-                raise ValueError(f"bus.{name} must be a tcp://, ipc:// or inproc:// endpoint, got {endpoint!r}")
-        for name in ("send_hwm", "receive_hwm", "snapshot_bars", "linger_ms"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"bus.{name} must be >= 0, got {getattr(self, name)}")
-        if self.heartbeat_ms <= 0:
-            raise ValueError(f"bus.heartbeat_ms must be > 0, got {self.heartbeat_ms}")
-
-
-class BinanceConfig(_Config, frozen=True):
-    """Binance endpoints (production, testnet or a fake) and client behaviour."""
-
-    rest_url: str = "https://api.binance.com"
-    ws_url: str = "wss://stream.binance.com:9443"
-    stream: Literal["aggTrade", "trade"] = "aggTrade"
-    reconnect_min_ms: int = 250
-    reconnect_max_ms: int = 30_000
-    backfill_limit: int = 1000
-    request_timeout_ms: int = 10_000
-    stall_timeout_ms: int = 30_000
-    """No frame (not even a ping) for this long: the stream is stalled, reconnect."""
-    gap_timeout_ms: int = 2_000
-    """A hole in the trade ids that lasts this long is filled from REST."""
-
-
-class ReplayConfig(_Config, frozen=True):
-    """Replay of Binance public data files (bundled real trades when ``files`` is empty). ``speed`` 0 = as fast as possible."""
-
-    files: tuple[str, ...] = ()
-    speed: float = 0.0
-    batch_size: int = 1000
-    skip_bad_rows: bool = False
-
-
-class SyntheticRegime(_Config, frozen=True):
-    """From market time ``start`` (ISO UTC or epoch ms) until the next regime, the synthetic market runs
-    with these changes to its calibrated dynamics (see ``docs/synthetic.md``, Regimes).
-
-    ``drift``: mean log return per day; ``vol_scale``/``rate_scale``: multiply the volatility and the
-    trade rate; ``autocorr``: AR(1) coefficient of the model-step (10 s) returns, in (-1, 1).
-    """
-
-    start: str | int
-    drift: float = 0.0
-    vol_scale: float = 1.0
-    rate_scale: float = 1.0
-    autocorr: float = 0.0
-
-    def __post_init__(self) -> None:
-        if isinstance(self.start, str):
-            try:
-                parse_time(self.start)
-            except UserError as exc:
-                raise ValueError(f"start: {exc}") from None
-        if not math.isfinite(self.drift):
-            raise ValueError(f"drift must be finite, got {self.drift}")
-        for name in ("vol_scale", "rate_scale"):
-            if not 0 < getattr(self, name) < math.inf:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        if not -1 < self.autocorr < 1:
-            raise ValueError(f"autocorr must be in (-1, 1), got {self.autocorr}")
-
-    @property
-    def start_ms(self) -> int:
-        """``start`` in epoch milliseconds."""
-        return self.start if isinstance(self.start, int) else parse_time(self.start)
-
-
-class SyntheticConfig(_Config, frozen=True):
-    """The seeded synthetic market. ``speed`` 0 = as fast as possible, 1 = real time.
-    ``regimes``: scheduled switches of its dynamics, in increasing ``start`` order."""
-
-    seed: int = 7
-    start: str = "2024-01-01T00:00:00Z"
-    duration: str = "1h"
-    speed: float = 0.0
-    params: str = ""  # fitted parameter file; "" = the one packaged with DOPE
-    rate_scale: float = 1.0  # multiplies every symbol's trade rate (fewer trades for light tests)
-    regimes: tuple[SyntheticRegime, ...] = ()
-
-    def __post_init__(self) -> None:
-        if self.seed < 0 or self.rate_scale <= 0 or self.speed < 0:
-            raise ValueError("synthetic: seed and speed must be >= 0, rate_scale > 0")
-        regime_starts(self.regimes)
-
-
-def regime_starts(regimes: Sequence[SyntheticRegime]) -> list[int]:
-    """The regimes' starts in epoch ms; ``ValueError`` unless they strictly increase."""
-    starts = [regime.start_ms for regime in regimes]
-    if starts != sorted(set(starts)):
-        raise ValueError(f"synthetic.regimes: starts must strictly increase, got {starts}")
-    return starts
 
 
 class CollectorConfig(_Config, frozen=True):
@@ -362,53 +233,6 @@ class DashboardConfig(_Config, frozen=True):
             raise ValueError(f"dashboard.port must be in 0..65535, got {self.port}")
         if self.history_bars < 0 or self.rollover < 10:
             raise ValueError("dashboard: history_bars must be >= 0 and rollover >= 10")
-
-
-class RendezvousConfig(_Config, frozen=True):
-    """The rendezvous (see ``docs/rendezvous.md``): deadline, roles, scorecards.
-
-    Roles come from the registry's ``roles.json`` when ``watch_registry`` (reloaded when it
-    changes); ``champion``/``challengers``/``shadows``/``canaries`` are used until then (or
-    always, without the registry). ``challengers`` also ranks registry challengers (others by id).
-    The scorecard P&L is ``position x realised log return - fee_rate x |position change|`` with
-    position +1 above ``pnl_threshold``, -1 below ``-pnl_threshold`` (0 unless ``pnl_long_short``).
-    ``deadline_mode``: ``wall`` closes a round ``deadline_ms`` after its features arrived (live);
-    ``event`` waits for every expected model (a replay is deterministic), giving up on a model only
-    after ``liveness_ms`` of wall clock without its answer (a dead model); ``auto`` is ``event``
-    unless the collector's source is the live exchange.
-    """
-
-    deadline_ms: int = 50
-    deadline_mode: Literal["auto", "wall", "event"] = "auto"
-    liveness_ms: int = 10_000
-    watch_registry: bool = True
-    champion: str = ""
-    challengers: tuple[str, ...] = ()
-    shadows: tuple[str, ...] = ()
-    canaries: tuple[str, ...] = ()
-    canary_fallback: bool = True
-    canary_window: int = 100
-    canary_min_rounds: int = 20
-    canary_max_divergence: float = 0.002
-    horizon_bars: int = 1
-    fee_rate: float = 0.001
-    pnl_threshold: float = 0.0
-    pnl_long_short: bool = True
-    window: int = 500
-    latency_window: int = 1024
-    publish_every: int = 10
-    persist_every: int = 100
-    poll_ms: int = 5
-    service_name: str = "rendezvous"
-
-    def __post_init__(self) -> None:
-        if self.deadline_ms < 0 or self.poll_ms < 1 or self.horizon_bars < 1:
-            raise ValueError("rendezvous: need deadline_ms >= 0, poll_ms >= 1, horizon_bars >= 1")
-        for name in ("canary_window", "window", "latency_window", "publish_every", "persist_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"rendezvous.{name} must be >= 1, got {getattr(self, name)}")
-        if not 0 <= self.fee_rate < 1 or self.pnl_threshold < 0 or not self.canary_max_divergence >= 0:
-            raise ValueError("rendezvous: need 0 <= fee_rate < 1, pnl_threshold >= 0, canary_max_divergence >= 0")
 
 
 class DecoyConfig(_Config, frozen=True):

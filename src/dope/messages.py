@@ -203,7 +203,8 @@ class Scorecard(Message, frozen=True, tag="scorecard"):
 
     Counts are since the scorecard began (it survives restarts); latency percentiles
     cover the last ``latency_window`` answers, ``ic`` the last ``window`` realised
-    outcomes; ``pnl`` is the sum of ``position x realised log return - fee x |position change|``.
+    outcomes; ``pnl`` is the equity change (quote currency) of the trader's rule on this model's
+    predictions alone, filled at the next open, and ``trades`` its fills (see ``dope.rendezvous.shadow``).
     ``divergence``/``divergence_corr`` (canaries only) compare its predictions with the
     champion's over the last rounds; ``divergence_alarm`` is set while above the threshold.
     A statistic without enough data is None.

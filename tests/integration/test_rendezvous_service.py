@@ -14,14 +14,15 @@ from pathlib import Path
 
 import pytest
 
+from dope.backtest import BacktestConfig, run_event
 from dope.clock import SimulatedClock
-from dope.config import RendezvousConfig
+from dope.config import RendezvousConfig, TraderConfig
 from dope.messages import AnyMessage, Heartbeat, Prediction, Scorecard
-from dope.rendezvous import RolesWatcher
+from dope.rendezvous import RolesWatcher, ShadowAccount
 from dope.rendezvous.scorecard import read_state
 from dope.services.rendezvous import RendezvousService, config_roles
 from dope.transport import InMemoryBus, ZmqPublisher, ZmqSubscriber
-from tests.unit.test_rendezvous_policy import IV, bar, feats, score, write_roles
+from tests.unit.test_rendezvous_policy import IV, RULE, bar, feats, score, write_roles
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -31,7 +32,7 @@ def test_promotion_in_the_registry_switches_the_next_round_without_restart(tmp_p
     bus, clock = InMemoryBus(), SimulatedClock(0)
     config = RendezvousConfig(deadline_ms=50, publish_every=1)
     service = RendezvousService("rendezvous", bus.publisher("rendezvous"), [bus.subscriber(["features.", "score."])],
-                                config, clock=clock, watcher=RolesWatcher(tmp_path),
+                                config, rule=RULE, clock=clock, watcher=RolesWatcher(tmp_path),
                                 scorecards=tmp_path / "cards.json")
     out = bus.subscriber(["prediction.", "scorecard."])
     upstream = bus.publisher("upstream")
@@ -55,7 +56,8 @@ def test_scorecards_wait_for_a_quiet_bus_so_they_never_delay_a_prediction(tmp_pa
     bus = InMemoryBus()
     service = RendezvousService("rendezvous", bus.publisher("rendezvous"), [],
                                 RendezvousConfig(champion="rf", watch_registry=False, publish_every=1, persist_every=1),
-                                clock=SimulatedClock(0), scorecards=tmp_path / "cards.json", event_deadlines=True)
+                                rule=RULE, clock=SimulatedClock(0), scorecards=tmp_path / "cards.json",
+                                event_deadlines=True)
     out = bus.subscriber(["prediction.", "scorecard."])
     for i in range(3):  # busy: messages back to back, rounds close, no quiet receive in between
         service.dispatch(feats(i * IV))
@@ -177,13 +179,29 @@ def check_outcome(got: list[AnyMessage], tmp_path: Path) -> None:
     beats = [m for m in got if isinstance(m, Heartbeat)]
     assert beats[-1].counters["rendezvous.rejected_non_finite"] == 1
     assert beats[-1].counters["rendezvous.late"] == 5
+    assert beats[-1].counters["rendezvous.shadow_stale"] == 0
     last_cards = {c.model_id: c for c in got if isinstance(c, Scorecard)}
     assert last_cards["slow-rf"].misses == 5 and last_cards["slow-rf"].late == 5
     saved = {c["model_id"]: c for c in read_state(tmp_path / "store" / "scorecards" / "rendezvous.json")["cards"]}
     rf, ridge = saved["slow-rf"], saved["ridge"]
     assert (rf["rounds"], rf["answered"], rf["misses"], rf["late"], rf["chosen"]) == (6, 1, 5, 5, 1)
     assert (ridge["rounds"], ridge["misses"], ridge["rejected"], ridge["chosen"]) == (6, 1, 1, 5)
+    check_shadow_pnl(ShadowAccount.from_state(ridge["shadow"]), [0.001 * i for i in range(5)] + [math.nan] * 2)
+    check_shadow_pnl(ShadowAccount.from_state(rf["shadow"]), [math.nan] * 5 + [0.003, math.nan])  # late: no trade
     assert rf["realised"] == 6 and ridge["realised"] == 5  # every bar up to 6 realised its predecessor
+
+
+def check_shadow_pnl(shadow: ShadowAccount, predictions: list[float]) -> None:
+    """The service's P&L of a model is the event backtest, with the trader's configuration, of its in-time
+    predictions on the bars ``run_rounds`` published."""
+    t = TraderConfig()
+    config = BacktestConfig(upper=t.upper, lower=t.lower, fee_rate=t.fee_rate, slippage_bps=t.slippage_bps,
+                            allow_short=t.allow_short, initial_cash=t.initial_cash, fraction=t.fraction)
+    closes = [100.0, 101.0, 102.0, 103.0, 104.0, 106.0, 107.0]
+    bars = {"open_time": [i * IV for i in range(7)], "open": closes, "close": closes}
+    expected = run_event(bars, predictions, config, interval_ms=IV)
+    assert shadow.pnl == pytest.approx(float(expected.equity[-1]) - t.initial_cash, rel=1e-12, abs=1e-12)
+    assert shadow.trades == 1
 
 
 def test_service_module_builds_from_config_roles() -> None:

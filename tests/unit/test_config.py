@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -57,3 +59,22 @@ def test_bad_environment_override_names_the_field() -> None:
 def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "absent.toml", environ={})
+
+
+def test_domain_packages_do_not_import_the_application_config() -> None:
+    """The rendezvous and the bus own their config types; ``dope.config`` composes them (not the reverse)."""
+    code = ("import sys, dope.rendezvous, dope.transport; "
+            "print(sorted(m for m in sys.modules if m == 'dope.config'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_composed_sections_keep_their_toml_layout_and_env_overrides(tmp_path: Path) -> None:
+    path = write(tmp_path, '[rendezvous]\ndeadline_ms = 75\nchampion = "rf"\n[bus]\nheartbeat_ms = 250\n')
+    config = load_config(path, environ={"DOPE_RENDEZVOUS__CANARIES": '["c"]', "DOPE_BUS__RUN_ID": "r1"})
+    assert (config.rendezvous.deadline_ms, config.rendezvous.champion, config.rendezvous.canaries) == (75, "rf", ("c",))
+    assert (config.bus.heartbeat_ms, config.bus.run_id) == (250, "r1")
+    with pytest.raises(ConfigError, match="rendezvous.*poll_ms|poll_ms"):
+        load_config(write(tmp_path, "[rendezvous]\npoll_ms = 0\n"), environ={})
+    with pytest.raises(ConfigError, match="bus.heartbeat_ms"):
+        load_config(None, environ={"DOPE_BUS__HEARTBEAT_MS": "0"})

@@ -6,8 +6,6 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import pytest
-
 SRC = Path(__file__).resolve().parents[2] / "src"
 PACKAGE = SRC / "dope"
 
@@ -16,19 +14,6 @@ LIVE = ("trading", "services", "transport", "market", "rendezvous", "dashboard")
 
 DOMAIN = ("trading", "rendezvous", "transport", "market", "features", "bars", "models")
 """Domain packages: each has its own small config types; ``dope.config`` composes them, not the reverse."""
-
-KNOWN_CONFIG_IMPORTS = frozenset({
-    # TODO(issue 13): rendezvous/policy.py and transport/curve.py are being given their own config types by
-    # another change; remove these two exceptions once it is merged.
-    "dope.rendezvous.policy",
-    "dope.transport.curve",
-    # TODO(issue 13): not in any part of the issue's work yet - give market (BinanceConfig, ReplayConfig) and
-    # transport (BusConfig) their own config modules that dope.config imports, then remove these three.
-    "dope.market.binance",
-    "dope.market.replay",
-    "dope.transport",
-})
-
 
 def _module_name(path: Path, root: Path = SRC) -> str:
     parts = path.relative_to(root).with_suffix("").parts
@@ -62,13 +47,12 @@ def _modules(packages: tuple[str, ...]) -> list[Path]:
     return sorted(p for name in packages for p in (PACKAGE / name).rglob("*.py"))
 
 
-def _offenders(packages: tuple[str, ...], forbidden: str, allowed: frozenset[str] = frozenset()) -> list[str]:
+def _offenders(packages: tuple[str, ...], forbidden: str) -> list[str]:
     out = []
     for path in _modules(packages):
-        name = _module_name(path)
         hits = sorted(m for m in imports_of(path) if m == forbidden or m.startswith(forbidden + "."))
-        if hits and name not in allowed:
-            out.append(f"{name} imports {', '.join(hits)}")
+        if hits:
+            out.append(f"{_module_name(path)} imports {', '.join(hits)}")
     return out
 
 
@@ -82,17 +66,7 @@ def test_no_live_code_imports_the_backtester() -> None:
 
 
 def test_no_domain_module_imports_the_application_config() -> None:
-    assert _offenders(DOMAIN, "dope.config", KNOWN_CONFIG_IMPORTS) == []
-
-
-@pytest.mark.parametrize("module", sorted(KNOWN_CONFIG_IMPORTS))
-def test_each_known_exception_still_needs_its_place(module: str) -> None:
-    """An exception that no longer imports ``dope.config`` is removed from the list (so none lingers)."""
-    path = SRC / (module.replace(".", "/") + ".py")
-    if not path.exists():
-        path = SRC / module.replace(".", "/") / "__init__.py"
-    if "dope.config" not in imports_of(path):
-        pytest.fail(f"{module} no longer imports dope.config: remove it from KNOWN_CONFIG_IMPORTS")
+    assert _offenders(DOMAIN, "dope.config") == []
 
 
 def test_function_level_and_relative_imports_are_seen(tmp_path: Path) -> None:

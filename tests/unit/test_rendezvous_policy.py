@@ -10,13 +10,14 @@ from pathlib import Path
 import pytest
 
 from dope.clock import SimulatedClock
-from dope.config import RendezvousConfig
+from dope.config import RendezvousConfig, TraderConfig
 from dope.messages import Bar, Features, Score
 from dope.rendezvous import Rendezvous, Roles, RolesWatcher
-from dope.services.rendezvous import deployed_roles
+from dope.services.rendezvous import deployed_roles, shadow_rule
 
 SYM = "BTCUSDT"
 IV = 10_000
+RULE = shadow_rule(TraderConfig())  # the trader's rule, for the scorecards' shadow accounts
 
 
 def feats(t: int, symbol: str = SYM, version: str = "v1") -> Features:
@@ -45,7 +46,7 @@ def clock() -> SimulatedClock:
 
 
 def make(clock: SimulatedClock, roles: Roles = ROLES, **config: object) -> Rendezvous:
-    return Rendezvous(RendezvousConfig(deadline_ms=50, **config), roles, clock)  # type: ignore[arg-type]
+    return Rendezvous(RendezvousConfig(deadline_ms=50, **config), roles, clock, rule=RULE)  # type: ignore[arg-type]
 
 
 def test_champion_in_time_is_chosen_as_soon_as_everyone_answered(clock: SimulatedClock) -> None:
@@ -270,7 +271,7 @@ TWO = Roles(champion="rf", challengers=("lstm",))
 
 
 def test_event_deadlines_wait_for_a_slow_model_far_past_the_deadline(clock: SimulatedClock) -> None:
-    rv = Rendezvous(RendezvousConfig(deadline_ms=50, liveness_ms=10_000), TWO, clock, event_deadlines=True)
+    rv = Rendezvous(RendezvousConfig(deadline_ms=50, liveness_ms=10_000), TWO, clock, rule=RULE, event_deadlines=True)
     rv.open_round(feats(0))
     rv.add_score(score("lstm", 0, 0.002))
     clock.advance_to(clock.now_ms() + 9_000)  # far past deadline_ms: a replay that outran the champion
@@ -283,7 +284,7 @@ def test_event_deadlines_wait_for_a_slow_model_far_past_the_deadline(clock: Simu
 
 def test_an_abstention_is_neither_waited_for_nor_a_miss(clock: SimulatedClock) -> None:
     for event in (False, True):
-        rv = Rendezvous(RendezvousConfig(deadline_ms=50), TWO, clock, event_deadlines=event)
+        rv = Rendezvous(RendezvousConfig(deadline_ms=50), TWO, clock, rule=RULE, event_deadlines=event)
         rv.open_round(feats(0))
         rv.add_score(abstain("rf", 0))
         rv.add_score(score("lstm", 0, 0.002))
@@ -294,7 +295,7 @@ def test_an_abstention_is_neither_waited_for_nor_a_miss(clock: SimulatedClock) -
 
 
 def test_a_model_that_answered_a_later_bar_is_not_waited_for(clock: SimulatedClock) -> None:
-    rv = Rendezvous(RendezvousConfig(liveness_ms=10_000), TWO, clock, event_deadlines=True)
+    rv = Rendezvous(RendezvousConfig(liveness_ms=10_000), TWO, clock, rule=RULE, event_deadlines=True)
     rv.open_round(feats(0))
     rv.open_round(feats(IV))
     rv.add_score(score("lstm", 0, 0.002))
@@ -306,7 +307,7 @@ def test_a_model_that_answered_a_later_bar_is_not_waited_for(clock: SimulatedClo
 
 def test_a_dead_model_is_given_up_after_the_liveness_timeout_then_not_waited_for(
         clock: SimulatedClock, caplog: pytest.LogCaptureFixture) -> None:
-    rv = Rendezvous(RendezvousConfig(liveness_ms=10_000), TWO, clock, event_deadlines=True)
+    rv = Rendezvous(RendezvousConfig(liveness_ms=10_000), TWO, clock, rule=RULE, event_deadlines=True)
     rv.open_round(feats(0))
     rv.add_score(score("lstm", 0, 0.002))
     clock.advance_to(clock.now_ms() + 9_999)
@@ -328,7 +329,7 @@ def test_a_dead_model_is_given_up_after_the_liveness_timeout_then_not_waited_for
 
 
 def test_an_unusable_score_settles_the_model_with_event_deadlines(clock: SimulatedClock) -> None:
-    rv = Rendezvous(RendezvousConfig(liveness_ms=10_000), TWO, clock, event_deadlines=True)
+    rv = Rendezvous(RendezvousConfig(liveness_ms=10_000), TWO, clock, rule=RULE, event_deadlines=True)
     rv.open_round(feats(0))
     rv.add_score(score("rf", 0, math.nan))
     rv.add_score(score("lstm", 0, 0.002))

@@ -23,7 +23,6 @@ from functools import partial
 import aiohttp
 
 from dope.clock import Clock, LiveClock
-from dope.config import BinanceConfig
 from dope.market.base import UnknownSymbolError, trade_problem
 from dope.market.binance_rest import Backoff, BinanceAPIError, BinanceRest, sleep_ms
 from dope.market.binance_sequencer import Sequencer
@@ -39,6 +38,7 @@ from dope.market.binance_wire import (
     stream_names,
     stream_symbol,
 )
+from dope.market.config import BinanceConfig
 from dope.messages import Trade
 
 __all__ = ["BinanceAPIError", "BinanceSource", "MalformedFrame", "parse_stream_frame"]

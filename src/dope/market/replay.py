@@ -20,9 +20,9 @@ import pandas as pd
 
 from dope.bars.schema import bars_from_frame
 from dope.clock import Clock, ScaledClock
-from dope.config import ReplayConfig
 from dope.errors import UserError
 from dope.market.base import UnknownSymbolError
+from dope.market.config import ReplayConfig
 from dope.messages import Bar, Trade
 from dope.store.bars import BarStore
 from dope.store.files import BadRows, FileInfo, ReadStats, detect_file, iter_trades, take_trades

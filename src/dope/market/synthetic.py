@@ -19,8 +19,8 @@ import pandas as pd
 from dope.bars.interval import align, check_interval_ms
 from dope.bars.resample import resample_bars
 from dope.bars.schema import BAR_DTYPES
-from dope.config import SyntheticConfig, SyntheticRegime
 from dope.errors import UserError
+from dope.market.config import SyntheticConfig, SyntheticRegime
 from dope.market.synthetic_model import BARS, STEP_MS, Steps, stream
 from dope.market.synthetic_params import SymbolParams, SyntheticParams, load_params
 from dope.market.synthetic_trades import SyntheticSource, model_for, on_grid

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
-from dope.config import SyntheticRegime, regime_starts
+from dope.market.config import SyntheticRegime, regime_starts
 from dope.market.synthetic_params import SymbolParams
 from dope.types import DAY_MS, HOUR_MS, FloatArray, IntArray
 

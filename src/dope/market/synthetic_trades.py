@@ -17,8 +17,8 @@ import numpy as np
 
 from dope.bars.vectorized import TradeArrays
 from dope.clock import Clock, ScaledClock
-from dope.config import SyntheticConfig, SyntheticRegime
 from dope.errors import UserError
+from dope.market.config import SyntheticConfig, SyntheticRegime
 from dope.market.synthetic_model import STEP_MS, TRADES, State, Steps, SymbolModel, stream
 from dope.market.synthetic_params import SymbolParams, SyntheticParams, load_params
 from dope.messages import Trade

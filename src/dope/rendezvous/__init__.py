@@ -8,6 +8,7 @@ from dope.rendezvous.outcomes import Outcomes
 from dope.rendezvous.policy import Rendezvous, Round
 from dope.rendezvous.roles import Roles, RolesWatcher
 from dope.rendezvous.scorecard import ModelCard, Ring, ScorecardBook, spearman
+from dope.rendezvous.shadow import ShadowAccount, ShadowRule
 
 __all__ = ["ModelCard", "Outcomes", "Rendezvous", "Ring", "Roles", "RolesWatcher", "Round", "ScorecardBook",
-           "spearman"]
+           "ShadowAccount", "ShadowRule", "spearman"]

@@ -19,7 +19,10 @@ models answer in order). Only a model silent for ``liveness_ms`` is given up on;
 >>> from dope.clock import SimulatedClock
 >>> from dope.messages import Features, Score
 >>> clock = SimulatedClock(0)
->>> rv = Rendezvous(RendezvousConfig(deadline_ms=50), Roles(champion="rf", challengers=("zero",)), clock)
+>>> from dope.trading.rule import Costs, Thresholds
+>>> rule = ShadowRule(Thresholds(0.0005, -0.0005, False), Costs(0.001, 0.0, 1.0), initial_cash=10_000.0)
+>>> rv = Rendezvous(RendezvousConfig(deadline_ms=50), Roles(champion="rf", challengers=("zero",)), clock,
+...                 rule=rule)
 >>> rv.open_round(Features(symbol="X", event_time=9, open_time=0, feature_set="f", feature_version="1",
 ...                        values=[1.0]))
 >>> rv.add_score(Score(symbol="X", event_time=9, open_time=0, model_id="zero", model_kind="zero",
@@ -36,11 +39,12 @@ from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass, field
 
 from dope.clock import Clock
-from dope.config import RendezvousConfig
 from dope.messages import Bar, Features, Prediction, Score, Scorecard
+from dope.rendezvous.config import RendezvousConfig
 from dope.rendezvous.outcomes import Outcome, Outcomes
 from dope.rendezvous.roles import Roles
 from dope.rendezvous.scorecard import ScorecardBook
+from dope.rendezvous.shadow import ShadowRule
 
 log = logging.getLogger("dope.rendezvous")
 
@@ -84,16 +88,18 @@ class Round:
 
 
 class Rendezvous:
-    """Rounds, policy and scorecards. Feed it features, scores and bars; collect predictions from ``due``."""
+    """Rounds, policy and scorecards. Feed it features, scores and bars; collect predictions from ``due``.
 
-    def __init__(self, config: RendezvousConfig, roles: Roles, clock: Clock, *,
+    ``rule`` is the trader's rule every model's shadow account trades by (the scorecards' P&L)."""
+
+    def __init__(self, config: RendezvousConfig, roles: Roles, clock: Clock, *, rule: ShadowRule,
                  event_deadlines: bool = False) -> None:
         self.config = config
         self.event_deadlines = event_deadlines
         self.roles = roles
         self.clock = clock
         self.counters: Counter[str] = Counter()
-        self.book = ScorecardBook(window=config.window, latency_window=config.latency_window,
+        self.book = ScorecardBook(rule=rule, window=config.window, latency_window=config.latency_window,
                                   divergence_window=config.canary_window)
         self.outcomes = Outcomes(config.horizon_bars)
         self.last_event_time = 0
@@ -332,6 +338,7 @@ class Rendezvous:
             card.chosen += mid == chosen
         for mid, answer in rnd.answers.items():
             self.book.card(mid, rnd.symbol).record_answer(answer.latency_us, answer.arrival_ms)
+            self.book.trade(mid, rnd.symbol, rnd.open_time, answer.prediction)
             self._apply(self.outcomes.add_prediction(rnd.symbol, rnd.open_time, mid, answer.prediction), rnd.symbol)
         self._watch_canaries(rnd)
 
@@ -365,16 +372,15 @@ class Rendezvous:
 
     # ---- outcomes --------------------------------------------------------------------------------
     def add_bar(self, bar: Bar) -> None:
-        """A bar: its close realises the forward returns of the bar ``horizon_bars`` back."""
+        """A bar: its close realises the forward returns of the bar ``horizon_bars`` back; the shadow
+        accounts fill the orders waiting for its open."""
         self.counters["bars"] += 1
+        self.book.add_bar(bar.symbol, bar.open_time, bar.interval_ms, bar.open, bar.close)
         self._apply(self.outcomes.add_bar(bar.symbol, bar.open_time, bar.interval_ms, bar.close), bar.symbol)
 
     def _apply(self, outcomes: list[Outcome], symbol: str) -> None:
-        config = self.config
         for model_id, _, prediction, realised in outcomes:
-            self.book.card(model_id, symbol).record_outcome(
-                prediction, realised, fee_rate=config.fee_rate, threshold=config.pnl_threshold,
-                long_short=config.pnl_long_short)
+            self.book.card(model_id, symbol).record_outcome(prediction, realised)
 
     # ---- reporting -------------------------------------------------------------------------------
     def scorecards(self) -> list[Scorecard]:

@@ -4,12 +4,13 @@ Each card counts rounds, in-time answers, deadline misses, late and rejected sco
 often the model was chosen; keeps the last ``latency_window`` latencies (a fixed-size ring,
 percentiles computed on demand); and, once the realised forward return of a bar is known,
 the squared and absolute errors, directional hits, a rolling window of (prediction, realised)
-pairs for the Spearman information coefficient, and the P&L the model would have made.
+pairs for the Spearman information coefficient; and a shadow account trading the model's
+predictions by the trader's own rule (:mod:`dope.rendezvous.shadow`), whose equity change is the P&L.
 
->>> card = ModelCard("rf", "BTCUSDT", window=8, latency_window=8)
->>> card.record_outcome(0.01, 0.02, fee_rate=0.0, threshold=0.0, long_short=True)
->>> round(card.pnl, 6), card.hits
-(0.02, 1)
+>>> card = ModelCard("rf", "BTCUSDT", initial_cash=1000.0, window=8, latency_window=8)
+>>> card.record_outcome(0.01, 0.02)
+>>> card.hits, card.pnl
+(1, 0.0)
 """
 
 from __future__ import annotations
@@ -26,12 +27,13 @@ import numpy as np
 
 from dope.fileio import atomic_write_json
 from dope.messages import Scorecard
+from dope.rendezvous.shadow import BarTape, ShadowAccount, ShadowRule
 from dope.types import FloatArray
 
 log = logging.getLogger("dope.rendezvous")
 
 STATE_FORMAT: Final = "dope-scorecards"
-STATE_VERSION: Final = 1
+STATE_VERSION: Final = 2  # 2: the P&L is a shadow account (version 1 kept a log-return sum)
 MIN_PAIRS: Final = 3
 
 
@@ -115,24 +117,16 @@ def spearman(a: FloatArray, b: FloatArray) -> float | None:
     return pearson(average_ranks(a), average_ranks(b))
 
 
-def position_of(prediction: float, threshold: float, long_short: bool) -> int:
-    """+1 above ``threshold``, -1 below ``-threshold`` (0 when long/flat), else 0."""
-    if prediction > threshold:
-        return 1
-    if prediction < -threshold and long_short:
-        return -1
-    return 0
-
-
 class ModelCard:
     """The scorecard of one model on one symbol."""
 
-    def __init__(self, model_id: str, symbol: str, *, window: int = 500, latency_window: int = 1024,
-                 divergence_window: int = 100) -> None:
+    def __init__(self, model_id: str, symbol: str, *, initial_cash: float, window: int = 500,
+                 latency_window: int = 1024, divergence_window: int = 100) -> None:
         self.model_id, self.symbol = model_id, symbol
         self.rounds = self.answered = self.misses = self.late = self.rejected = self.chosen = 0
-        self.realised = self.hits = self.directional = self.trades = self.position = 0
-        self.sse = self.sae = self.pnl = 0.0
+        self.realised = self.hits = self.directional = 0
+        self.sse = self.sae = 0.0
+        self.shadow = ShadowAccount(initial_cash)
         self.latency_us, self.arrival_ms = Ring(latency_window), Ring(latency_window)
         self.ic_pred, self.ic_real = Ring(window), Ring(window)
         self.div_champion, self.div_self = Ring(divergence_window), Ring(divergence_window)
@@ -151,9 +145,13 @@ class ModelCard:
         self.latency_us.push(float(latency_us))
         self.arrival_ms.push(float(arrival_ms))
 
-    def record_outcome(self, prediction: float, realised: float, *, fee_rate: float, threshold: float,
-                       long_short: bool) -> None:
-        """Compare a prediction with the realised forward return: errors, hit, IC pair, P&L."""
+    @property
+    def pnl(self) -> float:
+        """The shadow account's equity change (quote currency)."""
+        return self.shadow.pnl
+
+    def record_outcome(self, prediction: float, realised: float) -> None:
+        """Compare a prediction with the realised forward return: errors, hit, IC pair."""
         error = prediction - realised
         self.realised += 1
         self.sse += error * error
@@ -163,10 +161,6 @@ class ModelCard:
             self.hits += (prediction > 0.0) == (realised > 0.0) and prediction != 0.0
         self.ic_pred.push(prediction)
         self.ic_real.push(realised)
-        position = position_of(prediction, threshold, long_short)
-        self.trades += int(position != self.position)
-        self.pnl += position * realised - fee_rate * abs(position - self.position)
-        self.position = position
 
     def record_pair(self, champion: float, own: float) -> None:
         """A round where both the champion and this (canary) model answered (O(1): a running sum)."""
@@ -198,12 +192,12 @@ class ModelCard:
             chosen=self.chosen, latency_p50_us=p50, latency_p99_us=p99, arrival_p50_ms=a50, arrival_p99_ms=a99,
             realised=n, rmse=math.sqrt(self.sse / n) if n else None, mae=self.sae / n if n else None,
             hit_rate=self.hits / self.directional if self.directional else None,
-            ic=spearman(self.ic_pred.values(), self.ic_real.values()), pnl=self.pnl, trades=self.trades,
+            ic=spearman(self.ic_pred.values(), self.ic_real.values()), pnl=self.pnl, trades=self.shadow.trades,
             divergence=div, divergence_corr=corr, divergence_alarm=self.alarm)
 
     # ---- persistence -----------------------------------------------------------------------------
     _COUNTS: Final = ("rounds", "answered", "misses", "late", "rejected", "chosen", "realised", "hits",
-                      "directional", "trades", "position", "sse", "sae", "pnl", "alarm")
+                      "directional", "sse", "sae", "alarm")
     _RINGS: Final = ("latency_us", "arrival_ms", "ic_pred", "ic_real", "div_champion", "div_self")
 
     def to_state(self) -> dict[str, Any]:
@@ -211,6 +205,7 @@ class ModelCard:
         state: dict[str, Any] = {"model_id": self.model_id, "symbol": self.symbol}
         state.update({name: getattr(self, name) for name in self._COUNTS})
         state.update({name: getattr(self, name).values().tolist() for name in self._RINGS})
+        state["shadow"] = self.shadow.to_state()
         return state
 
     def load_state(self, state: dict[str, Any]) -> None:
@@ -219,25 +214,59 @@ class ModelCard:
             setattr(self, name, type(getattr(self, name))(state[name]))
         for name in self._RINGS:
             getattr(self, name).extend(state[name])
+        self.shadow = ShadowAccount.from_state(state["shadow"])
         a, b = self.div_champion.raw(), self.div_self.raw()
         self._abs_diff = float(np.sum(np.abs(a - b)))
 
 
 class ScorecardBook:
-    """All cards, keyed by (model_id, symbol), with JSON persistence."""
+    """All cards, keyed by (model_id, symbol), with JSON persistence, and the bars their shadow accounts trade.
 
-    def __init__(self, *, window: int = 500, latency_window: int = 1024, divergence_window: int = 100) -> None:
+    ``rule`` is the trader's rule the shadow accounts follow; a book without one (``dope models
+    scorecards``) is only read and reported."""
+
+    def __init__(self, *, rule: ShadowRule | None = None, window: int = 500, latency_window: int = 1024,
+                 divergence_window: int = 100) -> None:
+        self.rule = rule
         self._sizes = {"window": window, "latency_window": latency_window, "divergence_window": divergence_window}
         self.cards: dict[tuple[str, str], ModelCard] = {}
+        self.tapes: dict[str, BarTape] = {}
         self.saved_roles: dict[str, str] = {}
+
+    def _rule(self) -> ShadowRule:
+        if self.rule is None:
+            raise ValueError("this scorecard book has no trading rule: it is only read and reported")
+        return self.rule
 
     def card(self, model_id: str, symbol: str) -> ModelCard:
         """The card of ``model_id`` on ``symbol`` (created empty on first use)."""
         key = (model_id, symbol)
         found = self.cards.get(key)
         if found is None:
-            found = self.cards[key] = ModelCard(model_id, symbol, **self._sizes)
+            cash = self.rule.initial_cash if self.rule is not None else math.nan
+            found = self.cards[key] = ModelCard(model_id, symbol, initial_cash=cash, **self._sizes)
         return found
+
+    def _tape(self, symbol: str) -> BarTape:
+        tape = self.tapes.get(symbol)
+        if tape is None:
+            tape = self.tapes[symbol] = BarTape()
+        return tape
+
+    def add_bar(self, symbol: str, open_time: int, interval_ms: int, open_price: float, close_price: float) -> None:
+        """A bar of ``symbol``: the shadow accounts execute the orders waiting for its open and mark its close."""
+        rule, tape = self._rule(), self._tape(symbol)
+        if tape.add(open_time, interval_ms, open_price, close_price):
+            for (_, card_symbol), card in self.cards.items():
+                if card_symbol == symbol:
+                    card.shadow.advance(tape, rule)
+
+    def trade(self, model_id: str, symbol: str, open_time: int, prediction: float) -> None:
+        """The prediction ``model_id`` gave at the close of bar ``open_time``: its shadow account decides."""
+        rule, tape = self._rule(), self._tape(symbol)
+        shadow = self.card(model_id, symbol).shadow
+        shadow.decide_at(open_time, prediction)
+        shadow.advance(tape, rule)
 
     def snapshots(self, role_of: dict[str, str], event_time: int) -> list[Scorecard]:
         """Every card as a message, sorted by symbol then model."""

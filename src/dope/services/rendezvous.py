@@ -4,7 +4,8 @@ A thin loop around :class:`dope.rendezvous.Rendezvous`: a feature vector from th
 opens a round (its deadline starts then, on the service's clock; with event deadlines, the
 default off the live exchange, it waits for every model instead), every model service's scores
 fill it, and the loop closes due rounds after every message and every quiet receive. Bars from
-the collector realise the forward returns the scorecards need. Roles come from the
+the collector realise the forward returns the scorecards need, and fill the orders of every model's
+shadow account (the trader's own rule and costs, ``[trader]``: :func:`shadow_rule`). Roles come from the
 configuration and, with ``watch_registry``, from the registry's ``roles.json`` (checked once per
 round: a promotion is in force from the next bar). Only deployed models are waited for when
 ``[[models.deploy]]`` lists them (``role:<r>`` follows the holder of the role, as the model
@@ -22,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from dope.clock import Clock
-from dope.config import DopeConfig, RendezvousConfig
+from dope.config import DopeConfig, RendezvousConfig, TraderConfig
 from dope.messages import AnyMessage, Bar, Features, Score
-from dope.rendezvous import Rendezvous, Roles, RolesWatcher
+from dope.rendezvous import Rendezvous, Roles, RolesWatcher, ShadowRule
 from dope.services.base import (
     Service,
     endpoint_of,
@@ -33,6 +34,7 @@ from dope.services.base import (
     service_publisher,
     service_subscriber,
 )
+from dope.trading.rule import Costs, Thresholds
 from dope.transport import Publisher, Subscriber
 
 ROLE_PREFIX = "role:"
@@ -49,6 +51,12 @@ def event_deadlines(config: DopeConfig) -> bool:
     """Whether rounds wait for every model (``deadline_mode`` ``event``, or ``auto`` off the live exchange)."""
     mode = config.rendezvous.deadline_mode
     return mode == "event" or (mode == "auto" and config.collector.source != "binance")
+
+
+def shadow_rule(trader: TraderConfig) -> ShadowRule:
+    """The trader's thresholds, costs and cash, as the scorecards' shadow accounts trade by them."""
+    return ShadowRule(Thresholds(trader.upper, trader.lower, trader.allow_short),
+                      Costs(trader.fee_rate, trader.slippage_bps / 10_000.0, trader.fraction), trader.initial_cash)
 
 
 def config_roles(config: RendezvousConfig) -> Roles:
@@ -71,7 +79,8 @@ class RendezvousService(Service):
     """Runs the rendezvous core on the bus."""
 
     def __init__(self, name: str, publisher: Publisher, subscribers: Sequence[Subscriber],
-                 config: RendezvousConfig, *, clock: Clock | None = None, heartbeat_ms: int = 1_000,
+                 config: RendezvousConfig, *, rule: ShadowRule, clock: Clock | None = None,
+                 heartbeat_ms: int = 1_000,
                  watcher: RolesWatcher | None = None, deploys: Sequence[str] = (),
                  scorecards: Path | None = None, event_deadlines: bool = False) -> None:
         poll_ms = max(config.poll_ms, EVENT_POLL_MS) if event_deadlines else config.poll_ms  # only liveness to watch
@@ -81,7 +90,7 @@ class RendezvousService(Service):
         self.deploys = tuple(deploys)
         self.watcher = watcher
         self.all_roles = config_roles(config)
-        self.core = Rendezvous(config, deployed_roles(self.all_roles, self.deploys), self.clock,
+        self.core = Rendezvous(config, deployed_roles(self.all_roles, self.deploys), self.clock, rule=rule,
                                event_deadlines=event_deadlines)
         self.scorecard_file = scorecards
         self._closed_at_publish = self._closed_at_persist = 0
@@ -150,6 +159,7 @@ class RendezvousService(Service):
         counts = {f"rendezvous.{k}": int(v) for k, v in self.core.counters.items()}
         counts["rendezvous.open_rounds"] = self.core.open_rounds()
         counts["rendezvous.unrealisable"] = self.core.outcomes.unrealisable
+        counts["rendezvous.shadow_stale"] = sum(card.shadow.stale for card in self.core.book.cards.values())
         return counts
 
 
@@ -167,7 +177,7 @@ def build(config: DopeConfig, **overrides: Any) -> RendezvousService:
                                   clock=clock)
     watcher = RolesWatcher(config.registry.path, rv.challengers) if rv.watch_registry else None
     return RendezvousService(
-        name, publisher, [subscriber], rv, clock=clock, heartbeat_ms=config.bus.heartbeat_ms, watcher=watcher,
+        name, publisher, [subscriber], rv, rule=shadow_rule(config.trader), clock=clock, heartbeat_ms=config.bus.heartbeat_ms, watcher=watcher,
         deploys=[d.model for d in config.models.deploy],
         scorecards=overrides.get("scorecards", scorecard_path(config, name)), event_deadlines=event_deadlines(config))
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from dope.clock import Clock
-from dope.config import BusConfig
 from dope.transport.base import (
     BasePublisher,
     BaseSubscriber,
@@ -31,6 +30,7 @@ from dope.transport.base import (
     SubscriberStats,
     TopicRing,
 )
+from dope.transport.config import BusConfig
 from dope.transport.curve import CurveClient, CurveKeyError, CurveServer, client_curve, server_curve
 from dope.transport.memory import InMemoryBus, InMemoryPublisher, InMemorySubscriber
 from dope.transport.snapshot import SnapshotProtocolError

@@ -34,9 +34,9 @@ from zmq.auth.thread import ThreadAuthenticator
 from zmq.utils import z85
 from zmq.utils.monitor import recv_monitor_message
 
-from dope.config import BusConfig
 from dope.logs import ProblemCounter
 from dope.transport.base import BusError
+from dope.transport.config import BusConfig
 
 log = logging.getLogger("dope.transport.curve")
 _zap_log = logging.getLogger("dope.transport.curve.zap")
