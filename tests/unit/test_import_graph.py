@@ -6,6 +6,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
 SRC = Path(__file__).resolve().parents[2] / "src"
 PACKAGE = SRC / "dope"
 
@@ -74,3 +76,47 @@ def test_function_level_and_relative_imports_are_seen(tmp_path: Path) -> None:
     module.parent.mkdir(parents=True)
     module.write_text("def f():\n    from ..backtest import config\n    import dope.config\n", encoding="utf-8")
     assert {"dope.backtest", "dope.backtest.config", "dope.config"} <= imports_of(module, root=tmp_path)
+
+
+BASE = frozenset({"types", "errors", "timeparse", "clock", "fileio", "logs", "messages", "__version__"})
+"""Modules with no dependency on any package of DOPE's: every package may import them."""
+
+MAY_IMPORT: dict[str, frozenset[str]] = {
+    "bars": BASE,
+    "store": BASE | {"bars"},
+    "features": BASE | {"bars"},
+    "models": BASE,
+    "transport": BASE,
+    "market": BASE | {"bars", "store"},
+    "trading": BASE,
+    "rendezvous": BASE | {"models", "store", "trading"},
+    "training": BASE | {"bars", "features", "models", "store"},
+    "plots": BASE,
+    "backtest": BASE | {"plots", "trading"},
+    "loop": BASE | {"bars", "features", "models", "rendezvous", "store", "trading", "training"},
+    "config": BASE | {"bars", "market", "rendezvous", "trading", "transport"},
+    "dashboard": BASE | {"bars", "config", "plots", "store", "transport"},
+}
+"""The package map of docs/architecture.md: what each package may import (``services`` and ``commands`` sit on
+top and may import any package but each other's callers; ``cli`` imports only ``commands``, lazily)."""
+
+
+def _package_imports(package: str) -> set[str]:
+    paths = [SRC / "dope" / f"{package}.py"] if (SRC / "dope" / f"{package}.py").exists() else _modules((package,))
+    found = {m.split(".")[1] for path in paths for m in imports_of(path) if m.startswith("dope.")}
+    return found - {package}
+
+
+@pytest.mark.parametrize("package", sorted(MAY_IMPORT))
+def test_each_package_imports_only_what_the_map_allows(package: str) -> None:
+    assert _package_imports(package) - MAY_IMPORT[package] == set()
+
+
+def test_services_never_import_the_commands_nor_the_backtester() -> None:
+    assert _package_imports("services") & {"commands", "cli", "backtest"} == set()
+
+
+def test_the_map_names_every_package() -> None:
+    top = {p.stem if p.is_file() else p.name for p in PACKAGE.iterdir()
+           if (p.suffix == ".py" or (p / "__init__.py").exists()) and p.name != "__init__.py"}
+    assert top - set(MAY_IMPORT) - BASE - {"services", "commands", "cli", "compile_notice"} == set()
