@@ -104,7 +104,8 @@ def test_only_the_authorized_key_receives_and_refusals_are_counted(
     assert publisher.curve_denied >= 1 and publisher.curve_failed >= 1  # wrong key (ZAP), no CURVE (handshake)
     assert isinstance(beat, Heartbeat) and beat.counters["bus.curve_denied"] == publisher.curve_denied
     assert beat.counters["bus.curve_failed"] == publisher.curve_failed
-    assert "failed CURVE handshake" in caplog.text and "MECHANISM_MISMATCH" in caplog.text
+    assert "failed CURVE handshake" in caplog.text  # with its reason: the mechanism, or the hang-up under load
+    assert any(reason in caplog.text for reason in ("MECHANISM_MISMATCH", "(EPIPE)", "(ECONNRESET)"))
     assert f"fingerprint {fingerprint(load_public_key(keys.public('intruder')))}" in caplog.text
     for name in ("server", "client", "intruder"):  # keys are never logged
         public, secret = load_key_pair(keys.secret(name))

@@ -18,6 +18,7 @@ Keys are never logged, and their values are hidden from ``repr``.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
@@ -308,7 +309,7 @@ class HandshakeMonitor:
         while self._monitor is not None and self._monitor.poll(0):
             event = recv_monitor_message(self._monitor)
             self.failed += 1
-            reason = _event_name(event["value"])
+            reason = _failure_reason(event["event"], event["value"])
             self.problems.report("curve_handshake", f"{self.owner}: failed CURVE handshake on "
                                                     f"{event['endpoint'].decode()} ({reason})")
         return self.failed
@@ -320,7 +321,11 @@ class HandshakeMonitor:
             self._monitor = None
 
 
-def _event_name(value: int) -> str:
+def _failure_reason(event: int, value: int) -> str:
+    """The reason of a failed handshake: a ZMTP protocol error's name (``..._MECHANISM_MISMATCH``), or for a
+    failure without detail the OS error it carries (``EPIPE``: the peer hung up mid-handshake)."""
+    if event == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:
+        return errno.errorcode.get(value, str(value))
     try:
         return str(zmq.Event(value).name)
     except ValueError:
