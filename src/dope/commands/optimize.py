@@ -4,7 +4,8 @@
         --uppers 0:0.002:5 --lowers -0.002:0:5 --train 28d --test 14d --out results/ --report report.html
 
 Each predictions file (``NAME=FILE`` or ``FILE``, named by its stem) holds ``open_time`` and
-``prediction``. The search over the whole span (grid heatmaps, DSR with every trial, PBO) and the
+``prediction``; rows for bars opening before their ``trained_until_ms`` (``dope predict`` writes it) are
+refused unless ``--allow-in-sample``. The search over the whole span (grid heatmaps, DSR with every trial, PBO) and the
 walk-forward optimization of each model and of all of them (out of sample only) run on Dask: a local
 cluster unless ``--scheduler tcp://host:port`` names one (or ``--serial``).
 """
@@ -15,6 +16,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from dope.commands.backtest import add_in_sample_argument
 from dope.commands.options import add_stored_bars_arguments, open_store, time_option
 from dope.errors import UserError
 
@@ -42,6 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("--out", help="folder for the results (Parquet + summary.json; `dope report` reads it)")
     parser.add_argument("--report", help="write the HTML report to this file")
+    add_in_sample_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -113,7 +116,7 @@ def _market(args: argparse.Namespace) -> tuple[Any, int]:
     bars = read_bars(store, args.symbol, interval_ms, time_option(args.start), time_option(args.end))
     predictions = dict(_named(item) for item in args.predictions)
     try:
-        return market_from_frames(bars, {n: read_predictions(p) for n, p in predictions.items()}, interval_ms), \
+        return market_from_frames(bars, {n: read_predictions(p, args.allow_in_sample) for n, p in predictions.items()}, interval_ms), \
             interval_ms
     except ValueError as exc:
         raise UserError(str(exc)) from None
