@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from dope.backtest.walkforward import SeedSpread, seed_groups
 from dope.cli import main
-from dope.commands.study import SeedSpread, is_seeded, seed_groups, variant_names
+from dope.commands.study import is_seeded, variant_names
 
 START_MS = 1_735_689_600_000  # 2025-01-01
 BAR_MS = 900_000

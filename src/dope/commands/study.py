@@ -247,39 +247,9 @@ def _comparison_md(s: SymbolStudy) -> str:
     return "\n".join(lines) + "\n"
 
 
-@dataclass(frozen=True)
-class SeedSpread:
-    """One figure of a seeded kind over its seeds: mean, sample sd (NaN for one seed), worst."""
-
-    mean: float
-    sd: float
-    worst: float
-
-    @classmethod
-    def of(cls, values: list[float]) -> SeedSpread:
-        import numpy as np
-
-        finite = np.array([v for v in values if math.isfinite(v)], dtype=np.float64)
-        if finite.size == 0:
-            return cls(math.nan, math.nan, math.nan)
-        sd = float(finite.std(ddof=1)) if finite.size > 1 else math.nan
-        return cls(float(finite.mean()), sd, float(finite.min()))
-
-    def text(self, spec: str) -> str:
-        return f"{_f(self.mean, spec)} ± {_f(self.sd, spec.lstrip('+'))} (worst {_f(self.worst, spec)})"
-
-
-def seed_groups(names: list[str]) -> dict[str, list[str]]:
-    """Kind -> its per-seed variant names (``kind/s<seed>``), for the kinds fitted with seeds."""
-    groups: dict[str, list[str]] = {}
-    for name in names:
-        kind, sep, seed = name.rpartition("/s")
-        if sep and seed.isdigit():
-            groups.setdefault(kind, []).append(name)
-    return groups
-
-
 def _seed_spread_md(s: SymbolStudy) -> str:
+    from dope.backtest.walkforward import SeedSpread, seed_groups
+
     groups = seed_groups(list(s.results))
     if not groups:
         return ""
@@ -341,6 +311,8 @@ def _reading(studies: list[SymbolStudy]) -> str:
 
 def _seed_caveat(s: SymbolStudy, name: str) -> str:
     """What the other seeds of ``name``'s kind did, when ``name`` is one seed of several."""
+    from dope.backtest.walkforward import SeedSpread, seed_groups
+
     kind = name.rpartition("/s")[0]
     names = seed_groups(list(s.results)).get(kind, [])
     if len(names) < 2:
