@@ -215,6 +215,11 @@ probability that the true Sharpe ratio of a stitched result is above 0 (daily re
 the best variant's Sharpe by the number of variants compared; the in-sample grid over the whole span
 gives the DSR with all its trials and the PBO by CSCV (the chance that the in-sample best is below the
 median out of sample).
+
+Seeds are trials: a stochastic model (random forest, LSTM) is fitted once per seed and each seed's
+forecasts are a variant of their own (`random_forest/s0`, ...), traded, counted in the variants' DSR and
+in the in-sample grid's trials; "all models" may pick any seed. Under each table, the spread over seeds
+(mean ± sd, worst) of the headline figures; the reading says when a result holds for some seeds only.
 """
 
 
@@ -297,6 +302,7 @@ def _reading(studies: list[SymbolStudy]) -> str:
                      f"variants compared (every seed counted), DSR {_f(dsr, '.2f')}: "
                      f"{'significant at 95%' if dsr >= 0.95 else 'not significant at 95%'}. The in-sample "
                      f"grid's PBO is {_f(s.grid.pbo.pbo if s.grid.pbo else math.nan, '.2f')}.")
+    lines += [line for s in studies for line in _seed_disagreements(s)]
     lines.append("\nThe in-sample grids' DSR is near 0 when a few threshold pairs trade on nearly every bar and lose "
                  "the fees: their Sharpe ratios sit far below the rest, the variance of the trials' Sharpe ratios "
                  "grows, and with it the expected maximum that the best trial must beat. That is the statistic "
@@ -323,6 +329,23 @@ def _seed_caveat(s: SymbolStudy, name: str) -> str:
     held = "holds for every seed" if beat == len(rs) else f"holds for {beat} of {len(rs)} seeds only"
     return (f" That is one seed of {kind}: over its {len(rs)} seeds the Sharpe is {sharpe.text('.2f')}, and "
             f"beating buy and hold {held}.")
+
+
+def _seed_disagreements(s: SymbolStudy) -> list[str]:
+    """A line per seeded kind whose seeds disagree on beating buy and hold: which seeds did, the Sharpe range."""
+    from dope.backtest.walkforward import seed_groups
+
+    lines = []
+    for kind, names in seed_groups(list(s.results)).items():
+        rs = {n.rpartition("/")[2]: s.results[n] for n in names}
+        beat = [seed for seed, r in rs.items() if r.metrics["total_return"] > r.benchmark.metrics["total_return"]]
+        if 0 < len(beat) < len(rs):
+            sharpes = [r.metrics["sharpe"] for r in rs.values()]
+            lines.append(f"- {s.symbol} {kind}: beats buy and hold with seed{'s' if len(beat) > 1 else ''} "
+                         f"{', '.join(beat)} only ({len(beat)} of {len(rs)}); its out-of-sample Sharpe ranges "
+                         f"{_f(min(sharpes), '.2f')} .. {_f(max(sharpes), '.2f')} across seeds. A one-seed "
+                         "run shows one of these draws, not the model.")
+    return lines
 
 
 def _nan_low(value: float) -> float:
