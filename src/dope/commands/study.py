@@ -1,6 +1,6 @@
 """``dope study``: the walk-forward threshold study on the real 15-minute klines -> docs/study/.
 
-    dope study                                        # 3 symbols, 2025, RF, LSTM and baselines (minutes)
+    dope study                                        # 3 symbols, 2025, RF, LSTM (5 seeds) and baselines (~5 min)
     dope study --symbols BTCUSDT --models momentum zero --out /tmp/study
     dope study --seeds 5                              # each stochastic model fitted with seeds 0..4
 
