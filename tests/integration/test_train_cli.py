@@ -59,9 +59,9 @@ def test_predict_writes_only_out_of_sample_rows(store: Path, trained: tuple[Path
     code = main(["predict", model_id, "--symbol", "BTCUSDT", "--start", "2024-03-02", "--end", "2024-03-04",
                  "--out", str(out), "--store", str(store), "--registry", str(registry)])
     assert code == 0
-    assert "left out 1440 bar(s) inside the training range" in capsys.readouterr().err
+    assert "left out 1440 bar(s) opening before 2024-03-03T00:00:00Z" in capsys.readouterr().err
     preds = pd.read_parquet(out)
-    assert list(preds.columns) == ["open_time", "close_time", "prediction", "model_id"]
+    assert list(preds.columns) == ["open_time", "close_time", "prediction", "model_id", "trained_until_ms"]
     assert preds["open_time"].tolist() == list(range(START + 2 * DAY, START + 3 * DAY, INTERVAL))
     assert (preds["model_id"] == model_id).all() and np.isfinite(preds["prediction"]).all()
     # the same numbers as the registered model on the offline features of those bars

@@ -26,6 +26,8 @@ from dope.backtest.walkforward import (
     FoldOutcome,
     SearchSpec,
     compare_models,
+    deflate_variants,
+    search,
     stitched_backtest,
     threshold_signal,
     walk_forward_folds,
@@ -156,6 +158,28 @@ def test_compare_models_runs_each_model_and_all_together() -> None:
     assert list(results) == ["good", "noise", "all models"]
     assert set(results["good"].folds["model"]) == {"good"}
     assert results["all models"].n_trials == 2 * results["good"].n_trials
+
+
+def test_optuna_seeds_all_count_as_trials_of_the_search() -> None:
+    market = make_market(n=96 * 20)
+    spec = SearchSpec(SPACE, "optuna", n_trials=6, seed=3, seeds=3)
+    merged = search(market, spec, CONFIG, (0, market.n))
+    alone = [optuna_search(market, SPACE, CONFIG, n_trials=6, seed=s) for s in (3, 4, 5)]
+    assert merged.n_trials == 18 and merged.dsr is not None and merged.dsr.n_trials == 18
+    assert merged.table["seed"].tolist() == [3] * 6 + [4] * 6 + [5] * 6
+    np.testing.assert_allclose(merged.extra["seed_best"], [a.table["sharpe"].max() for a in alone])
+    assert merged.table["sharpe"].max() == max(merged.extra["seed_best"])
+
+
+def test_each_optuna_seed_is_a_walk_forward_variant_counted_in_the_dsr() -> None:
+    market = make_market(n=96 * 30)
+    folds = walk_forward_folds(market.n, 96 * 10, 96 * 10)
+    results = compare_models(market, SearchSpec(SPACE, "optuna", n_trials=4, seed=7, seeds=2), CONFIG, folds)
+    assert list(results) == ["good/s7", "noise/s7", "all models/s7", "good/s8", "noise/s8", "all models/s8"]
+    dsr = deflate_variants(results)
+    assert dsr is not None and dsr.n_trials == 6
+    grid = compare_models(market, SearchSpec(SPACE, seeds=5), CONFIG, folds)
+    assert list(grid) == ["good", "noise", "all models"]  # a grid is deterministic: seeds change nothing
 
 
 def test_heatmap_frame() -> None:

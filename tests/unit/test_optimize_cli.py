@@ -63,3 +63,34 @@ def test_optimize_reports_bad_input_clearly(setup: tuple[Path, Path, Path], tmp_
     assert "too few" in capsys.readouterr().err
     assert main(["report", str(tmp_path)]) == 2
     assert "not an optimization result" in capsys.readouterr().err
+
+
+def test_optuna_seeds_are_variants_and_trials(setup: tuple[Path, Path, Path], tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    store, informed, noise = setup
+    out = tmp_path / "result"
+    code = main(["optimize", "--symbol", "BTCUSDT", "--interval", "15m", "--store", str(store),
+                 "--predictions", str(informed), "--method", "optuna", "--trials", "4", "--seeds", "3",
+                 "--seed", "10", "--uppers", "0:0.002:3", "--lowers=-0.002,0", "--train", "10d", "--test", "5d",
+                 "--serial", "--no-progress", "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert code == 0
+    trials = pd.read_parquet(out / "trials.parquet")
+    assert len(trials) == 3 * 4 and sorted(set(trials["seed"])) == [10, 11, 12]
+    for seed in (10, 11, 12):
+        assert f"informed/s{seed}" in printed and (out / f"folds-informed-s{seed}.parquet").exists()
+    assert "informed: 3 seeds, Sharpe" in printed and "(worst " in printed
+    assert "12 trials in all, every seed counted in the DSR" in printed
+
+
+def test_a_grid_ignores_seeds_and_zero_seeds_is_refused(setup: tuple[Path, Path, Path],
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    store, informed, _ = setup
+    base = ["optimize", "--symbol", "BTCUSDT", "--interval", "15m", "--store", str(store), "--predictions",
+            str(informed), "--uppers", "0,0.001", "--lowers=-0.001,0", "--train", "10d", "--test", "5d",
+            "--serial", "--no-progress"]
+    assert main([*base, "--seeds", "4"]) == 0
+    printed = capsys.readouterr().out
+    assert "one seed (a grid search is deterministic)" in printed and "/s" not in printed
+    assert main([*base, "--method", "optuna", "--seeds", "0"]) == 2
+    assert "--seeds must be at least 1" in capsys.readouterr().err

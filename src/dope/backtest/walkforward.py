@@ -25,6 +25,7 @@ from dope.backtest.optimize import (
     SearchResult,
     SearchSpace,
     Trial,
+    finish_search,
     grid_search,
     metric_values,
     optuna_search,
@@ -53,7 +54,11 @@ class OptimizationFold:
 
 @dataclass(frozen=True)
 class SearchSpec:
-    """How each fold searches: the space, the method, Optuna's budget and seed, the objective."""
+    """How each fold searches: the space, the method, Optuna's budget, seeds and objective.
+
+    ``seeds`` (Optuna only; a grid is deterministic): seeds ``seed .. seed + seeds - 1`` are all tried
+    and all count as trials (see :func:`search` and :func:`compare_models`).
+    """
 
     space: SearchSpace
     method: Method = "grid"
@@ -61,6 +66,13 @@ class SearchSpec:
     seed: int = 0
     objective: str = "sharpe"
     period_ms: int = DAY_MS
+    seeds: int = 1
+
+    def seeded(self) -> list[SearchSpec]:
+        """One single-seed spec per seed (one spec for a grid, whose result no seed changes)."""
+        if self.method == "grid":
+            return [replace(self, seeds=1)]
+        return [replace(self, seed=self.seed + k, seeds=1) for k in range(self.seeds)]
 
 
 @dataclass(frozen=True)
@@ -105,12 +117,23 @@ def walk_forward_folds(n: int, train: int, test: int, anchored: bool = False) ->
 
 def search(market: Market, spec: SearchSpec, config: BacktestConfig, span: tuple[int, int],
            runner: Runner | None = None) -> SearchResult:
-    """One search of ``spec`` over ``span`` (grid trials on ``runner``; Optuna in this process)."""
+    """One search of ``spec`` over ``span`` (grid trials on ``runner``; Optuna in this process).
+
+    With several Optuna seeds, every seed's trials go into one table (column ``seed``) and all count in
+    the DSR and the PBO; ``extra["seed_best"]`` holds each seed's best objective.
+    """
     if spec.method == "grid":
         return grid_search(market, spec.space, config, span=span, runner=runner, objective=spec.objective,
                            period_ms=spec.period_ms)
-    return optuna_search(market, spec.space, config, n_trials=spec.n_trials, seed=spec.seed + span[0],
-                         span=span, objective=spec.objective, period_ms=spec.period_ms)
+    parts = [optuna_search(market, spec.space, config, n_trials=one.n_trials, seed=one.seed + span[0],
+                           span=span, objective=spec.objective, period_ms=spec.period_ms)
+             for one in spec.seeded()]
+    if len(parts) == 1:
+        return parts[0]
+    table = pd.concat([p.table.assign(seed=p.extra["seed"]) for p in parts], ignore_index=True)
+    return finish_search(table, np.column_stack([p.period_returns for p in parts]), spec.objective, span,
+                         {"method": "optuna", "seeds": [p.extra["seed"] for p in parts],
+                          "seed_best": [float(p.table[spec.objective].max()) for p in parts]})
 
 
 def optimize_fold(fold: OptimizationFold, market: Market, spec: SearchSpec, config: BacktestConfig) -> FoldOutcome:
@@ -204,11 +227,16 @@ def compare_models(market: Market, spec: SearchSpec, config: BacktestConfig, fol
                    runner: Runner | None = None) -> dict[str, WalkForwardOptimization]:
     """Walk-forward optimization of each model alone and, with several models, of all of them together.
 
-    The folds of every variant go to ``runner`` in one batch.
+    With several Optuna seeds each seed is a variant of its own, named ``<variant>/s<seed>``, so that
+    :func:`deflate_variants` counts every seed. The folds of every variant go to ``runner`` in one batch.
     """
-    variants = {m: replace(spec, space=replace(spec.space, models=(m,))) for m in spec.space.models}
-    if len(spec.space.models) > 1:
-        variants["all models"] = spec
+    variants: dict[str, SearchSpec] = {}
+    specs = spec.seeded()
+    for one in specs:
+        suffix = f"/s{one.seed}" if len(specs) > 1 else ""
+        variants |= {m + suffix: replace(one, space=replace(one.space, models=(m,))) for m in one.space.models}
+        if len(one.space.models) > 1:
+            variants["all models" + suffix] = one
     runner = runner or SerialRunner(progress=False)
     jobs = [(name, fold) for name in variants for fold in folds]
     outcomes = runner.map(_optimize_job, jobs, runner.share(market), variants, config, label="walk-forward")
@@ -228,6 +256,41 @@ def _assemble(market: Market, outcomes: list[FoldOutcome], config: BacktestConfi
     return WalkForwardOptimization(_fold_table(market, outcomes, config), market.open_time[span[0]:span[1]], result,
                              _buy_and_hold(market, span, config), span, sum(o.n_trials for o in outcomes),
                              _psr(market, result, span, config, period_ms))
+
+
+@dataclass(frozen=True)
+class SeedSpread:
+    """One figure over seeds: mean, sample sd (NaN for one value) and worst (the minimum)."""
+
+    mean: float
+    sd: float
+    worst: float
+
+    @classmethod
+    def of(cls, values: list[float]) -> SeedSpread:
+        """The spread of the finite ``values`` (all NaN when none is finite)."""
+        finite = np.array([v for v in values if np.isfinite(v)], dtype=np.float64)
+        if finite.size == 0:
+            return cls(float("nan"), float("nan"), float("nan"))
+        sd = float(finite.std(ddof=1)) if finite.size > 1 else float("nan")
+        return cls(float(finite.mean()), sd, float(finite.min()))
+
+    def text(self, spec: str) -> str:
+        """``mean ± sd (worst w)`` with ``spec`` (e.g. ``.2f``); ``n/a`` for a NaN."""
+        def f(value: float, fmt: str) -> str:
+            return format(value, fmt) if np.isfinite(value) else "n/a"
+
+        return f"{f(self.mean, spec)} ± {f(self.sd, spec.lstrip('+'))} (worst {f(self.worst, spec)})"
+
+
+def seed_groups(names: list[str]) -> dict[str, list[str]]:
+    """Base name -> its per-seed variant names (``<name>/s<seed>``), for the names that carry a seed."""
+    groups: dict[str, list[str]] = {}
+    for name in names:
+        base, sep, seed = name.rpartition("/s")
+        if sep and seed.isdigit():
+            groups.setdefault(base, []).append(name)
+    return groups
 
 
 def deflate_variants(results: dict[str, WalkForwardOptimization], period_ms: int = DAY_MS) -> DeflatedSharpe | None:

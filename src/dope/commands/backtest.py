@@ -36,20 +36,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--engine", choices=("vectorized", "event"), default="vectorized",
                         help="backtest path (both give the same answer; default vectorized)")
     parser.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    add_in_sample_argument(parser)
+
+
+def add_in_sample_argument(parser: argparse.ArgumentParser) -> None:
+    """``--allow-in-sample`` of ``dope backtest`` and ``dope optimize``."""
+    parser.add_argument("--allow-in-sample", action="store_true",
+                        help="use predictions of bars opening before their model's trained_until_ms "
+                             "(in sample: the model has seen that period); refused by default")
 
 
 def run(args: argparse.Namespace) -> int:
     """Join predictions with the stored bars, backtest, print the metrics beside the baselines."""
     store, interval_ms = open_store(args)
     bars = read_bars(store, args.symbol, interval_ms, time_option(args.start), time_option(args.end))
-    joined = join_predictions(bars, read_predictions(Path(args.predictions)))
+    joined = join_predictions(bars, read_predictions(Path(args.predictions), args.allow_in_sample))
     results = _backtest(joined, _config(args), interval_ms, args.engine)
     print(_as_json(args, interval_ms, results) if args.json else _as_table(args, results))
     return 0
 
 
-def read_predictions(path: Path) -> pd.DataFrame:
-    """A predictions file as a frame of ``open_time`` (int64) and ``prediction`` (float64)."""
+def read_predictions(path: Path, allow_in_sample: bool = False) -> pd.DataFrame:
+    """A predictions file as a frame of ``open_time`` (int64) and ``prediction`` (float64).
+
+    Rows for bars opening before their ``trained_until_ms`` are refused (see :func:`check_out_of_sample`).
+    """
     import pandas as pd
 
     if not path.exists():
@@ -64,7 +75,42 @@ def read_predictions(path: Path) -> pd.DataFrame:
     if frame["open_time"].duplicated().any():
         raise UserError(f"{path}: open_time {frame['open_time'][frame['open_time'].duplicated()].iloc[0]} "
                         "appears more than once")
+    check_out_of_sample(path, frame, allow_in_sample)
     return frame[["open_time", "prediction"]].astype({"open_time": "int64", "prediction": "float64"})
+
+
+def check_out_of_sample(path: Path, frame: pd.DataFrame, allow_in_sample: bool) -> None:
+    """Refuse (or, with ``allow_in_sample``, warn about) rows opening before their ``trained_until_ms``.
+
+    ``dope predict`` writes ``model_id`` and ``trained_until_ms`` on every row. A file (or a row)
+    without ``trained_until_ms`` is of unknown provenance: it is used, with a warning saying so.
+    """
+    import pandas as pd
+
+    until = (pd.to_numeric(frame["trained_until_ms"], errors="coerce") if "trained_until_ms" in frame.columns
+             else pd.Series(float("nan"), index=frame.index))
+    unknown = int(until.isna().sum())
+    if unknown:
+        log.warning("%s: %d of %d prediction(s) have no trained_until_ms (not written by `dope predict`): "
+                    "provenance unknown, nothing shows they are out of sample", path, unknown, len(frame))
+    inside = frame["open_time"].astype("int64") < until
+    if not inside.any():
+        return
+    first = frame.assign(trained_until_ms=until)[inside].sort_values("open_time").iloc[0]
+    model = first["model_id"] if "model_id" in frame.columns else "an unnamed model"
+    trained_until = int(first["trained_until_ms"])
+    message = (f"{path}: {int(inside.sum())} prediction(s) for bars opening before their model finished "
+               f"training, the first at {_iso(int(first['open_time']))} by {model}, trained until "
+               f"{_iso(trained_until)} (trained_until_ms {trained_until}): in sample")
+    if not allow_in_sample:
+        raise UserError(f"{message}; pass --allow-in-sample to use them anyway")
+    log.warning("%s (used: --allow-in-sample)", message)
+
+
+def _iso(time_ms: int) -> str:
+    import pandas as pd
+
+    return pd.Timestamp(time_ms, unit="ms", tz="UTC").strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def join_predictions(bars: pd.DataFrame, predictions: pd.DataFrame) -> pd.DataFrame:

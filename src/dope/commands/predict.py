@@ -2,8 +2,10 @@
 
     dope predict lightgbm-20260101T0000-ab12cd --symbol BTCUSDT --start 2024-02-01 --out preds.parquet
 
-Columns: ``open_time``, ``close_time``, ``prediction``, ``model_id``. Bars inside the model's
-training range are left out (in sample); it is an error when no bar is left.
+Columns: ``open_time``, ``close_time``, ``prediction``, ``model_id``, ``trained_until_ms`` (the end,
+exclusive, of the model's training data). Bars opening before ``trained_until_ms`` are in sample for
+*every* symbol (the model has seen that period) and are left out unless ``--allow-in-sample``; it is
+an error when no bar is left. ``dope backtest`` and ``dope optimize`` refuse such rows in turn.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--store", help="store folder (default: [store] path)")
     parser.add_argument("--registry", help="registry folder (default: [registry] path)")
     parser.add_argument("--config", help="TOML configuration file")
+    parser.add_argument("--allow-in-sample", action="store_true",
+                        help="keep bars opening before the end of the model's training data (in sample)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -39,11 +43,12 @@ def run(args: argparse.Namespace) -> int:
 
     store, _ = open_store(args, interval=False)
     result = predict(store, open_registry(args), args.model_id, args.symbol, time_option(args.start),
-                     time_option(args.end))
+                     time_option(args.end), allow_in_sample=args.allow_in_sample)
     for note in result.notes:
         print(f"dope predict: note: {note}", file=sys.stderr)
     result.frame.to_parquet(args.out, index=False)
-    print(f"wrote {len(result.frame)} out-of-sample predictions to {args.out}")
+    kind = "" if args.allow_in_sample else "out-of-sample "
+    print(f"wrote {len(result.frame)} {kind}predictions to {args.out}")
     return 0
 
 

@@ -1,9 +1,13 @@
 """``dope study``: the walk-forward threshold study on the real 15-minute klines -> docs/study/.
 
-    dope study                                        # 3 symbols, 2025, RF, LSTM and baselines (minutes)
+    dope study                                        # 3 symbols, 2025, RF, LSTM (5 seeds) and baselines (~5 min)
     dope study --symbols BTCUSDT --models momentum zero --out /tmp/study
+    dope study --seeds 5                              # each stochastic model fitted with seeds 0..4
 
-Per symbol: the models' out-of-sample forecasts come from :func:`dope.training.walk_forward_forecast` (purged
+Seeds are trials: a model kind whose parameters take a ``seed`` (random forest, LSTM, LightGBM) is
+fitted once per seed, and each seed is a variant of its own (``random_forest/s0`` ...): it is traded,
+counted in the DSR's number of variants and trials, and the README reports the spread over seeds
+(mean, sd, worst) beside the headline figures. Per symbol: the models' out-of-sample forecasts come from :func:`dope.training.walk_forward_forecast` (purged
 folds, the settings of ``dope evaluate``); on those forecasts, a threshold grid is optimized walk-forward
 (each model alone and all together) and only the stitched out-of-sample trading is reported, beside
 buy and hold, with the PSR, the DSR across the variants, and the DSR and PBO of an in-sample grid over the
@@ -44,6 +48,7 @@ class StudySettings:
     test_days: int = 14
     fee_rate: float = 0.001
     workers: int = 2
+    seeds: int = 5
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -57,6 +62,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--train-days", type=int, default=28, help="threshold training window, days (28)")
     parser.add_argument("--test-days", type=int, default=14, help="threshold test window, days (14)")
     parser.add_argument("--fee-rate", type=float, default=0.001, help="fee per side (0.001)")
+    parser.add_argument("--seeds", type=int, default=5,
+                        help="seeds 0..N-1 of each stochastic model, every one a trial (default 5)")
     parser.add_argument("--scheduler", help="Dask scheduler address (default: a local cluster)")
     parser.add_argument("--workers", type=int, default=2, help="local Dask workers (2)")
     parser.add_argument("--serial", action="store_true", help="no Dask: run in this process")
@@ -71,8 +78,11 @@ def run(args: argparse.Namespace) -> int:
     data = Path(args.data)
     if not data.is_dir():
         raise UserError(f"klines folder not found: {data} (expected ../shared/data/binance/klines/15m)")
+    if args.seeds < 1:
+        raise UserError(f"--seeds must be at least 1, not {args.seeds}")
     settings = StudySettings(data, tuple(args.symbols or SYMBOLS), tuple(args.models or MODELS),
-                             args.model_folds, args.train_days, args.test_days, args.fee_rate, args.workers)
+                             args.model_folds, args.train_days, args.test_days, args.fee_rate, args.workers,
+                             args.seeds)
     from dope.backtest.parallel import open_runner
 
     began = time.perf_counter()
@@ -97,7 +107,10 @@ class SymbolStudy:
 
 def forecasts(settings: StudySettings, symbol: str, progress: bool) -> tuple[pd.DataFrame, dict[str, pd.DataFrame],
                                                                               int, dict[str, float]]:
-    """The 2025 bars and each model's out-of-sample forecasts (``dope.training.walk_forward_forecast``)."""
+    """The 2025 bars and each variant's out-of-sample forecasts (``dope.training.walk_forward_forecast``).
+
+    A seeded kind gives one variant per seed (see :func:`variant_names`); the others one.
+    """
     from dope.features import default_feature_set, training_matrix
     from dope.store.files import read_klines
     from dope.training.evaluation import MODELS as PARAMS
@@ -111,13 +124,29 @@ def forecasts(settings: StudySettings, symbol: str, progress: bool) -> tuple[pd.
     out, seconds = {}, {}
     for kind in settings.models:
         began = time.perf_counter()
-        wf = walk_forward_forecast(X, y, partial(_model, kind, PARAMS.get(kind, {})),
-                                   WalkForwardConfig(n_folds=settings.model_folds, horizon=1),
-                                   progress=progress, description=f"{symbol} {kind}")
-        mask = wf.test_mask
-        out[kind] = pd.DataFrame({"open_time": times[mask], "prediction": wf.predictions[mask]})
+        for seed, name in variant_names(kind, settings.seeds).items():
+            params = {**PARAMS.get(kind, {}), **({} if seed is None else {"seed": seed})}
+            wf = walk_forward_forecast(X, y, partial(_model, kind, params),
+                                       WalkForwardConfig(n_folds=settings.model_folds, horizon=1),
+                                       progress=progress, description=f"{symbol} {name}")
+            mask = wf.test_mask
+            out[name] = pd.DataFrame({"open_time": times[mask], "prediction": wf.predictions[mask]})
         seconds[kind] = time.perf_counter() - began
     return bars, out, klines.interval_ms, seconds
+
+
+def is_seeded(kind: str) -> bool:
+    """Whether fitting ``kind`` depends on a random seed (its parameters have a ``seed``)."""
+    from dataclasses import fields
+
+    from dope.models.base import model_class
+
+    return any(f.name == "seed" for f in fields(model_class(kind).params_type))
+
+
+def variant_names(kind: str, seeds: int) -> dict[int | None, str]:
+    """Seed -> variant name: ``{None: kind}`` for a deterministic kind, else ``{s: "kind/s<s>"}``."""
+    return {s: f"{kind}/s{s}" for s in range(seeds)} if is_seeded(kind) else {None: kind}
 
 
 def _model(kind: str, params: dict[str, Any]) -> Any:
@@ -135,7 +164,7 @@ def study_symbol(settings: StudySettings, symbol: str, runner: Any, progress: bo
     bars, preds, interval_ms, seconds = forecasts(settings, symbol, progress)
     market = market_from_frames(bars, preds, interval_ms)
     began = time.perf_counter()
-    space = SearchSpace(settings.models, UPPERS, LOWERS)
+    space = SearchSpace(tuple(preds), UPPERS, LOWERS)
     config = BacktestConfig(upper=0.0, lower=0.0, fee_rate=settings.fee_rate)
     folds = walk_forward_folds(market.n, settings.train_days * DAY_BARS, settings.test_days * DAY_BARS)
     results = compare_models(market, SearchSpec(space), config, folds, runner)
@@ -166,7 +195,7 @@ def render_markdown(settings: StudySettings, studies: list[SymbolStudy], seconds
     """The study's markdown: settings, one table per symbol and a reading generated from the numbers."""
     parts = [_HEAD, _settings_md(settings, studies, seconds)]
     for s in studies:
-        parts += [f"## {s.symbol}\n", _comparison_md(s), _overfitting_md(s)]
+        parts += [f"## {s.symbol}\n", _comparison_md(s), _seed_spread_md(s), _overfitting_md(s)]
     parts.append(_reading(studies))
     return "\n".join(parts)
 
@@ -186,13 +215,19 @@ probability that the true Sharpe ratio of a stitched result is above 0 (daily re
 the best variant's Sharpe by the number of variants compared; the in-sample grid over the whole span
 gives the DSR with all its trials and the PBO by CSCV (the chance that the in-sample best is below the
 median out of sample).
+
+Seeds are trials: a stochastic model (random forest, LSTM) is fitted once per seed and each seed's
+forecasts are a variant of their own (`random_forest/s0`, ...), traded, counted in the variants' DSR and
+in the in-sample grid's trials; "all models" may pick any seed. Under each table, the spread over seeds
+(mean ± sd, worst) of the headline figures; the reading says when a result holds for some seeds only.
 """
 
 
 def _settings_md(settings: StudySettings, studies: list[SymbolStudy], seconds: float) -> str:
     timing = "; ".join(f"{s.symbol} " + ", ".join(f"{k} {v:.0f} s" for k, v in s.seconds.items()) for s in studies)
     return (f"## Settings\n\n- symbols: {', '.join(settings.symbols)}; models: {', '.join(settings.models)} "
-            f"(parameters of `dope evaluate`), {settings.model_folds} model folds, horizon 1 bar\n"
+            f"(parameters of `dope evaluate`), {settings.model_folds} model folds, horizon 1 bar; seeds "
+            f"0..{settings.seeds - 1} of each stochastic model, each seed a variant and a trial\n"
             f"- thresholds: uppers {list(UPPERS)} x lowers {list(LOWERS)} ({len(UPPERS) * len(LOWERS)} pairs a "
             f"model), grid search, objective: Sharpe; windows {settings.train_days} d train / "
             f"{settings.test_days} d test\n- costs: fee {settings.fee_rate:.2%} per side, no slippage, "
@@ -214,6 +249,24 @@ def _comparison_md(s: SymbolStudy) -> str:
                      f"{_f(row['max_drawdown'], '.1%')} | {_f(row['n_trades'], '.0f')} | "
                      f"{_f(row['exposure'], '.0%')} | {_f(row['fees_paid'], ',.0f')} | "
                      f"{_f(row.get('psr', math.nan), '.2f')} | {_f(row.get('n_trials', math.nan), '.0f')} |")
+    return "\n".join(lines) + "\n"
+
+
+def _seed_spread_md(s: SymbolStudy) -> str:
+    from dope.backtest.walkforward import SeedSpread, seed_groups
+
+    groups = seed_groups(list(s.results))
+    if not groups:
+        return ""
+    lines = ["Spread over seeds (each seed is a variant above; mean ± sd, worst):\n",
+             "| model | seeds | Sharpe | total return | PSR | beat buy & hold |", "|---|---:|---|---|---|---:|"]
+    for kind, names in groups.items():
+        rs = [s.results[n] for n in names]
+        beat = sum(r.metrics["total_return"] > r.benchmark.metrics["total_return"] for r in rs)
+        psr = [r.psr.dsr if r.psr is not None else math.nan for r in rs]
+        lines.append(f"| {kind} | {len(rs)} | {SeedSpread.of([r.metrics['sharpe'] for r in rs]).text('.2f')} | "
+                     f"{SeedSpread.of([r.metrics['total_return'] for r in rs]).text('+.1%')} | "
+                     f"{SeedSpread.of(psr).text('.2f')} | {beat} of {len(rs)} |")
     return "\n".join(lines) + "\n"
 
 
@@ -245,9 +298,11 @@ def _reading(studies: list[SymbolStudy]) -> str:
         lines.append(f"- {s.symbol}: the best out-of-sample variant is {best_name} (Sharpe "
                      f"{_f(best.metrics['sharpe'], '.2f')}, {_f(best.metrics['total_return'], '+.1%')}); buy and "
                      f"hold made {_f(bh['total_return'], '+.1%')}, so it {'beat' if beat else 'did not beat'} "
-                     f"buy and hold. Deflated by the variants compared, DSR {_f(dsr, '.2f')}: "
+                     f"buy and hold.{_seed_caveat(s, best_name)} Deflated by the {s.variants_dsr.n_trials if s.variants_dsr else '?'} "
+                     f"variants compared (every seed counted), DSR {_f(dsr, '.2f')}: "
                      f"{'significant at 95%' if dsr >= 0.95 else 'not significant at 95%'}. The in-sample "
                      f"grid's PBO is {_f(s.grid.pbo.pbo if s.grid.pbo else math.nan, '.2f')}.")
+    lines += [line for s in studies for line in _seed_disagreements(s)]
     lines.append("\nThe in-sample grids' DSR is near 0 when a few threshold pairs trade on nearly every bar and lose "
                  "the fees: their Sharpe ratios sit far below the rest, the variance of the trials' Sharpe ratios "
                  "grows, and with it the expected maximum that the best trial must beat. That is the statistic "
@@ -258,6 +313,39 @@ def _reading(studies: list[SymbolStudy]) -> str:
                  "about out-of-sample rank. Fees of 0.1% per side make a round trip cost 0.2%, several times "
                  "the typical 15-minute forecast, which is why most thresholds that trade often lose.\n")
     return "\n".join(lines)
+
+
+def _seed_caveat(s: SymbolStudy, name: str) -> str:
+    """What the other seeds of ``name``'s kind did, when ``name`` is one seed of several."""
+    from dope.backtest.walkforward import SeedSpread, seed_groups
+
+    kind = name.rpartition("/s")[0]
+    names = seed_groups(list(s.results)).get(kind, [])
+    if len(names) < 2:
+        return ""
+    rs = [s.results[n] for n in names]
+    beat = sum(r.metrics["total_return"] > r.benchmark.metrics["total_return"] for r in rs)
+    sharpe = SeedSpread.of([r.metrics["sharpe"] for r in rs])
+    held = "holds for every seed" if beat == len(rs) else f"holds for {beat} of {len(rs)} seeds only"
+    return (f" That is one seed of {kind}: over its {len(rs)} seeds the Sharpe is {sharpe.text('.2f')}, and "
+            f"beating buy and hold {held}.")
+
+
+def _seed_disagreements(s: SymbolStudy) -> list[str]:
+    """A line per seeded kind whose seeds disagree on beating buy and hold: which seeds did, the Sharpe range."""
+    from dope.backtest.walkforward import seed_groups
+
+    lines = []
+    for kind, names in seed_groups(list(s.results)).items():
+        rs = {n.rpartition("/")[2]: s.results[n] for n in names}
+        beat = [seed for seed, r in rs.items() if r.metrics["total_return"] > r.benchmark.metrics["total_return"]]
+        if 0 < len(beat) < len(rs):
+            sharpes = [r.metrics["sharpe"] for r in rs.values()]
+            lines.append(f"- {s.symbol} {kind}: beats buy and hold with seed{'s' if len(beat) > 1 else ''} "
+                         f"{', '.join(beat)} only ({len(beat)} of {len(rs)}); its out-of-sample Sharpe ranges "
+                         f"{_f(min(sharpes), '.2f')} .. {_f(max(sharpes), '.2f')} across seeds. A one-seed "
+                         "run shows one of these draws, not the model.")
+    return lines
 
 
 def _nan_low(value: float) -> float:

@@ -309,6 +309,16 @@ def _check_file(path: Path, expected: Mapping[str, Any]) -> None:
 
 # ---- metadata ------------------------------------------------------------------------------------
 
+def trained_until_ms(meta: Mapping[str, Any]) -> int:
+    """End (exclusive, epoch ms) of the bars a registered model was fitted on.
+
+    Every bar opening before it is in sample for the model, whatever its symbol: a model fitted on
+    BTCUSDT in January has seen January, so its ETHUSDT forecasts for January are concurrent, not
+    out of sample.
+    """
+    return int(meta["data"]["train_end_ms"])
+
+
 def _metadata(model: SavableModel, model_id: str, created_ms: int, files: dict[str, dict[str, Any]],
               feature_set: FeatureSetLike, symbol: str, interval_ms: int, train_range: tuple[int, int],
               metrics: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:

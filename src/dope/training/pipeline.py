@@ -17,7 +17,7 @@ import pandas as pd
 
 from dope.errors import UserError
 from dope.features import FeatureParams, FeatureSet, compute_features, default_feature_set, training_matrix
-from dope.models.registry import FeatureVersionError, Registry
+from dope.models.registry import FeatureVersionError, Registry, trained_until_ms
 from dope.store import BarStore
 from dope.training.walkforward import (
     WalkForwardConfig,
@@ -34,7 +34,7 @@ DEFAULT_MAX_TRAIN_ROWS: dict[str, int | None] = {
 DEFAULT_PARAMS: dict[str, dict[str, Any]] = {"random_forest": {"n_jobs": 2}, "lstm": {"threads": 2}}
 """Per-kind parameters used unless the user gives others. LightGBM keeps one thread: its OpenMP workers
 spin, and on a busy 2-core machine two of them ran a 28 k-row fit 12 times slower than one."""
-PREDICTION_COLUMNS = ("open_time", "close_time", "prediction", "model_id")
+PREDICTION_COLUMNS = ("open_time", "close_time", "prediction", "model_id", "trained_until_ms")
 
 
 @dataclass(frozen=True)
@@ -155,12 +155,14 @@ class Predictions:
 
 
 def predict(store: BarStore, registry: Registry, model_id: str, symbol: str, start_ms: int | None,
-            end_ms: int | None) -> Predictions:
+            end_ms: int | None, allow_in_sample: bool = False) -> Predictions:
     """Out-of-sample forecasts of ``model_id`` for bars opening in ``[start_ms, end_ms)``.
 
-    Bars inside the model's training range are refused (left out, with a note); it is an
-    error when nothing is left. Bars before the range are kept with a note: the model saw
-    later data, so they are out of sample but not a forecast made in time.
+    A bar is out of sample when it opens at or after the model's ``trained_until_ms``, whatever the
+    symbol (:func:`~dope.models.registry.trained_until_ms`). Earlier bars (inside the training range,
+    or before it: the model saw later data) are left out with a note, or kept with
+    ``allow_in_sample``; it is an error when nothing is left. Every row carries ``model_id`` and
+    ``trained_until_ms``, which ``dope backtest`` and ``dope optimize`` check.
     """
     meta = registry.verify(model_id)
     fs = feature_set_of(meta)
@@ -172,28 +174,32 @@ def predict(store: BarStore, registry: Registry, model_id: str, symbol: str, sta
     features = compute_features(bars, fs, load_context(store, fs, interval_ms, read_from, end_ms))
     forecast = model.predict_many(features[list(fs.names)].to_numpy(np.float64)) if len(features) else []
     frame = pd.DataFrame({"open_time": features["open_time"], "close_time": features["close_time"],
-                          "prediction": np.asarray(forecast, dtype=np.float64), "model_id": model_id})
+                          "prediction": np.asarray(forecast, dtype=np.float64), "model_id": model_id,
+                          "trained_until_ms": trained_until_ms(meta)})
     if start_ms is not None:
         frame = frame[frame["open_time"] >= start_ms]
-    return _out_of_sample(frame.reset_index(drop=True), meta, symbol)
+    return _out_of_sample(frame.reset_index(drop=True), meta, symbol, allow_in_sample)
 
 
-def _out_of_sample(frame: pd.DataFrame, meta: Mapping[str, Any], symbol: str) -> Predictions:
+def _out_of_sample(frame: pd.DataFrame, meta: Mapping[str, Any], symbol: str,
+                   allow_in_sample: bool) -> Predictions:
     data, notes = meta["data"], []
     if frame.empty:
         raise UserError(f"no {symbol} bars with complete features in the requested range "
                         f"(the first {meta['feature_set'].get('warmup', '?')} bars only warm the features up)")
-    inside = (frame["open_time"] >= data["train_start_ms"]) & (frame["open_time"] < data["train_end_ms"])
     if symbol != data["symbol"]:
-        notes.append(f"the model was trained on {data['symbol']}, not {symbol}")
-    elif inside.any():
-        if inside.all():
-            raise UserError(f"every requested bar lies in the training range of {meta['model_id']} "
-                            f"({data['train_start']} .. {data['train_end']}): no out-of-sample rows to predict")
-        notes.append(f"left out {int(inside.sum())} bar(s) inside the training range "
-                     f"{data['train_start']} .. {data['train_end']} (in sample)")
-        frame = frame[~inside].reset_index(drop=True)
-    if symbol == data["symbol"] and (frame["open_time"] < data["train_start_ms"]).any():
-        notes.append("some bars precede the training range: out of sample, but the model saw later data")
+        notes.append(f"the model was trained on {data['symbol']}, not {symbol}; its training period "
+                     f"{data['train_start']} .. {data['train_end']} is in sample for {symbol} too")
+    early = frame["open_time"] < trained_until_ms(meta)
+    where = f"before {data['train_end']}, the end of the training data of {meta['model_id']}"
+    if early.all() and not allow_in_sample:
+        raise UserError(f"every requested bar opens {where} ({data['symbol']} {data['train_start']} .. "
+                        f"{data['train_end']}): no out-of-sample rows to predict (--allow-in-sample writes them)")
+    if early.any() and allow_in_sample:
+        notes.append(f"kept {int(early.sum())} in-sample bar(s) opening {where} (--allow-in-sample); "
+                     "dope backtest and dope optimize refuse them unless given --allow-in-sample too")
+    elif early.any():
+        notes.append(f"left out {int(early.sum())} bar(s) opening {where} (in sample)")
+        frame = frame[~early]
     frame = frame[np.isfinite(frame["prediction"].to_numpy())]
     return Predictions(frame.reset_index(drop=True)[list(PREDICTION_COLUMNS)], notes)
