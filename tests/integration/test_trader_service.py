@@ -206,3 +206,34 @@ def test_a_restarted_service_compacts_its_journal_and_goes_on_where_it_stopped(t
         assert np.array_equal([e.equity for e in first.of(Equity) + second.of(Equity)], result.equity)
     finally:
         second.close()
+
+
+def test_bars_missed_live_are_recovered_from_the_store_before_the_next_one(tmp_path: Path) -> None:
+    """A publisher restarted before this trader heard its first bars (or a queue overflowed while an order call
+    waited): the bars between the last one seen and the next that arrives are read back from the store and
+    stepped in order, held without a prediction, so every bar keeps its step and its mark."""
+    from dope.bars import bars_to_frame
+    from dope.config import TraderConfig
+    from dope.store import BarStore
+    from dope.transport import InMemoryBus
+
+    bars, preds = walk(8)
+    store = BarStore(tmp_path / "store")
+    store.write_bars(bars_to_frame(bars[2:6]), bars[0].interval_ms)
+    bus = InMemoryBus()
+    out = bus.subscriber(["decision."])
+    service = TraderService("trader", bus.publisher("trader"), [bus.subscriber(["bar.", "prediction."])],
+                            TraderConfig(state_dir=str(tmp_path / "trader")), ["BTCUSDT"], catch_up=False,
+                            store=store)
+    try:
+        for msg in (bars[0], make_prediction(bars[0].open_time, preds[0]), bars[1],
+                    make_prediction(bars[1].open_time, preds[1]), bars[6]):  # bars 2 to 5 never arrive live
+            service.handle(msg)
+        decided = []
+        while (msg := out.receive(0)) is not None:
+            if isinstance(msg, Decision):
+                decided.append(msg.open_time)
+    finally:
+        service.close()
+    assert decided[:6] == [b.open_time for b in bars[:6]]  # 6 waits for its prediction
+    assert service.counters["missed_bars"] == 4

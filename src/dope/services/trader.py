@@ -29,11 +29,13 @@ from typing import IO, Any, TypeVar
 
 import aiohttp
 
+from dope.bars import bars_from_frame
 from dope.clock import Clock, LiveClock
 from dope.config import ConfigError, DopeConfig, TraderConfig
 from dope.fileio import try_lock
 from dope.messages import AnyMessage, Bar, Prediction
 from dope.services.base import Service, endpoint_of, service_main, service_publisher, service_subscriber
+from dope.store import BarStore
 from dope.trading.binance import (
     BinanceBroker,
     BinanceOrderClient,
@@ -164,12 +166,12 @@ class TraderService(Service):
 
     def __init__(self, name: str, publisher: Publisher, subscribers: Sequence[Subscriber], config: TraderConfig,
                  symbols: Sequence[str], *, clock: Clock | None = None, heartbeat_ms: int = 1_000,
-                 binance: BinanceRuntime | None = None, catch_up: bool = True) -> None:
+                 binance: BinanceRuntime | None = None, catch_up: bool = True, store: BarStore | None = None) -> None:
         super().__init__(name, publisher, subscribers, heartbeat_ms=heartbeat_ms, clock=clock)
         self.config = config
         self.binance = binance
-        if binance is not None:
-            binance.thread.on_wait = self._beat_while_waiting
+        self.store = store
+        """Where bars missed live are read back from (see :meth:`_recover_missed`)."""
         self._last_wait_beat = 0.0
         self.catch_up = catch_up
         self.trade_counters: dict[str, int] = {}
@@ -182,6 +184,8 @@ class TraderService(Service):
             raise
         self.journal = Journal(self.journal_file, fsync=config.journal_fsync)
         self.traders = {s: self._symbol_trader(s, histories.get(s)) for s in symbols}
+        if binance is not None:  # from now on (its heartbeat needs the traders)
+            binance.thread.on_wait = self._beat_while_waiting
         self._next_reset_check = 0
         resumed = {s: t.last_open_time for s, t in self.traders.items() if t.last_open_time >= 0}
         if resumed:
@@ -244,7 +248,31 @@ class TraderService(Service):
         if not _valid_bar(bar):
             self.reject("bad_bar", f"bar {bar.open_time} has a price that is not a positive number", bar.symbol)
             return
+        if 0 <= trader.newest_open_time < bar.open_time - bar.interval_ms:
+            self._recover_missed(trader, bar, now)
         self._publish_all(trader.on_bar(bar, now))
+
+    def _recover_missed(self, trader: SymbolTrader, bar: Bar, now: int) -> None:
+        """Bars of ``bar``'s symbol that never reached this trader live (a publisher restarted before it heard
+        them, a queue overflowed while an order call waited): read back from the store and the peers' snapshots
+        and stepped in order before ``bar``, without waiting for their predictions (those are gone)."""
+        first, end = trader.newest_open_time + bar.interval_ms, bar.open_time
+        missed = {b.open_time: b for b in self._stored_bars(bar.symbol, bar.interval_ms, first, end)}
+        for sub in self.subscribers:
+            for msg in sub.catch_up(CATCH_UP_TIMEOUT_MS):
+                if isinstance(msg, Bar) and msg.symbol == bar.symbol and first <= msg.open_time < end:
+                    missed[msg.open_time] = msg
+        self.count("missed_bars", len(missed))
+        self.log.warning("%s: %d bar(s) before %d never arrived; %d recovered from the store and snapshots",
+                         bar.symbol, (end - first) // bar.interval_ms, end, len(missed))
+        for open_time in sorted(missed):
+            if _valid_bar(missed[open_time]):
+                self._publish_all(trader.on_bar(missed[open_time], now, wait=False))
+
+    def _stored_bars(self, symbol: str, interval_ms: int, start_ms: int, end_ms: int) -> list[Bar]:
+        if self.store is None:
+            return []
+        return bars_from_frame(self.store.read_bars(symbol, interval_ms, start_ms, end_ms), interval_ms, symbol)
 
     def _on_prediction(self, trader: SymbolTrader, pred: Prediction, now: int) -> None:
         if pred.prediction is not None and not math.isfinite(pred.prediction):
@@ -349,6 +377,7 @@ def build(config: DopeConfig, **overrides: Any) -> TraderService:
         return TraderService(name, publisher, [subscriber], config.trader,
                              config.trader.symbols or config.collector.symbols, heartbeat_ms=config.bus.heartbeat_ms,
                              binance=binance, catch_up=not overrides.get("no_catch_up", False),
+                             store=BarStore(config.store.path),
                              clock=overrides.get("clock"))
     except BaseException:
         subscriber.close()
