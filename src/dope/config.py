@@ -28,6 +28,7 @@ import msgspec
 
 from dope.bars.interval import parse_interval
 from dope.errors import ConfigError as ConfigError  # re-exported
+from dope.loop.config import LoopConfig as LoopConfig  # composed: [loop]
 from dope.market.config import BinanceConfig as BinanceConfig  # composed: [binance]
 from dope.market.config import ReplayConfig as ReplayConfig  # composed: [replay]
 from dope.market.config import SyntheticConfig as SyntheticConfig  # composed: [synthetic]
@@ -106,9 +107,10 @@ class ServicesConfig(_Config, frozen=True):
     rendezvous: str = "tcp://127.0.0.1:5559"
     trader: str = "tcp://127.0.0.1:5560"
     dashboard: str = "tcp://127.0.0.1:5561"
+    trainer: str = "tcp://127.0.0.1:5562"
 
     def __post_init__(self) -> None:
-        for name in ("collector", "featurizer", "decoy", "rendezvous", "trader", "dashboard"):
+        for name in ("collector", "featurizer", "decoy", "rendezvous", "trader", "dashboard", "trainer"):
             endpoint = getattr(self, name)
             if endpoint and not endpoint.startswith(("tcp://", "ipc://", "inproc://")):
                 raise ValueError(f"services.{name} must be a tcp://, ipc:// or inproc:// endpoint, got {endpoint!r}")
@@ -265,6 +267,7 @@ class DopeConfig(_Config, frozen=True):
     dashboard: DashboardConfig = DashboardConfig()
     rendezvous: RendezvousConfig = RendezvousConfig()
     decoy: DecoyConfig = DecoyConfig()
+    loop: LoopConfig = LoopConfig()
     log_level: str = "INFO"
 
 

@@ -94,7 +94,7 @@ MAY_IMPORT: dict[str, frozenset[str]] = {
     "plots": BASE,
     "backtest": BASE | {"plots", "trading"},
     "loop": BASE | {"bars", "features", "models", "rendezvous", "store", "trading", "training"},
-    "config": BASE | {"bars", "market", "rendezvous", "trading", "transport"},
+    "config": BASE | {"bars", "loop", "market", "rendezvous", "trading", "transport"},
     "dashboard": BASE | {"bars", "config", "plots", "store", "transport"},
 }
 """The package map of docs/architecture.md: what each package may import (``services`` and ``commands`` sit on

@@ -47,7 +47,7 @@ from dope.messages import AnyMessage
 from dope.transport import Publisher, Subscriber, ZmqPublisher, ZmqSubscriber, client_curve, server_curve
 
 SERVICE_LOG_FORMAT: Final = "%(asctime)s %(levelname)s %(service)s[%(symbol)s] %(name)s: %(message)s"
-SERVICE_NAMES: Final = ("collector", "featurizer", "decoy", "rendezvous", "trader", "dashboard")
+SERVICE_NAMES: Final = ("collector", "featurizer", "decoy", "rendezvous", "trader", "dashboard", "trainer")
 _DRAIN_BATCH: Final = 256
 PR_SET_PDEATHSIG: Final = 1  # prctl option (linux/prctl.h)
 
