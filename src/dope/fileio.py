@@ -73,3 +73,12 @@ def try_lock(path: Path) -> IO[bytes]:
         handle.close()
         raise
     return handle
+
+
+def file_stamp(path: Path) -> tuple[int, int]:
+    """``(mtime_ns, inode)`` of ``path``, ``(0, 0)`` when absent: changes whenever it is replaced atomically."""
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return (0, 0)
+    return (stat.st_mtime_ns, stat.st_ino)

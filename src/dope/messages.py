@@ -234,7 +234,40 @@ class Scorecard(Message, frozen=True, tag="scorecard"):
     divergence_alarm: bool = False
 
 
-AnyMessage = Trade | Bar | Heartbeat | LateTrades | Features | Score | Prediction | Decision | Fill | Equity | Scorecard
+class ModelHealth(Message, frozen=True, tag="health"):
+    """The champion's health on one symbol, published by the decoy's monitor (see ``docs/loop.md``).
+
+    ``psi``/``ks`` follow ``feature_names`` (empty until the window of ``window`` live vectors is
+    full or while no reference is loaded); ``prediction_psi``/``prediction_ks`` compare the
+    champion's live predictions with its reference predictions (None: not enough yet).
+    ``drift_psi``/``drift_ks`` are the alarm levels. Data quality over the last bars: ``gap_rate``
+    (missing bar open times), ``empty_rate`` (bars without trades); ``late_trades`` counts trades
+    that came after their bar closed, ``nonfinite`` the NaN/inf live values left out, since the start.
+    ``alarm`` is set while drift is above a level (raised at ``alarm_since``, event time; ``reason``
+    names the worst statistic); a trainer subscribing to ``health.*`` retrains early on it.
+    """
+
+    model_id: str
+    window: int
+    feature_names: list[str] = []
+    psi: list[float] = []
+    ks: list[float] = []
+    prediction_psi: float | None = None
+    prediction_ks: float | None = None
+    drift_psi: float = 0.0
+    drift_ks: float = 0.0
+    gap_rate: float = 0.0
+    empty_rate: float = 0.0
+    late_trades: int = 0
+    nonfinite: int = 0
+    stale: bool = False
+    alarm: bool = False
+    alarm_since: int = 0
+    reason: str = ""
+
+
+AnyMessage = (Trade | Bar | Heartbeat | LateTrades | Features | Score | Prediction | Decision | Fill | Equity | Scorecard
+              | ModelHealth)
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(AnyMessage)

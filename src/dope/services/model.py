@@ -22,13 +22,13 @@ import math
 import time
 from collections import deque
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from dope.config import DopeConfig, ModelDeployConfig
 from dope.errors import UserError
+from dope.fileio import file_stamp
 from dope.messages import AnyMessage, Features, Score
 from dope.models.registry import Registry, RegistryError
 from dope.services.base import (
@@ -89,7 +89,7 @@ class ModelService(Service):
         """Reload when ``roles.json`` changed and the role's holder is another model."""
         if self.role is None:
             return
-        stamp = _stamp(self.registry.root / "roles.json")
+        stamp = file_stamp(self.registry.root / "roles.json")
         if stamp == self._roles_stamp:
             return
         self._roles_stamp = stamp
@@ -204,12 +204,6 @@ def _vector_problem(msg: Features, version: str, n_features: int) -> tuple[str, 
     return None
 
 
-def _stamp(path: Path) -> tuple[int, int]:
-    try:
-        stat = path.stat()
-    except FileNotFoundError:
-        return (0, 0)
-    return (stat.st_mtime_ns, stat.st_ino)
 
 
 def deployment(config: DopeConfig, index: int) -> ModelDeployConfig:
