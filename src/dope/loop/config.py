@@ -34,7 +34,8 @@ class LoopConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
     per kind are kept; older losers are retired.
 
     Monitors: a feature's PSI above ``drift_psi`` or KS statistic above ``drift_ks``, over the last
-    ``drift_window`` vectors against ``reference_rows`` saved with the model, raises a drift alarm
+    ``drift_window`` vectors against ``reference_rows`` saved with the model (measured every
+    ``drift_every`` vectors by the decoy's monitor, ``dope.loop.health``), raises a drift alarm
     (and an early retrain, at most one per ``min_retrain_gap`` of market time).
     """
 
@@ -62,6 +63,7 @@ class LoopConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
     drift_psi: float = 0.25
     drift_ks: float = 0.25
     drift_window: int = 500
+    drift_every: int = 50
     reference_rows: int = 2_000
     min_retrain_gap: str = "1h"
     service_name: str = "trainer"
@@ -73,7 +75,7 @@ class LoopConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
             except UserError as exc:
                 raise ValueError(f"loop.{name}: {exc}") from None
         positive = {"min_train_bars": self.min_train_bars, "folds": self.folds, "keep": self.keep,
-                    "drift_window": self.drift_window, "reference_rows": self.reference_rows,
+                    "drift_window": self.drift_window, "drift_every": self.drift_every, "reference_rows": self.reference_rows,
                     "max_candidate_bars": self.max_candidate_bars}
         for name, value in positive.items():
             if value < 1:
