@@ -80,7 +80,8 @@ class ChampionWatch:
     def current(self) -> str | None:
         stamp = file_stamp(self.roles_path)
         if stamp != self._stamp:
-            self._stamp, self._champion = stamp, self.read_champion()
+            self._champion = self.read_champion()  # a failure raises, and the next call reads again
+            self._stamp = stamp
         return self._champion
 
 

@@ -4,7 +4,11 @@ It subscribes to ``features.*`` on the featurizer's endpoint, like every model s
 writes the vectors in batches of ``decoy.flush_every`` (and whatever is left on stop, or after
 a quiet second) to :class:`dope.rendezvous.archive.FeatureArchive` under the store. Any live
 decision can be replayed later from ``FeatureArchive(store).read(feature_set, symbol)``.
-It publishes only heartbeats (``services.decoy``).
+
+It also runs the model-health monitor (:class:`dope.loop.health.HealthMonitor`) off the critical
+path: it hears the collector's ``bar.*``/``late_trades.*`` and the rendezvous' ``prediction.*``
+too, and publishes ``health.<symbol>`` (:class:`~dope.messages.ModelHealth`) beside its heartbeats
+(``services.decoy``), whose ``health.*`` counters summarise it (``docs/loop.md``, "Monitors").
 
     python -m dope.services.decoy --config dope.toml
 """
@@ -14,38 +18,65 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
-from dope.clock import Clock
+from dope.clock import Clock, LiveClock
 from dope.config import DopeConfig
-from dope.messages import AnyMessage, Features
+from dope.logs import ProblemCounter
+from dope.loop.health import ChampionWatch, HealthLevels, HealthMonitor
+from dope.loop.references import registry_references
+from dope.messages import AnyMessage, Bar, Features, LateTrades, ModelHealth, Prediction
+from dope.models.registry import Registry
 from dope.rendezvous.archive import FeatureArchive
 from dope.services.base import Service, endpoint_of, service_main, service_publisher, service_subscriber
 from dope.transport import Publisher, Subscriber
 
 IDLE_FLUSH_MS: Final = 1_000
+HEALTH_TOPICS: Final = ("bar.", "late_trades.", "prediction.")
 
 
 class DecoyService(Service):
-    """Buffers feature vectors and writes them to the archive in batches."""
+    """Buffers feature vectors and writes them to the archive in batches; monitors the champion's health."""
 
     def __init__(self, name: str, publisher: Publisher, subscribers: Sequence[Subscriber], archive: FeatureArchive,
-                 *, flush_every: int = 100, heartbeat_ms: int = 1_000, clock: Clock | None = None) -> None:
+                 *, flush_every: int = 100, heartbeat_ms: int = 1_000, clock: Clock | None = None,
+                 monitor: HealthMonitor | None = None) -> None:
         super().__init__(name, publisher, subscribers, heartbeat_ms=heartbeat_ms, clock=clock)
         self.archive = archive
+        self.monitor = monitor
         self.flush_every = flush_every
         self.pending: list[Features] = []
         self._last_flush_ms = self.clock.now_ms()
         self.counters.update(archived=0, flushes=0)
 
     def handle(self, msg: AnyMessage) -> None:
-        if not isinstance(msg, Features):
-            return
-        self.pending.append(msg)
-        if len(self.pending) >= self.flush_every:
-            self.flush()
+        if isinstance(msg, Features):
+            self.pending.append(msg)
+            if len(self.pending) >= self.flush_every:
+                self.flush()
+        if self.monitor is not None:
+            self.publish_health(self._monitor(self.monitor, msg))
+
+    @staticmethod
+    def _monitor(monitor: HealthMonitor, msg: AnyMessage) -> list[ModelHealth]:
+        if isinstance(msg, Features):
+            return monitor.on_features(msg)
+        if isinstance(msg, Bar):
+            return monitor.on_bar(msg)
+        if isinstance(msg, LateTrades):
+            monitor.on_late_trades(msg)
+        elif isinstance(msg, Prediction):
+            monitor.on_prediction(msg)
+        return []
+
+    def publish_health(self, reports: list[ModelHealth]) -> None:
+        for report in reports:
+            self.publish(report)
+            self.count("health_reports")
 
     def on_idle(self) -> None:
         if self.pending and self.clock.now_ms() - self._last_flush_ms >= IDLE_FLUSH_MS:
             self.flush()
+        if self.monitor is not None:
+            self.publish_health(self.monitor.tick())
 
     def flush(self) -> None:
         """Write the buffered vectors now (a failed write is counted and logged; the batch is kept)."""
@@ -66,7 +97,8 @@ class DecoyService(Service):
         self.flush()
 
     def extra_counters(self) -> Mapping[str, int]:
-        return {"pending": len(self.pending)}
+        health = self.monitor.counters() if self.monitor is not None else {}
+        return {"pending": len(self.pending), **health}
 
 
 def build(config: DopeConfig, **overrides: Any) -> DecoyService:
@@ -74,12 +106,27 @@ def build(config: DopeConfig, **overrides: Any) -> DecoyService:
     name = overrides.get("name") or config.decoy.service_name
     subscriber = service_subscriber(config, ["features."],
                                     [overrides.get("features_endpoint") or endpoint_of(config, "featurizer")])
+    monitored = service_subscriber(config, HEALTH_TOPICS, [endpoint_of(config, "collector"),
+                                                           endpoint_of(config, "rendezvous")])
     clock = overrides.get("clock")
     publisher = service_publisher(config, name, overrides.get("endpoint") or endpoint_of(config, "decoy"),
                                   clock=clock)
     archive = FeatureArchive(overrides.get("store") or config.store.path)
-    return DecoyService(name, publisher, [subscriber], archive, flush_every=config.decoy.flush_every,
-                        heartbeat_ms=config.bus.heartbeat_ms, clock=clock)
+    decoy = DecoyService(name, publisher, [subscriber, monitored], archive, flush_every=config.decoy.flush_every,
+                         heartbeat_ms=config.bus.heartbeat_ms, clock=clock)
+    decoy.monitor = health_monitor(config, decoy.problems, clock)
+    return decoy
+
+
+def health_monitor(config: DopeConfig, problems: ProblemCounter, clock: Clock | None = None) -> HealthMonitor:
+    """The monitor of ``config``'s champion: stale by the wall clock for a live (Binance) source, else
+    by event time."""
+    registry = Registry(config.registry.path)
+    live = config.collector.source == "binance"
+    return HealthMonitor(HealthLevels.of(config.loop), ChampionWatch(registry.root / "roles.json",
+                                                                     registry.champion).current,
+                         registry_references(registry), problems, clock=(clock or LiveClock()) if live else None,
+                         source=config.decoy.service_name)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
