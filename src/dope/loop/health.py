@@ -10,8 +10,8 @@ through a :data:`ReferenceLoader`, again whenever ``roles.json`` names another c
 raised when any feature's PSI is above ``drift_psi`` or KS above ``drift_ks`` (or the predictions'),
 and cleared only when every statistic is below ``CLEAR_FRACTION`` of its level (hysteresis: no flapping
 around the level). A feed is stale when its last bar closed more than ``STALE_INTERVALS`` intervals ago:
-by the wall clock when ``clock`` is given (live), else by the newest event time seen on any stream
-(replays and simulations run faster than the wall clock). See ``docs/loop.md``.
+by the wall clock when ``clock`` is given (live), else by the newest bar of any symbol (replays and
+simulations run faster than the wall clock; bars come in order from one publisher, the collector). See ``docs/loop.md``.
 """
 
 from __future__ import annotations
@@ -152,12 +152,12 @@ class HealthMonitor:
         self.symbols: dict[str, SymbolHealth] = {}
         self.model_id = ""
         self.reference: ReferenceLike | None = None
-        self.newest_event_ms = 0
-        self.totals: dict[str, int] = {"checks": 0, "alarms_raised": 0, "reference_loads": 0}
+        self.newest_bar_ms = 0
+        self.totals: dict[str, int] = {"bars": 0, "checks": 0, "alarms_raised": 0, "reference_loads": 0}
 
     # -- input -----------------------------------------------------------------------------------
     def on_features(self, msg: Features) -> list[ModelHealth]:
-        state = self._symbol(msg.symbol, msg.event_time)
+        state = self._symbol(msg.symbol)
         if state.vectors and len(msg.values) != len(state.vectors[-1]):
             self.problems.report("health_mismatch", f"[{msg.symbol}] vectors went from {len(state.vectors[-1])} "
                                  f"to {len(msg.values)} values: the window starts again")
@@ -170,21 +170,23 @@ class HealthMonitor:
         return [self.check(msg.symbol, msg.event_time)]
 
     def on_bar(self, bar: Bar) -> list[ModelHealth]:
-        state = self._symbol(bar.symbol, bar.event_time)
+        state = self._symbol(bar.symbol)
         state.add_bar(bar)
+        self.newest_bar_ms = max(self.newest_bar_ms, bar.close_time)
+        self.totals["bars"] += 1
         return self.tick()
 
     def on_late_trades(self, msg: LateTrades) -> None:
-        self._symbol(msg.symbol, msg.event_time).late_trades += msg.count
+        self._symbol(msg.symbol).late_trades += msg.count
 
     def on_prediction(self, msg: Prediction) -> None:
-        state = self._symbol(msg.symbol, msg.event_time)
+        state = self._symbol(msg.symbol)
         if msg.prediction is not None and msg.model_id == self.model_id:
             state.predictions.append(msg.prediction)
 
     def tick(self) -> list[ModelHealth]:
         """Symbols whose feed became stale or fresh since the last look (call when idle, and per bar)."""
-        now = self.clock.now_ms() if self.clock is not None else self.newest_event_ms
+        now = self.clock.now_ms() if self.clock is not None else self.newest_bar_ms
         changed = []
         for symbol, state in self.symbols.items():
             stale = bool(state.interval_ms) and now - state.last_close_ms > STALE_INTERVALS * state.interval_ms
@@ -296,8 +298,7 @@ class HealthMonitor:
             **{f"health.{k}": v for k, v in self.totals.items()},
         }
 
-    def _symbol(self, symbol: str, event_time: int) -> SymbolHealth:
-        self.newest_event_ms = max(self.newest_event_ms, event_time)
+    def _symbol(self, symbol: str) -> SymbolHealth:
         state = self.symbols.get(symbol)
         if state is None:
             state = self.symbols[symbol] = SymbolHealth(self.levels.window)
