@@ -18,6 +18,7 @@ from bokeh.layouts import column, row
 from bokeh.models import ColumnDataSource, DataTable, Div, HTMLTemplateFormatter, Select, Span, TableColumn
 from bokeh.palettes import Category10_10
 
+from dope.dashboard.health_panel import ModelHealthPanel
 from dope.dashboard.state import DashboardState
 from dope.messages import AnyMessage, Bar, Equity, Fill, Prediction, Score
 from dope.plots import add_trade_markers, curves_figure, drawdown, time_figure
@@ -78,6 +79,7 @@ class Session:
         self.selector.on_change("value", lambda _attr, _old, new: self.show(new))
         self.risk = Div(text="", name="risk")
         self.feed = Div(text="", name="feed", width=WIDTH)
+        self.model_health = ModelHealthPanel(WIDTH)
         self.doc.add_root(self._layout())
         self.doc.title = "DOPE dashboard"
         self.update()
@@ -178,6 +180,7 @@ class Session:
         rows = self.state.health_rows(now_ms)
         self.panels.health.data = {key: [r[key] for r in rows] for key in self.panels.health.data}
         self._refresh_scorecards()
+        self.model_health.show(self.state.model_health(self.symbol))
         kill = self.state.kill_switch()
         alarms = "".join(f' <span style="color:#d62728"><b>ALARM</b> {a}</span>' for a in self.state.alarms())
         self.risk.text = (f'<b>Trader risk:</b> <span style="color:{"#d62728" if kill else "#2ca02c"}">'
@@ -217,7 +220,7 @@ class Session:
             row(self.selector, self.risk), self.feed,
             price, self._prediction_figure(price.x_range), self._equity_figure(price.x_range),
             self._drawdown_figure(price.x_range),
-            Div(text="<b>Model scorecards</b>"), self._scorecard_table(),
+            Div(text="<b>Model scorecards</b>"), self._scorecard_table(), self.model_health.layout(),
             Div(text="<b>Services</b>"), self._health_table(),
             name="dashboard")
 

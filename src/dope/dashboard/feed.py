@@ -20,7 +20,7 @@ from dope.transport import CurveClient, ZmqSubscriber
 
 log = logging.getLogger("dope.dashboard")
 
-TOPICS: Final = ("bar.", "prediction.", "score.", "fill.", "equity.", "heartbeat.", "scorecard.")
+TOPICS: Final = ("bar.", "prediction.", "score.", "fill.", "equity.", "heartbeat.", "scorecard.", "health.")
 
 
 def service_endpoints(config: DopeConfig) -> list[str]:

@@ -18,7 +18,7 @@ from typing import Final
 
 import msgspec
 
-from dope.messages import AnyMessage, Bar, Equity, Fill, Heartbeat, Prediction, Score
+from dope.messages import AnyMessage, Bar, Equity, Fill, Heartbeat, ModelHealth, Prediction, Score
 
 BASE_FIELDS: Final = frozenset({"symbol", "event_time", "seq", "source", "v"})
 
@@ -58,6 +58,7 @@ class DashboardState:
         self._series: dict[tuple[str, str], deque[tuple[int, AnyMessage]]] = {}
         self.services: dict[str, ServiceHealth] = {}
         self.scorecards: dict[str, dict[str, object]] = {}
+        self._model_health: dict[str, ModelHealth] = {}
         self.bus_counters: dict[str, int] = {}
         self.ignored = 0
 
@@ -77,6 +78,9 @@ class DashboardState:
                 self._heartbeat(msg, now_ms)
             elif type(msg).__struct_config__.tag == "scorecard":
                 self.scorecards[str(getattr(msg, "model_id", msg.source))] = _fields(msg)
+            elif isinstance(msg, ModelHealth):
+                self._model_health[msg.symbol] = msg
+                self._seq += 1
             elif isinstance(msg, Bar | Prediction | Score | Fill | Equity):
                 self._append(msg)
             else:
@@ -103,6 +107,11 @@ class DashboardState:
         """One row per service: status, heartbeat age, throughput and problem counters."""
         with self._lock:
             return [_health_row(health, now_ms) for _, health in sorted(self.services.items())]
+
+    def model_health(self, symbol: str) -> ModelHealth | None:
+        """The last health report of ``symbol`` (the decoy's ``health.<symbol>``), if any."""
+        with self._lock:
+            return self._model_health.get(symbol)
 
     def alarms(self) -> list[str]:
         """``service: name=value`` for every heartbeat counter ``alarm.*`` that is not 0 (e.g. an IP ban)."""
