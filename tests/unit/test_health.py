@@ -7,11 +7,14 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from dope.clock import SimulatedClock
+from dope.commands.status import format_status
 from dope.logs import ProblemCounter
 from dope.loop.health import HealthLevels, HealthMonitor, ReferenceLike, retrain_request
 from dope.messages import Bar, Features, LateTrades, ModelHealth, Prediction
+from dope.services.metrics import ServiceMetrics, render_metrics
 
 T0 = 1_723_161_600_000
 STEP = 10_000
@@ -175,3 +178,19 @@ def test_stale_by_the_wall_clock_while_live() -> None:
     clock.advance_to(T0 + STEP + 3 * STEP)
     [msg] = mon.tick()
     assert msg.stale and msg.symbol == "BTCUSDT" and mon.tick() == []
+
+
+def test_counters_reach_dope_status_and_prometheus() -> None:
+    mon = monitor(Roles())
+    shifted = np.random.default_rng(4).normal(size=(200, 2)) + [0.0, 2.0]
+    feed(mon, shifted)
+    counters = {"handled": 200, **mon.counters()}
+    status = {"updated_ms": T0, "services": {"decoy": {
+        "state": "running", "up": True, "heartbeat_age_s": 0.2, "lag_s": 0.0, "throughput": 1.0, "restarts": 0,
+        "pid": 7, "counters": counters}}}
+    line = format_status(status, T0).splitlines()[-1]
+    assert line.startswith("  model health (decoy): DRIFT ALARM, max PSI ") and "gaps 0" in line
+    text = render_metrics([ServiceMetrics("decoy", True, 0.2, 0, 1.0, counters)])
+    samples = {s.labels["counter"]: s.value for f in text_string_to_metric_families(text)
+               if f.name == "dope_service_counter" for s in f.samples}
+    assert samples["health.drift_alarm"] == 1 and samples["health.max_psi_milli"] > 250

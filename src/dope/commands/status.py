@@ -46,7 +46,18 @@ def format_status(status: dict[str, Any], now_ms: int) -> str:
         lines.append(f"{name:28} {s['state']:9} {'up' if s['up'] else 'DOWN':8} "
                      f"{'-' if beat is None else f'{beat:.1f}s':>9} {s['lag_s']:>7.1f}s {s['throughput']:>9.1f} "
                      f"{s['restarts']:>8} {s['pid'] or '-':>7}")
+        if "health.drift_alarm" in s.get("counters", {}):
+            lines.append(health_line(name, s["counters"]))
     return "\n".join(lines)
+
+
+def health_line(service: str, counters: dict[str, int]) -> str:
+    """The model-health counters of ``service`` (the decoy's monitor, ``docs/loop.md``) in one line."""
+    alarm = "DRIFT ALARM" if counters.get("health.drift_alarm") else "no drift alarm"
+    return (f"  model health ({service}): {alarm}, max PSI {counters.get('health.max_psi_milli', 0) / 1000:.3f}, "
+            f"max KS {counters.get('health.max_ks_milli', 0) / 1000:.3f}, gaps {counters.get('health.gaps', 0)}, "
+            f"empty bars {counters.get('health.empty_bars', 0)}, late trades {counters.get('health.late_trades', 0)}, "
+            f"stale feeds {counters.get('health.stale', 0)}")
 
 
 def run(args: argparse.Namespace) -> int:
