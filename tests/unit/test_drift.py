@@ -6,7 +6,16 @@ import numpy as np
 import pytest
 from scipy.stats import ks_2samp
 
-from dope.loop.drift import EPSILON, bin_edges, bin_shares, drift_of, ks_statistic, psi, psi_of_shares
+from dope.loop.drift import (
+    EPSILON,
+    PreparedReference,
+    bin_edges,
+    bin_shares,
+    drift_of,
+    ks_statistic,
+    psi,
+    psi_of_shares,
+)
 
 
 def normal(seed: int, rows: int, cols: int = 3, shift: float = 0.0) -> np.ndarray:
@@ -83,3 +92,11 @@ def test_bad_shapes_are_named() -> None:
         psi(np.zeros((2, 2, 2)), np.zeros((2, 2, 2)))
     with pytest.raises(ValueError, match="finite value per feature"):
         ks_statistic(np.full((5, 1), np.nan), np.zeros((5, 1)))
+
+
+def test_a_prepared_reference_gives_the_same_drift() -> None:
+    ref, live = normal(10, 1_000), normal(11, 300, shift=0.4)
+    ref[3, 1] = np.nan  # a reference value that is not finite is left out of its bins too
+    direct, prepared = drift_of(ref, live), drift_of(PreparedReference.of(ref), live)
+    assert np.array_equal(direct.psi, prepared.psi) and np.array_equal(direct.ks, prepared.ks)
+    assert np.isfinite(direct.psi).all()

@@ -74,6 +74,8 @@ def bin_edges(reference: ArrayLike, bins: int = BINS) -> FloatArray:
         raise ValueError(f"PSI needs at least 2 bins, got {bins}")
     ref = as_columns(reference, "reference")
     levels = np.arange(1, bins) / bins
+    if np.isfinite(ref).all():
+        return np.asarray(np.quantile(ref, levels, axis=0), dtype=np.float64)
     return np.asarray(np.nanquantile(np.where(np.isfinite(ref), ref, np.nan), levels, axis=0), dtype=np.float64)
 
 
@@ -103,25 +105,43 @@ def psi(reference: ArrayLike, live: ArrayLike, bins: int = BINS, epsilon: float 
 def ks_statistic(reference: ArrayLike, live: ArrayLike) -> FloatArray:
     """The two-sample KS statistic of every feature: ``sup_x |F_ref(x) - F_live(x)|`` over finite values."""
     ref, cur = _pair(reference, live)
-    pooled = np.concatenate([ref, cur])
+    pooled = np.ascontiguousarray(np.concatenate([ref, cur]).T)  # one row per feature: sorts run on contiguous rows
     finite = np.isfinite(pooled)
-    from_ref = np.zeros(pooled.shape, dtype=bool)
-    from_ref[: len(ref)] = True
-    order = np.argsort(np.where(finite, pooled, np.inf), axis=0, kind="stable")
-    values = np.take_along_axis(pooled, order, axis=0)
-    kept = np.take_along_axis(finite, order, axis=0)  # non-finite values sort last and count for neither
-    is_ref = np.take_along_axis(from_ref, order, axis=0) & kept
-    is_live = ~np.take_along_axis(from_ref, order, axis=0) & kept
+    order = np.argsort(np.where(finite, pooled, np.inf), axis=1)
+    values = np.take_along_axis(pooled, order, axis=1)
+    kept = np.take_along_axis(finite, order, axis=1)  # non-finite values sort last and count for neither
+    from_ref = order < len(ref)
+    is_ref, is_live = from_ref & kept, ~from_ref & kept
     with np.errstate(invalid="ignore", divide="ignore"):
-        gap = np.abs(np.cumsum(is_ref, axis=0) / is_ref.sum(axis=0) - np.cumsum(is_live, axis=0) / is_live.sum(axis=0))
+        gap = np.abs(np.cumsum(is_ref, axis=1) / is_ref.sum(axis=1, keepdims=True)
+                     - np.cumsum(is_live, axis=1) / is_live.sum(axis=1, keepdims=True))
     run_end = np.ones(values.shape, dtype=bool)  # the ECDFs are compared after the last of equal values
-    run_end[:-1] = values[1:] != values[:-1]
+    run_end[:, :-1] = values[:, 1:] != values[:, :-1]
     gap = np.where(run_end & kept, gap, 0.0)
-    return np.where(is_live.any(axis=0), gap.max(axis=0, initial=0.0), np.nan)
+    return np.where(is_live.any(axis=1), gap.max(axis=1, initial=0.0), np.nan)
 
 
-def drift_of(reference: ArrayLike, live: ArrayLike, bins: int = BINS, epsilon: float = EPSILON) -> Drift:
-    """PSI and KS of every feature of ``live`` against ``reference``, and the non-finite live values left out."""
-    ref, cur = _pair(reference, live)
-    return Drift(psi=psi(ref, cur, bins, epsilon), ks=ks_statistic(ref, cur),
-                 nonfinite=int((~np.isfinite(cur)).sum()))
+@dataclass(frozen=True)
+class PreparedReference:
+    """A reference sample with its bin edges and bin shares, computed once for many checks."""
+
+    sample: FloatArray
+    edges: FloatArray
+    shares: FloatArray
+
+    @classmethod
+    def of(cls, reference: ArrayLike, bins: int = BINS) -> PreparedReference:
+        ref, _ = _pair(reference, np.empty((0, as_columns(reference).shape[1])))
+        edges = bin_edges(ref, bins)
+        return cls(ref, edges, bin_shares(ref, edges))
+
+
+def drift_of(reference: ArrayLike | PreparedReference, live: ArrayLike, bins: int = BINS,
+             epsilon: float = EPSILON) -> Drift:
+    """PSI and KS of every feature of ``live`` against ``reference``, and the non-finite live values left out.
+
+    A :class:`PreparedReference` saves recomputing the reference's bins (its own ``bins`` are used)."""
+    prepared = reference if isinstance(reference, PreparedReference) else PreparedReference.of(reference, bins)
+    ref, cur = _pair(prepared.sample, live)
+    return Drift(psi=psi_of_shares(prepared.shares, bin_shares(cur, prepared.edges), epsilon),
+                 ks=ks_statistic(ref, cur), nonfinite=int((~np.isfinite(cur)).sum()))

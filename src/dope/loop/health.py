@@ -31,7 +31,7 @@ from dope.errors import UserError
 from dope.fileio import file_stamp
 from dope.logs import ProblemCounter
 from dope.loop.config import LoopConfig
-from dope.loop.drift import Drift, drift_of
+from dope.loop.drift import Drift, PreparedReference, drift_of
 from dope.messages import Bar, Features, LateTrades, ModelHealth, Prediction
 
 CLEAR_FRACTION: Final = 0.8
@@ -152,6 +152,7 @@ class HealthMonitor:
         self.symbols: dict[str, SymbolHealth] = {}
         self.model_id = ""
         self.reference: ReferenceLike | None = None
+        self._prepared: tuple[PreparedReference, PreparedReference | None] | None = None
         self.newest_bar_ms = 0
         self.totals: dict[str, int] = {"bars": 0, "checks": 0, "alarms_raised": 0, "reference_loads": 0}
 
@@ -205,13 +206,17 @@ class HealthMonitor:
             return
         if model_id == self.model_id:
             return
-        self.model_id, self.reference = model_id, None
+        self.model_id, self.reference, self._prepared = model_id, None, None
         for state in self.symbols.values():
             state.predictions.clear()  # another model's predictions
         if not model_id:
             return
         try:
-            self.reference = self.load_reference(model_id)
+            reference = self.load_reference(model_id)
+            predictions = np.asarray(reference.predictions, dtype=np.float64)
+            self._prepared = (PreparedReference.of(reference.features),
+                              PreparedReference.of(predictions) if len(predictions) else None)
+            self.reference = reference
         except (UserError, ValueError, OSError) as exc:
             self.problems.report("health_reference", f"no reference sample for {model_id}: {exc}")
             return
@@ -229,19 +234,19 @@ class HealthMonitor:
         return self.report(symbol, event_time)
 
     def _drift(self, state: SymbolHealth) -> tuple[Drift | None, Drift | None]:
-        reference = self.reference
-        if reference is None:
+        if self._prepared is None:
             return None, None
+        reference, reference_predictions = self._prepared
         live = np.asarray(state.vectors, dtype=np.float64)
-        if live.shape[1] != reference.features.shape[1]:
+        if live.shape[1] != reference.sample.shape[1]:
             self.problems.report("health_mismatch", f"vectors of {live.shape[1]} features, the reference of "
-                                 f"{self.model_id} has {reference.features.shape[1]}: no drift measured")
+                                 f"{self.model_id} has {reference.sample.shape[1]}: no drift measured")
             return None, None
-        features = drift_of(reference.features, live)
+        features = drift_of(reference, live)
         state.nonfinite += features.nonfinite
         predictions = None
-        if len(state.predictions) >= self.levels.window and len(reference.predictions):
-            predictions = drift_of(reference.predictions, np.asarray(state.predictions))
+        if len(state.predictions) >= self.levels.window and reference_predictions is not None:
+            predictions = drift_of(reference_predictions, np.asarray(state.predictions))
         return features, predictions
 
     def _update_alarm(self, symbol: str, state: SymbolHealth, event_time: int, features: Drift | None,
