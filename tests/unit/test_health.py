@@ -13,7 +13,7 @@ from dope.clock import SimulatedClock
 from dope.commands.status import format_status
 from dope.logs import ProblemCounter
 from dope.loop.health import HealthLevels, HealthMonitor, ReferenceLike, retrain_request
-from dope.messages import Bar, Features, LateTrades, ModelHealth, Prediction
+from dope.messages import Bar, Features, LateTrades, ModelHealth, Prediction, decode, encode, topic_of
 from dope.services.metrics import ServiceMetrics, render_metrics
 
 T0 = 1_723_161_600_000
@@ -194,3 +194,10 @@ def test_counters_reach_dope_status_and_prometheus() -> None:
     samples = {s.labels["counter"]: s.value for f in text_string_to_metric_families(text)
                if f.name == "dope_service_counter" for s in f.samples}
     assert samples["health.drift_alarm"] == 1 and samples["health.max_psi_milli"] > 250
+
+
+def test_model_health_travels_on_its_own_topic() -> None:
+    mon = monitor(Roles(), window=20, every=20)
+    [msg] = feed(mon, np.random.default_rng(5).normal(size=(20, 2)))
+    assert topic_of(msg) == "health.BTCUSDT" and decode(encode(msg)) == msg
+    assert msg.source == "decoy" and msg.drift_psi == 0.25 and msg.window == 20
