@@ -104,7 +104,6 @@ def test_prediction_drift_of_the_champion_only() -> None:
     roles = Roles()
     mon = monitor(roles, window=100, every=100)
     rng = np.random.default_rng(2)
-    mon.refresh_reference()
     for i in range(100):
         mon.on_prediction(Prediction(symbol="BTCUSDT", event_time=T0 + i, open_time=T0, prediction=0.01,
                                      model_id="m1", chosen_by="champion", deadline_ms=50))

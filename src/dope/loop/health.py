@@ -182,6 +182,7 @@ class HealthMonitor:
 
     def on_prediction(self, msg: Prediction) -> None:
         state = self._symbol(msg.symbol)
+        self.refresh_reference()  # a stat of roles.json: the champion's predictions count from the first one
         if msg.prediction is not None and msg.model_id == self.model_id:
             state.predictions.append(msg.prediction)
 
