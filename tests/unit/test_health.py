@@ -200,3 +200,13 @@ def test_model_health_travels_on_its_own_topic() -> None:
     [msg] = feed(mon, np.random.default_rng(5).normal(size=(20, 2)))
     assert topic_of(msg) == "health.BTCUSDT" and decode(encode(msg)) == msg
     assert msg.source == "decoy" and msg.drift_psi == 0.25 and msg.window == 20
+
+
+def test_nonfinite_values_are_counted_once_and_left_out() -> None:
+    mon = monitor(Roles(), window=100, every=50)
+    rows = np.random.default_rng(6).normal(size=(150, 2))
+    rows[10, 0], rows[60, 1] = np.nan, np.inf
+    reports = feed(mon, rows)
+    assert [m.nonfinite for m in reports] == [2, 2]  # each value once, though it stays in the window
+    assert all(np.isfinite(m.psi).all() and np.isfinite(m.ks).all() for m in reports)
+    assert mon.counters()["health.nonfinite"] == 2

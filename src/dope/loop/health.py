@@ -164,6 +164,7 @@ class HealthMonitor:
                                  f"to {len(msg.values)} values: the window starts again")
             state.vectors.clear()
         state.vectors.append(msg.values)
+        state.nonfinite += sum(not math.isfinite(v) for v in msg.values)
         state.since_check += 1
         if len(state.vectors) < self.levels.window or state.since_check < self.levels.every:
             return []
@@ -244,7 +245,6 @@ class HealthMonitor:
                                  f"{self.model_id} has {reference.sample.shape[1]}: no drift measured")
             return None, None
         features = drift_of(reference, live)
-        state.nonfinite += features.nonfinite
         predictions = None
         if len(state.predictions) >= self.levels.window and reference_predictions is not None:
             predictions = drift_of(reference_predictions, np.asarray(state.predictions))
@@ -259,8 +259,6 @@ class HealthMonitor:
             self.problems.logger.warning("drift alarm on %s for %s: %s", symbol, self.model_id, reason)
         elif state.alarm and (features is None or worst < CLEAR_FRACTION):
             state.alarm, state.alarm_since, state.reason = False, 0, ""
-        elif state.alarm:
-            state.reason = reason
 
     def _worst(self, features: Drift | None, predictions: Drift | None) -> tuple[float, str]:
         """The largest statistic / level ratio, and what it was (``psi ret_1 = 0.41 > 0.25``)."""
