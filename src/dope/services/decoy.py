@@ -1,9 +1,11 @@
-"""The decoy service: archives every feature vector exactly as the models received it.
+"""The decoy service: archives every feature vector exactly as the models received it, and what was decided.
 
-It subscribes to ``features.*`` on the featurizer's endpoint, like every model service, and
-writes the vectors in batches of ``decoy.flush_every`` (and whatever is left on stop, or after
-a quiet second) to :class:`dope.rendezvous.archive.FeatureArchive` under the store. Any live
-decision can be replayed later from ``FeatureArchive(store).read(feature_set, symbol)``.
+It subscribes to ``features.*`` on the featurizer's endpoint, like every model service, and to
+``score.*`` (every model service), ``prediction.*`` (the rendezvous), ``decision.*`` and ``fill.*``
+(the trader), and writes them in batches of ``decoy.flush_every`` (and whatever is left on stop, or
+after a quiet second) under the store: vectors to :class:`dope.rendezvous.archive.FeatureArchive`,
+the rest to :class:`dope.rendezvous.records.MessageArchive`. Any live decision can be replayed
+later from them (``dope lineage``). Off the critical path: nothing waits for the decoy.
 It publishes only heartbeats (``services.decoy``).
 
     python -m dope.services.decoy --config dope.toml
@@ -16,28 +18,35 @@ from typing import Any, Final
 
 from dope.clock import Clock
 from dope.config import DopeConfig
-from dope.messages import AnyMessage, Features
-from dope.rendezvous.archive import FeatureArchive
-from dope.services.base import Service, endpoint_of, service_main, service_publisher, service_subscriber
+from dope.messages import AnyMessage
+from dope.rendezvous.records import ARCHIVED, LiveArchive
+from dope.services.base import (
+    Service,
+    endpoint_of,
+    model_endpoints,
+    service_main,
+    service_publisher,
+    service_subscriber,
+)
 from dope.transport import Publisher, Subscriber
 
 IDLE_FLUSH_MS: Final = 1_000
 
 
 class DecoyService(Service):
-    """Buffers feature vectors and writes them to the archive in batches."""
+    """Buffers feature vectors, scores, predictions, decisions and fills; writes them to the archive in batches."""
 
-    def __init__(self, name: str, publisher: Publisher, subscribers: Sequence[Subscriber], archive: FeatureArchive,
+    def __init__(self, name: str, publisher: Publisher, subscribers: Sequence[Subscriber], archive: LiveArchive,
                  *, flush_every: int = 100, heartbeat_ms: int = 1_000, clock: Clock | None = None) -> None:
         super().__init__(name, publisher, subscribers, heartbeat_ms=heartbeat_ms, clock=clock)
         self.archive = archive
         self.flush_every = flush_every
-        self.pending: list[Features] = []
+        self.pending: list[AnyMessage] = []
         self._last_flush_ms = self.clock.now_ms()
         self.counters.update(archived=0, flushes=0)
 
     def handle(self, msg: AnyMessage) -> None:
-        if not isinstance(msg, Features):
+        if not isinstance(msg, ARCHIVED):
             return
         self.pending.append(msg)
         if len(self.pending) >= self.flush_every:
@@ -56,7 +65,7 @@ class DecoyService(Service):
             self.archive.write(self.pending)
         except (OSError, ValueError) as exc:
             self.count("write_errors")
-            self.problems.report("write_error", f"cannot archive {len(self.pending)} vector(s): {exc}")
+            self.problems.report("write_error", f"cannot archive {len(self.pending)} message(s): {exc}")
             return
         self.count("archived", len(self.pending))
         self.count("flushes")
@@ -72,13 +81,15 @@ class DecoyService(Service):
 def build(config: DopeConfig, **overrides: Any) -> DecoyService:
     """The decoy of ``config``; overrides: ``name``, ``endpoint``, ``features_endpoint``, ``store``, ``clock``."""
     name = overrides.get("name") or config.decoy.service_name
-    subscriber = service_subscriber(config, ["features."],
-                                    [overrides.get("features_endpoint") or endpoint_of(config, "featurizer")])
+    features = service_subscriber(config, ["features."],
+                                  [overrides.get("features_endpoint") or endpoint_of(config, "featurizer")])
+    decided = service_subscriber(config, ["score.", "prediction.", "decision.", "fill."],
+                                 [*model_endpoints(config), endpoint_of(config, "rendezvous"), endpoint_of(config, "trader")])
     clock = overrides.get("clock")
     publisher = service_publisher(config, name, overrides.get("endpoint") or endpoint_of(config, "decoy"),
                                   clock=clock)
-    archive = FeatureArchive(overrides.get("store") or config.store.path)
-    return DecoyService(name, publisher, [subscriber], archive, flush_every=config.decoy.flush_every,
+    archive = LiveArchive(overrides.get("store") or config.store.path)
+    return DecoyService(name, publisher, [features, decided], archive, flush_every=config.decoy.flush_every,
                         heartbeat_ms=config.bus.heartbeat_ms, clock=clock)
 
 

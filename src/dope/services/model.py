@@ -55,6 +55,10 @@ class LoadedModel:
         self.lookback = max(1, int(model.lookback))
         self.n_features = int(meta["model"].get("n_features") or model.n_features)
 
+    def predict(self, window: np.ndarray) -> float:
+        """The prediction for the last ``lookback`` vectors (rows of ``window``, oldest first)."""
+        return float(self.model.predict_one(window if self.lookback > 1 else window[0]))
+
 
 class ModelService(Service):
     """Scores every feature vector with one model (fixed id or the holder of a role)."""
@@ -153,7 +157,7 @@ class ModelService(Service):
         if loaded is None:
             self.count("no_model")
             return None
-        problem = _vector_problem(msg, self.feature_version, loaded.n_features)
+        problem = vector_problem(msg, self.feature_version, loaded.n_features)
         if problem is not None:
             self.reject(problem[0], f"features {msg.open_time}: {problem[1]}", msg.symbol)
             self._abstain(msg, "bad_input")
@@ -178,7 +182,7 @@ class ModelService(Service):
     def _score(self, msg: Features, window: np.ndarray, began_ns: int) -> Score:
         loaded = self.loaded
         assert loaded is not None
-        prediction = float(loaded.model.predict_one(window if loaded.lookback > 1 else window[0]))
+        prediction = loaded.predict(window)
         abstained = ""
         if not math.isfinite(prediction):
             self.reject("bad_prediction", f"{loaded.model_id} predicted {prediction} for {msg.open_time}",
@@ -194,7 +198,8 @@ class ModelService(Service):
                      prediction=prediction, latency_us=int(latency_us), abstained=abstained)
 
 
-def _vector_problem(msg: Features, version: str, n_features: int) -> tuple[str, str] | None:
+def vector_problem(msg: Features, version: str, n_features: int) -> tuple[str, str] | None:
+    """Why a model cannot read ``msg`` (``(kind, text)``), or None: such a vector never enters its window."""
     if msg.feature_version != version:
         return "feature_version", f"version {msg.feature_version}, the model reads {version}"
     if len(msg.values) != n_features:
