@@ -22,10 +22,11 @@ import pytest
 from dope.cli import main as dope_main
 from dope.clock import SimulatedClock
 from dope.config import DopeConfig, config_from_dict
-from dope.features import OnlineFeaturizer, default_feature_set
+from dope.features import OnlineFeaturizer, default_feature_set, training_matrix
 from dope.loop.lineage import LineageError, Sources, lineage
 from dope.market.synthetic import generate_bars
 from dope.messages import AnyMessage, Bar, Decision, Features, Fill, Prediction, Score, encode
+from dope.models import make_model
 from dope.models.registry import Registry
 from dope.rendezvous import Rendezvous, Roles
 from dope.rendezvous.config import RendezvousConfig
@@ -167,8 +168,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> World:
     services publish them, archived; the trader's journal written by the live trader core."""
     tmp_path = tmp_path_factory.mktemp("lineage")
     config = config_of(tmp_path)
-    ids = register_models(Path(config.registry.path), {"ridge": {}, "zero": {}},
-                          roles={"ridge": "champion", "zero": "canary"})
+    ids = register_models(Path(config.registry.path), {"zero": {}}, roles={"zero": "canary"})
+    ids["ridge"] = register_with_lineage(Path(config.registry.path))
     frame = generate_bars([SYMBOL], START, START + N_BARS * INTERVAL, INTERVAL, seed=3)[SYMBOL]
     BarStore(config.store.path).write_bars(frame, INTERVAL)
     from dope.bars import bars_from_frame
@@ -177,6 +178,22 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> World:
     published = run_world(config, ids, bars)
     LiveArchive(config.store.path).write(published)
     return World(config, ids, bars, published)
+
+
+LINEAGE = {"data_start_ms": START - 400 * INTERVAL, "data_end_ms": START, "rows": 279, "data_hash": "sha256:0f0f",
+           "parent_id": "ridge-parent", "code_version": "0.1.0+test"}
+
+
+def register_with_lineage(root: Path) -> str:
+    """The champion, registered with lineage fields in its metadata (as the loop's trainer writes them)."""
+    fs = default_feature_set(INTERVAL)
+    frame = generate_bars([SYMBOL], START - 400 * INTERVAL, START, INTERVAL, seed=11)[SYMBOL]
+    X, y, _ = training_matrix(frame, fs, 1)
+    registry = Registry(root)
+    model_id = registry.register(make_model("ridge").fit(X, y), feature_set=fs, symbol=SYMBOL, interval_ms=INTERVAL,
+                                 train_start_ms=START - 400 * INTERVAL, train_end_ms=START, extra=LINEAGE)
+    registry.promote(model_id, "champion")
+    return model_id
 
 
 def run_world(config: DopeConfig, ids: dict[str, str], bars: list[Bar]) -> list[AnyMessage]:
@@ -230,6 +247,8 @@ def test_lineage_reconstructs_and_reproduces_decisions(world: World) -> None:
         assert found["decision"]["action"] == decision.action
         assert found["decision"]["target_position"] == decision.target_position
         assert found["model"]["model_id"] == pred.model_id and found["model"]["kind"] == "ridge"
+        assert found["model"]["data"]["train_end_ms"] == START and found["model"]["role"] == "champion"
+        assert {k: found["model"][k] for k in LINEAGE} == LINEAGE  # whatever metadata.json holds
         assert found["reproduced"] == {**found["reproduced"], "features": True, "scores": True, "decision": True}
         assert found["reproduced"]["features_max_abs_diff"] <= 1e-12
 
@@ -290,6 +309,7 @@ def test_dope_lineage_json_and_errors(world: World, tmp_path: Path, capsys: pyte
     assert dope_main(["lineage", "--config", str(path), "--symbol", SYMBOL, "--time", str(decision.open_time)]) == 0
     text = capsys.readouterr().out
     assert "reproduced: features True, scores True, decision True" in text and world.ids["ridge"] in text
+    assert "train_end 2024-01-01T00:00:00Z" in text and "parent_id ridge-parent" in text
     assert dope_main(["lineage", "--config", str(path), "--symbol", SYMBOL, "--time", "2020-01-01"]) == 2
     assert "no bar in the store" in capsys.readouterr().err
 

@@ -13,6 +13,8 @@ from typing import Any
 
 import msgspec
 
+LINEAGE_KEYS = ("data_start_ms", "data_end_ms", "rows", "data_hash", "parent_id", "code_version")
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--symbol", required=True, help="symbol, e.g. BTCUSDT")
@@ -57,13 +59,19 @@ def format_lineage(found: dict[str, Any]) -> str:
     lines.append(f"  chosen    {chosen['model_id'] or '-'} ({chosen['chosen_by']}): {chosen['prediction']} - "
                  f"{chosen['why']}")
     lines += _decision_lines(found)
-    model = found["model"]
-    lines.append("  model     " + ("-" if model is None else ", ".join(
-        f"{key} {model[key]}" for key in ("model_id", "kind", "train_start", "train_end", "data_start_ms",
-                                          "data_end_ms", "rows", "data_hash", "parent_id", "code_version")
-        if model.get(key) not in (None, ""))))
+    lines.append("  model     " + _model_summary(found["model"]))
     lines.append(f"  reproduced: features {rep['features']}, scores {rep['scores']}, decision {rep['decision']}")
     return "\n".join(lines)
+
+
+def _model_summary(model: dict[str, Any] | None) -> str:
+    """Who the model is and what it was trained on: its id, kind, role, ``data`` and ``lineage`` entries, and
+    the lineage fields wherever ``metadata.json`` holds them (``--json`` shows the whole metadata)."""
+    if model is None:
+        return "-"
+    flat = {**model, **(model.get("data") or {}), **(model.get("lineage") or {})}
+    keys = ("model_id", "kind", "role", "symbol", "train_start", "train_end", *LINEAGE_KEYS, "artifact_sha256")
+    return ", ".join(f"{key} {flat[key]}" for key in keys if flat.get(key) not in (None, ""))
 
 
 def _decision_lines(found: dict[str, Any]) -> list[str]:
