@@ -330,3 +330,64 @@ def test_dope_lineage_names_a_corrupt_archive_file(world: World, tmp_path: Path,
     assert dope_main(["lineage", "--config", str(path), "--store", str(store), "--symbol", SYMBOL,
                       "--time", str(decision.open_time)]) == 2
     assert f"corrupt archive file {broken}" in capsys.readouterr().err
+
+
+def test_lineage_without_the_model_in_the_registry_still_shows_the_decision(world: World, tmp_path: Path) -> None:
+    import shutil
+
+    registry = tmp_path / "registry"
+    shutil.copytree(world.config.registry.path, registry)
+    shutil.rmtree(registry / world.ids["ridge"])
+    decision = trades(world)[0]
+    found = lineage(Sources.of(world.config, registry=str(registry)), SYMBOL, decision.open_time)
+    assert found["model"]["model_id"] == world.ids["ridge"] and "error" in found["model"]
+    rows = {r["model_id"]: r for r in found["scores"]}
+    assert rows[world.ids["ridge"]]["reproduced"] is False
+    assert "cannot load the model" in rows[world.ids["ridge"]]["reproduced_detail"]
+    assert rows[world.ids["zero"]]["reproduced"] is True
+    assert found["reproduced"]["scores"] is False and found["reproduced"]["decision"] is True
+
+
+def test_the_archive_names_every_model_a_decision_needs(world: World) -> None:
+    assert MessageArchive(world.config.store.path).referenced_models() == set(world.ids.values())
+
+
+@pytest.mark.slow
+def test_lineage_rescores_a_sequence_model_on_its_window_of_archived_vectors(tmp_path: Path) -> None:
+    """An LSTM (lookback 4) served by the real model service: its warm-up abstentions and its scores come
+    out the same from the archived vectors."""
+    from dope.services.model import ModelService
+    from tests.unit.test_services import drain, run_service
+
+    config = config_of(tmp_path)
+    ids = register_models(Path(config.registry.path), {"lstm": {"lookback": 4, "units": 4, "epochs": 1}},
+                          roles={"lstm": "shadow"})
+    fs = default_feature_set(INTERVAL)
+    frame = generate_bars([SYMBOL], START, START + (fs.warmup + 12) * INTERVAL, INTERVAL, seed=3)[SYMBOL]
+    BarStore(config.store.path).write_bars(frame, INTERVAL)
+    from dope.bars import bars_from_frame
+
+    featurizer = OnlineFeaturizer(fs, SYMBOL)
+    vectors = [v for v in map(featurizer.update, bars_from_frame(frame, INTERVAL)) if v is not None]
+    bus = InMemoryBus(hwm=10_000)
+    out = bus.subscriber(["score."])
+    service = ModelService("model", bus.publisher("model"), [bus.subscriber(["features."])],
+                           Registry(config.registry.path), ids["lstm"], fs.version)
+    run_service(service, list(vectors), bus, lambda: service.counters["handled"] >= len(vectors))
+    scores = [m for m in drain(out) if isinstance(m, Score)]
+    rv = Rendezvous(RendezvousConfig(), Roles(shadows=(ids["lstm"],)), SimulatedClock(0),
+                    rule=shadow_rule(config.trader), event_deadlines=True)
+    predictions: list[AnyMessage] = []
+    for vec, sc in zip(vectors, scores, strict=True):
+        rv.open_round(vec)
+        rv.add_score(sc)
+        predictions += rv.due(0)
+    LiveArchive(config.store.path).write([*vectors, *scores, *predictions])
+    assert [s.abstained for s in scores[:4]] == ["warmup"] * 3 + [""]
+    for k in (1, 3, 8):
+        (row,) = lineage(Sources.of(config), SYMBOL, vectors[k].open_time)["scores"]
+        assert (row["role"], row["status"], row["reproduced"]) == ("shadow", "abstained" if k < 3 else
+                                                                   "answered", True), row
+        assert row["reproduced_abstained"] == scores[k].abstained
+        if k >= 3:
+            assert row["reproduced_prediction"] == scores[k].prediction

@@ -33,7 +33,7 @@ from dope.errors import UserError
 from dope.features import FeatureSet, compute_features
 from dope.features.featureset import FeatureError
 from dope.messages import Bar, Decision, Features, Fill, Prediction, Score
-from dope.models.registry import Registry
+from dope.models.registry import Registry, RegistryError
 from dope.rendezvous.archive import FeatureArchive
 from dope.rendezvous.records import MessageArchive
 from dope.services.featurizer import feature_set_of_config
@@ -161,35 +161,52 @@ def _score_row(sources: Sources, model_id: str, score: Score | None, prediction:
         return row
     row.update(model_kind=score.model_kind, prediction=score.prediction, latency_us=score.latency_us,
                abstained=score.abstained, feature_version=score.feature_version)
-    again, why = _score_again(sources, score, vector)
-    row["reproduced_prediction"] = again
-    row["reproduced"] = _same_score(score, again)
-    if why:
-        row["reproduced_detail"] = why
+    again = _score_again(sources, score, vector)
+    row["reproduced_prediction"] = again.prediction
+    row["reproduced_abstained"] = again.abstained
+    row["reproduced"] = again.same_as(score)
+    if again.detail:
+        row["reproduced_detail"] = again.detail
     return row
 
 
-def _same_score(score: Score, again: float | None) -> bool:
-    """Bit for bit the same prediction, or no prediction on both sides (an abstention)."""
-    if again is None or not math.isfinite(again):
-        return bool(score.abstained)
-    return not score.abstained and again == score.prediction
+@dataclass(frozen=True)
+class Rescore:
+    """A score computed again: a prediction, or the abstention the model service would publish
+    (``warmup``, ``bad_input``, ``bad_prediction``); ``loaded`` false when the model could not be loaded."""
+
+    prediction: float | None
+    abstained: str = ""
+    detail: str = ""
+    loaded: bool = True
+
+    def same_as(self, score: Score) -> bool:
+        """Bit for bit the same prediction, or the same abstention."""
+        if not self.loaded:
+            return False
+        if self.abstained or score.abstained:
+            return self.abstained == score.abstained
+        return self.prediction == score.prediction
 
 
-def _score_again(sources: Sources, score: Score, vector: Features) -> tuple[float | None, str]:
-    """The model's prediction computed again on its window of archived vectors (None: it would abstain)."""
-    model, meta = Registry(sources.registry).load(score.model_id, feature_version=score.feature_version)
+def _score_again(sources: Sources, score: Score, vector: Features) -> Rescore:
+    """The model's score computed again on its window of archived vectors, as the model service computes it."""
+    try:
+        model, meta = Registry(sources.registry).load(score.model_id, feature_version=score.feature_version)
+    except RegistryError as exc:
+        return Rescore(None, detail=f"cannot load the model: {exc}", loaded=False)
     loaded = LoadedModel(model, meta)
     before = FeatureArchive(sources.store).read(vector.feature_set, vector.symbol,
                                                 vector.open_time - DAY_MS - loaded.lookback * sources.interval_ms,
                                                 vector.open_time)
-    readable = [v for v in [*before, vector] if vector_problem(v, score.feature_version, loaded.n_features) is None]
-    if not readable or readable[-1] is not vector:
-        return None, "the vector is not readable by the model (bad input)"
-    window = readable[-loaded.lookback:]
+    if vector_problem(vector, score.feature_version, loaded.n_features) is not None:
+        return Rescore(None, "bad_input", "the model cannot read this vector")
+    readable = [v for v in before if vector_problem(v, score.feature_version, loaded.n_features) is None]
+    window = [*readable, vector][-loaded.lookback:]
     if len(window) < loaded.lookback:
-        return None, f"warm-up: {len(window)} of {loaded.lookback} vectors archived"
-    return loaded.predict(np.asarray([v.values for v in window], dtype=np.float64)), ""
+        return Rescore(None, "warmup", f"{len(window)} of {loaded.lookback} vectors archived")
+    prediction = loaded.predict(np.asarray([v.values for v in window], dtype=np.float64))
+    return Rescore(prediction, "" if math.isfinite(prediction) else "bad_prediction")
 
 
 def _chosen(prediction: Prediction) -> dict[str, Any]:
@@ -259,7 +276,10 @@ def _model(sources: Sources, model_id: str) -> dict[str, Any] | None:
     """The registry metadata of ``model_id`` (checksums verified), None for no model."""
     if not model_id:
         return None
-    return Registry(sources.registry).show(model_id)
+    try:
+        return Registry(sources.registry).show(model_id)
+    except RegistryError as exc:  # deleted or damaged: the rest of the lineage still stands
+        return {"model_id": model_id, "error": str(exc)}
 
 
 def _features_check(sources: Sources, symbol: str, vector: Features) -> dict[str, Any]:

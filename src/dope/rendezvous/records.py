@@ -112,6 +112,17 @@ class MessageArchive:
         return out
 
 
+    def referenced_models(self) -> set[str]:
+        """Every model id an archived prediction names (chosen, answered, missed or holding a role), of any
+        symbol: the models ``dope lineage`` needs to reproduce archived decisions, so never to be deleted."""
+        found: set[str] = set()
+        for symbol_folder in sorted((self.root / "prediction").glob("*")):
+            for pred in self.read("prediction", symbol_folder.name):
+                found.update([pred.model_id, *pred.answered, *pred.missed, *pred.roles])
+        found.discard("")
+        return found
+
+
 class LiveArchive:
     """Both archives behind one ``write``: feature vectors to :class:`FeatureArchive`, the rest to
     :class:`MessageArchive` (what the decoy writes)."""
