@@ -29,6 +29,7 @@ from dope.messages import AnyMessage, Bar, Decision, Features, Fill, Prediction,
 from dope.models import make_model
 from dope.models.registry import Registry
 from dope.rendezvous import Rendezvous, Roles
+from dope.rendezvous.archive import FeatureArchive
 from dope.rendezvous.config import RendezvousConfig
 from dope.rendezvous.records import ArchivedMessage, LiveArchive, MessageArchive
 from dope.services.decoy import DecoyService
@@ -105,14 +106,19 @@ def test_a_corrupt_archive_file_is_a_clear_error_naming_it(tmp_path: Path) -> No
         archive.read("score", SYMBOL)
 
 
+def vec(open_time: int) -> Features:
+    return Features(symbol=SYMBOL, event_time=open_time + 9_999, open_time=open_time, feature_set="default",
+                    feature_version="v1", values=[0.5, math.nan])
+
+
 def test_the_decoy_archives_scores_predictions_decisions_and_fills(tmp_path: Path) -> None:
     bus = InMemoryBus()
-    published = [score(0), score(0, "zero", 0.0), *decided(0), score(10_000)]
+    published = [vec(0), score(0), score(0, "zero", 0.0), *decided(0), vec(10_000), score(10_000)]
     decoy = DecoyService("decoy", bus.publisher("decoy"),
                          [bus.subscriber(["features.", "score.", "prediction.", "decision.", "fill."])],
-                         LiveArchive(tmp_path), flush_every=100, clock=SimulatedClock(0))
+                         LiveArchive(tmp_path), flush_every=2, clock=SimulatedClock(0))
     upstream = bus.publisher("upstream")
-    received = bus.subscriber(["score.", "prediction.", "decision.", "fill."])
+    received = bus.subscriber(["features.", "score.", "prediction.", "decision.", "fill."])
     for msg in published:
         upstream.publish(msg)
     seen = [received.receive(0) for _ in published]
@@ -120,8 +126,9 @@ def test_the_decoy_archives_scores_predictions_decisions_and_fills(tmp_path: Pat
     async def run() -> None:
         stop = asyncio.Event()
         task = asyncio.create_task(decoy.run(stop))
-        while len(decoy.pending) < len(published):
+        while decoy.counters["archived"] + len(decoy.pending) < len(published):
             await asyncio.sleep(0.001)
+        assert decoy.counters["flushes"] == 1 and len(decoy.pending) == 1  # a batch is 2 vectors and their company
         stop.set()
         await task
 
@@ -129,6 +136,7 @@ def test_the_decoy_archives_scores_predictions_decisions_and_fills(tmp_path: Pat
     decoy.close()
     archive = MessageArchive(tmp_path)
     back = [m for kind in ("score", "prediction", "decision", "fill") for m in archive.read(kind, SYMBOL)]
+    back += FeatureArchive(tmp_path).read("default", SYMBOL)
     assert sorted(encode(m) for m in back) == sorted(encode(m) for m in seen if m is not None)
     assert decoy.counters["archived"] == len(published)
 

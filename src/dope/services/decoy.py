@@ -2,10 +2,11 @@
 
 It subscribes to ``features.*`` on the featurizer's endpoint, like every model service, and to
 ``score.*`` (every model service), ``prediction.*`` (the rendezvous), ``decision.*`` and ``fill.*``
-(the trader), and writes them in batches of ``decoy.flush_every`` (and whatever is left on stop, or
-after a quiet second) under the store: vectors to :class:`dope.rendezvous.archive.FeatureArchive`,
-the rest to :class:`dope.rendezvous.records.MessageArchive`. Any live decision can be replayed
-later from them (``dope lineage``). Off the critical path: nothing waits for the decoy.
+(the trader), and writes them in batches of ``decoy.flush_every`` feature vectors (with the messages
+that came with them; whatever is left on stop, or after a quiet second) under the store: vectors to
+:class:`dope.rendezvous.archive.FeatureArchive`, the rest to :class:`dope.rendezvous.records.MessageArchive`.
+Any live decision can be replayed later from them (``dope lineage``). Off the critical path: nothing
+waits for the decoy.
 It publishes only heartbeats (``services.decoy``).
 
     python -m dope.services.decoy --config dope.toml
@@ -18,7 +19,7 @@ from typing import Any, Final
 
 from dope.clock import Clock
 from dope.config import DopeConfig
-from dope.messages import AnyMessage
+from dope.messages import AnyMessage, Features
 from dope.rendezvous.records import ARCHIVED, LiveArchive
 from dope.services.base import (
     Service,
@@ -42,6 +43,7 @@ class DecoyService(Service):
         self.archive = archive
         self.flush_every = flush_every
         self.pending: list[AnyMessage] = []
+        self.pending_vectors = 0  # the batch size counts vectors: a bar's scores etc. ride along, no more writes
         self._last_flush_ms = self.clock.now_ms()
         self.counters.update(archived=0, flushes=0)
 
@@ -49,7 +51,8 @@ class DecoyService(Service):
         if not isinstance(msg, ARCHIVED):
             return
         self.pending.append(msg)
-        if len(self.pending) >= self.flush_every:
+        self.pending_vectors += isinstance(msg, Features)
+        if self.pending_vectors >= self.flush_every:
             self.flush()
 
     def on_idle(self) -> None:
@@ -69,7 +72,7 @@ class DecoyService(Service):
             return
         self.count("archived", len(self.pending))
         self.count("flushes")
-        self.pending = []
+        self.pending, self.pending_vectors = [], 0
 
     def finish(self) -> None:
         self.flush()
