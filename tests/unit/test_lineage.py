@@ -399,3 +399,20 @@ def test_lineage_rescores_a_sequence_model_on_its_window_of_archived_vectors(tmp
         assert row["reproduced_abstained"] == scores[k].abstained
         if k >= 3:
             assert row["reproduced_prediction"] == scores[k].prediction
+
+
+def test_an_answered_score_missing_from_the_archive_is_not_reproduced(world: World, tmp_path: Path) -> None:
+    import shutil
+
+    store = tmp_path / "store"
+    shutil.copytree(world.config.store.path, store)
+    decision = trades(world)[0]
+    archive = MessageArchive(store)
+    keep = [s for s in archive.read("score", SYMBOL)
+            if (s.open_time, s.model_id) != (decision.open_time, world.ids["zero"])]
+    archive.day_file("score", SYMBOL, decision.open_time).unlink()
+    archive.write(keep)
+    found = lineage(Sources.of(world.config, store=str(store)), SYMBOL, decision.open_time)
+    rows = {r["model_id"]: r for r in found["scores"]}
+    assert (rows[world.ids["zero"]]["archived"], rows[world.ids["zero"]]["status"]) == (False, "answered")
+    assert rows[world.ids["ridge"]]["reproduced"] is True and found["reproduced"]["scores"] is False

@@ -105,10 +105,18 @@ def lineage(sources: Sources, symbol: str, time_ms: int) -> dict[str, Any]:
         "reproduced": {
             "features": features_check["equal"], "features_max_abs_diff": features_check["max_abs_diff"],
             "features_detail": features_check["detail"],
-            "scores": all(row["reproduced"] for row in score_rows if row["archived"]),
+            "scores": _scores_reproduced(score_rows),
             "decision": None if decision_row is None else decision_row["reproduced"],
         },
     }
+
+
+def _scores_reproduced(rows: list[dict[str, Any]]) -> bool | None:
+    """True when every archived score came out the same and every model that answered has one archived;
+    None when no model scored."""
+    if not any(row["archived"] for row in rows):
+        return None
+    return all(row.get("reproduced", False) for row in rows if row["archived"] or row["status"] == "answered")
 
 
 def _require(sources: Sources, symbol: str, open_time: int, **found: Any) -> None:
