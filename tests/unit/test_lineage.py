@@ -21,6 +21,7 @@ import pytest
 
 from dope.cli import main as dope_main
 from dope.clock import SimulatedClock
+from dope.commands.lineage import sources_of
 from dope.config import DopeConfig, config_from_dict
 from dope.features import OnlineFeaturizer, default_feature_set, training_matrix
 from dope.loop.lineage import LineageError, Sources, lineage
@@ -164,7 +165,7 @@ class World:
 
     @property
     def sources(self) -> Sources:
-        return Sources.of(self.config)
+        return sources_of(self.config)
 
     def of(self, kind: type[Any], open_time: int) -> list[Any]:
         return [m for m in self.published if isinstance(m, kind) and getattr(m, "open_time", None) == open_time]
@@ -285,13 +286,13 @@ def test_lineage_reports_a_tampered_score_and_decision_as_not_reproduced(world: 
     MessageArchive(config.store.path).write([
         msgspec.structs.replace(champion, prediction=champion.prediction + 1e-9),
         msgspec.structs.replace(decision, action=other)])
-    found = lineage(Sources.of(config), SYMBOL, decision.open_time)
+    found = lineage(sources_of(config), SYMBOL, decision.open_time)
     assert found["reproduced"]["scores"] is False and found["reproduced"]["decision"] is False
     assert found["reproduced"]["features"] is True
 
 
 def test_lineage_names_what_is_missing(world: World, tmp_path: Path) -> None:
-    empty = Sources.of(config_of(tmp_path))
+    empty = sources_of(config_of(tmp_path))
     with pytest.raises(LineageError, match="no bar in the store.*no archived feature vector.*no archived prediction"):
         lineage(empty, SYMBOL, START)
     with pytest.raises(LineageError, match=r"2024-01-01T00:00:00.000Z \(open time 1704067200000\): "
@@ -347,7 +348,7 @@ def test_lineage_without_the_model_in_the_registry_still_shows_the_decision(worl
     shutil.copytree(world.config.registry.path, registry)
     shutil.rmtree(registry / world.ids["ridge"])
     decision = trades(world)[0]
-    found = lineage(Sources.of(world.config, registry=str(registry)), SYMBOL, decision.open_time)
+    found = lineage(sources_of(world.config, registry=str(registry)), SYMBOL, decision.open_time)
     assert found["model"]["model_id"] == world.ids["ridge"] and "error" in found["model"]
     rows = {r["model_id"]: r for r in found["scores"]}
     assert rows[world.ids["ridge"]]["reproduced"] is False
@@ -393,7 +394,7 @@ def test_lineage_rescores_a_sequence_model_on_its_window_of_archived_vectors(tmp
     LiveArchive(config.store.path).write([*vectors, *scores, *predictions])
     assert [s.abstained for s in scores[:4]] == ["warmup"] * 3 + [""]
     for k in (1, 3, 8):
-        (row,) = lineage(Sources.of(config), SYMBOL, vectors[k].open_time)["scores"]
+        (row,) = lineage(sources_of(config), SYMBOL, vectors[k].open_time)["scores"]
         assert (row["role"], row["status"], row["reproduced"]) == ("shadow", "abstained" if k < 3 else
                                                                    "answered", True), row
         assert row["reproduced_abstained"] == scores[k].abstained
@@ -412,7 +413,7 @@ def test_an_answered_score_missing_from_the_archive_is_not_reproduced(world: Wor
             if (s.open_time, s.model_id) != (decision.open_time, world.ids["zero"])]
     archive.day_file("score", SYMBOL, decision.open_time).unlink()
     archive.write(keep)
-    found = lineage(Sources.of(world.config, store=str(store)), SYMBOL, decision.open_time)
+    found = lineage(sources_of(world.config, store=str(store)), SYMBOL, decision.open_time)
     rows = {r["model_id"]: r for r in found["scores"]}
     assert (rows[world.ids["zero"]]["archived"], rows[world.ids["zero"]]["status"]) == (False, "answered")
     assert rows[world.ids["ridge"]]["reproduced"] is True and found["reproduced"]["scores"] is False

@@ -9,9 +9,13 @@ the features, the scores and the decision come out the same when computed again
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
+
+if TYPE_CHECKING:
+    from dope.config import DopeConfig
+    from dope.loop.lineage import Sources
 
 LINEAGE_KEYS = ("data_start_ms", "data_end_ms", "rows", "data_hash", "parent_id", "code_version")
 
@@ -29,16 +33,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from dope.config import load_config
-    from dope.loop.lineage import Sources, lineage
+    from dope.loop.lineage import lineage
     from dope.timeparse import parse_time
 
-    sources = Sources.of(load_config(args.config), store=args.store, registry=args.registry)
+    sources = sources_of(load_config(args.config), store=args.store, registry=args.registry)
     found = lineage(sources, args.symbol, parse_time(args.time))
     if args.json:
         print(msgspec.json.format(msgspec.json.encode(found), indent=2).decode())
     else:
         print(format_lineage(found))
     return 0
+
+
+def sources_of(config: DopeConfig, store: str | None = None, registry: str | None = None) -> Sources:
+    """Where ``config`` keeps the pieces of a decision, and what its services ran with (``store``/``registry``
+    override its paths)."""
+    from pathlib import Path
+
+    from dope.loop.lineage import Sources
+    from dope.services.featurizer import feature_set_of_config
+    from dope.services.trader import journal_path
+    from dope.trading.strategy import ThresholdStrategy
+
+    return Sources(Path(store or config.store.path), Path(registry or config.registry.path),
+                   journal_path(config.trader, config.trader.service_name), config.bars.interval_ms,
+                   feature_set_of_config(config), ThresholdStrategy.of(config.trader.thresholds()))
 
 
 def format_lineage(found: dict[str, Any]) -> str:

@@ -28,16 +28,14 @@ import msgspec
 import numpy as np
 
 from dope.bars import bars_from_frame
-from dope.config import DopeConfig
 from dope.errors import UserError
 from dope.features import FeatureSet, compute_features
 from dope.features.featureset import FeatureError
 from dope.messages import Bar, Decision, Features, Fill, Prediction, Score
 from dope.models.registry import Registry, RegistryError
+from dope.models.serving import LoadedModel, vector_problem
 from dope.rendezvous.archive import FeatureArchive
 from dope.rendezvous.records import MessageArchive
-from dope.services.featurizer import feature_set_of_config
-from dope.services.model import LoadedModel, vector_problem
 from dope.store import BarStore
 from dope.timeparse import iso_of
 from dope.trading.binance import client_order_id
@@ -56,7 +54,9 @@ class LineageError(UserError):
 
 @dataclass(frozen=True)
 class Sources:
-    """Where the stored pieces of a decision are: the store (bars and archives), the registry, the journal."""
+    """Where the stored pieces of a decision are (the store: bars and archives; the registry; the trader's
+    journal) and what the live services ran with (the bar interval, the feature set, the trader's strategy).
+    ``dope.commands.lineage.sources_of`` reads them from a configuration."""
 
     store: Path
     registry: Path
@@ -64,15 +64,6 @@ class Sources:
     interval_ms: int
     feature_set: FeatureSet
     strategy: ThresholdStrategy
-
-    @classmethod
-    def of(cls, config: DopeConfig, store: str | None = None, registry: str | None = None) -> Sources:
-        """The places and settings of ``config`` (``store``/``registry`` override its paths)."""
-        from dope.services.trader import journal_path
-
-        return cls(Path(store or config.store.path), Path(registry or config.registry.path),
-                   journal_path(config.trader, config.trader.service_name), config.bars.interval_ms,
-                   feature_set_of_config(config), ThresholdStrategy.of(config.trader.thresholds()))
 
 
 def lineage(sources: Sources, symbol: str, time_ms: int) -> dict[str, Any]:

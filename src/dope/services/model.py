@@ -21,7 +21,7 @@ import argparse
 import math
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ from dope.config import DopeConfig, ModelDeployConfig
 from dope.errors import UserError
 from dope.messages import AnyMessage, Features, Score
 from dope.models.registry import Registry, RegistryError
+from dope.models.serving import LoadedModel, vector_problem
 from dope.services.base import (
     Service,
     endpoint_of,
@@ -43,21 +44,6 @@ from dope.services.featurizer import feature_set_of_config
 from dope.transport import Publisher, Subscriber
 
 ROLE_PREFIX = "role:"
-
-
-class LoadedModel:
-    """A model from the registry with what the service needs of its metadata."""
-
-    def __init__(self, model: Any, meta: Mapping[str, Any]) -> None:
-        self.model = model
-        self.model_id = str(meta["model_id"])
-        self.kind = str(meta["kind"])
-        self.lookback = max(1, int(model.lookback))
-        self.n_features = int(meta["model"].get("n_features") or model.n_features)
-
-    def predict(self, window: np.ndarray) -> float:
-        """The prediction for the last ``lookback`` vectors (rows of ``window``, oldest first)."""
-        return float(self.model.predict_one(window if self.lookback > 1 else window[0]))
 
 
 class ModelService(Service):
@@ -196,17 +182,6 @@ class ModelService(Service):
         return Score(symbol=msg.symbol, event_time=msg.event_time, open_time=msg.open_time,
                      model_id=loaded.model_id, model_kind=loaded.kind, feature_version=msg.feature_version,
                      prediction=prediction, latency_us=int(latency_us), abstained=abstained)
-
-
-def vector_problem(msg: Features, version: str, n_features: int) -> tuple[str, str] | None:
-    """Why a model cannot read ``msg`` (``(kind, text)``), or None: such a vector never enters its window."""
-    if msg.feature_version != version:
-        return "feature_version", f"version {msg.feature_version}, the model reads {version}"
-    if len(msg.values) != n_features:
-        return "feature_count", f"{len(msg.values)} values, the model reads {n_features}"
-    if not all(math.isfinite(v) for v in msg.values):
-        return "bad_value", "non-finite value"
-    return None
 
 
 def _stamp(path: Path) -> tuple[int, int]:
