@@ -27,6 +27,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "optimize": ("dope.commands.optimize", "Grid/Optuna threshold search, walk-forward optimization, DSR and PBO"),
     "report": ("dope.commands.report", "Self-contained HTML report of a `dope optimize --out` folder"),
     "study": ("dope.commands.study", "Walk-forward threshold study on the real 15m klines -> docs/study/"),
+    "lineage": ("dope.commands.lineage", "One live decision reconstructed from the store, the archive, the journal "
+                                         "and the registry, and reproduced"),
     "trader": ("dope.commands.trader", "A trader's state from its journal; reset its kill switch; compact its journal"),
     "keys": ("dope.commands.keys", "Generate CURVE key pairs for a bus across machines (encryption + auth)"),
 }

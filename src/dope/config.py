@@ -238,7 +238,8 @@ class DashboardConfig(_Config, frozen=True):
 
 
 class DecoyConfig(_Config, frozen=True):
-    """The decoy: archives every feature vector under ``<store>/features`` in batches of ``flush_every``."""
+    """The decoy: archives every feature vector under ``<store>/features``, and every score, prediction, decision
+    and fill under ``<store>/live``, in batches of ``flush_every`` vectors (with the messages that came with them)."""
 
     flush_every: int = 100
     service_name: str = "decoy"

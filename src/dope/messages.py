@@ -153,7 +153,8 @@ class Prediction(Message, frozen=True, tag="prediction"):
     ``prediction`` is None ("no prediction") when no eligible model answered in
     time; ``chosen_by`` says why the chosen model won (``champion``, ``fallback``
     or ``none``); ``answered``/``missed`` list model ids; ``latencies_us`` maps
-    every answering model to its latency.
+    every answering model to its latency; ``roles`` maps every model the round waited
+    for to its role when the round opened (what ``chosen_by`` was decided on).
     """
 
     open_time: int
@@ -164,6 +165,7 @@ class Prediction(Message, frozen=True, tag="prediction"):
     answered: list[str] = []
     missed: list[str] = []
     latencies_us: dict[str, int] = {}
+    roles: dict[str, str] = {}
 
 
 class Decision(Message, frozen=True, tag="decision"):

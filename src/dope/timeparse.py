@@ -29,6 +29,16 @@ def parse_time(text: str) -> int:
     return int(moment.timestamp() * 1000)
 
 
+def iso_of(time_ms: int) -> str:
+    """The UTC ISO 8601 form of epoch milliseconds (the inverse of :func:`parse_time`).
+
+    >>> iso_of(1723161250500)
+    '2024-08-08T23:54:10.500Z'
+    """
+    moment = datetime.fromtimestamp(time_ms / 1000, tz=UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def parse_duration(text: str) -> int:
     """Milliseconds from ``"365d"`` (units s, m, h, d, w).
 

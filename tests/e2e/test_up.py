@@ -112,9 +112,9 @@ def start_up(config: DopeConfig, work: Path, *extra: str) -> subprocess.Popen[by
                             stderr=open(work / "up.log", "wb"))
 
 
-def run_to_end(config: DopeConfig, work: Path) -> Tap:
-    """``dope up --exit-when-done`` on ``config``; the tap holds what was published."""
-    tap = Tap(config)
+def run_to_end(config: DopeConfig, work: Path, tap: Tap | None = None) -> Tap:
+    """``dope up --exit-when-done`` on ``config``; the tap (a new ``Tap`` if None) holds what was published."""
+    tap = tap if tap is not None else Tap(config)
     proc = start_up(config, work, "--exit-when-done")
     try:
         assert proc.wait(timeout=240) == 0, (work / "up.log").read_text()[-3000:]

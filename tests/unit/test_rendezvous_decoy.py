@@ -11,6 +11,7 @@ import pytest
 from dope.clock import SimulatedClock
 from dope.messages import Features, encode
 from dope.rendezvous.archive import FeatureArchive
+from dope.rendezvous.records import LiveArchive
 from dope.services.decoy import DecoyService
 from dope.store import CorruptFileError, StoreError
 from dope.transport import InMemoryBus
@@ -67,7 +68,7 @@ def test_decoy_service_archives_what_a_model_receives(tmp_path: Path) -> None:
     featurizer = bus.publisher("featurizer")
     model_side = bus.subscriber(["features."])
     decoy = DecoyService("decoy", bus.publisher("decoy"), [bus.subscriber(["features."])],
-                         FeatureArchive(tmp_path), flush_every=4, clock=SimulatedClock(0))
+                         LiveArchive(tmp_path), flush_every=4, clock=SimulatedClock(0))
     for i in range(10):
         featurizer.publish(vector(i).__replace__(seq=0, source=""))  # the bus stamps seq and source
     received = [model_side.receive(0) for _ in range(10)]

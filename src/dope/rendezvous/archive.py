@@ -49,8 +49,7 @@ class FeatureArchive:
 
     def day_file(self, feature_set: str, symbol: str, open_time: int) -> Path:
         """The file holding the vectors of ``symbol`` whose bar opens on the UTC day of ``open_time``."""
-        day = dt.datetime.fromtimestamp(open_time // 1000, tz=dt.UTC).date().isoformat()
-        return self.root / check_symbol(feature_set) / check_symbol(symbol) / f"date={day}" / FILE_NAME
+        return self.root / check_symbol(feature_set) / check_symbol(symbol) / f"date={utc_day(open_time)}" / FILE_NAME
 
     def write(self, vectors: Iterable[Features]) -> int:
         """Upsert ``vectors`` (by feature set, symbol, open time and version); return how many rows changed hands."""
@@ -78,6 +77,11 @@ class FeatureArchive:
             out.extend(Features(symbol=symbol, feature_set=feature_set, **row)
                        for row in _read_rows(path) if lo <= row["open_time"] < hi)
         return out
+
+
+def utc_day(time_ms: int) -> str:
+    """The UTC day of an epoch-ms time, ``YYYY-MM-DD`` (the archives' ``date=`` folders)."""
+    return dt.datetime.fromtimestamp(time_ms // 1000, tz=dt.UTC).date().isoformat()
 
 
 def _row(vec: Features) -> dict[str, Any]:

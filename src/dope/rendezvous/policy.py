@@ -326,7 +326,8 @@ class Rendezvous:
             prediction=None if chosen is None else rnd.answers[chosen].prediction, model_id=chosen or "",
             chosen_by=by, deadline_ms=self.config.deadline_ms,
             answered=[m for m in order if m in rnd.answers], missed=[m for m in order if m in missed],
-            latencies_us={m: rnd.answers[m].latency_us for m in order if m in rnd.answers})
+            latencies_us={m: rnd.answers[m].latency_us for m in order if m in rnd.answers},
+            roles={m: rnd.roles.role_of(m) for m in order})
 
     def _score_round(self, rnd: Round, missed: frozenset[str], chosen: str) -> None:
         """Update the cards of every model of a closed round, and the canaries' divergence."""

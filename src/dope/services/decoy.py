@@ -1,14 +1,17 @@
-"""The decoy service: archives every feature vector exactly as the models received it.
+"""The decoy service: archives every feature vector exactly as the models received it, and what was decided.
 
-It subscribes to ``features.*`` on the featurizer's endpoint, like every model service, and
-writes the vectors in batches of ``decoy.flush_every`` (and whatever is left on stop, or after
-a quiet second) to :class:`dope.rendezvous.archive.FeatureArchive` under the store. Any live
-decision can be replayed later from ``FeatureArchive(store).read(feature_set, symbol)``.
+It subscribes to ``features.*`` on the featurizer's endpoint, like every model service, and to
+``score.*`` (every model service), ``prediction.*`` (the rendezvous), ``decision.*`` and ``fill.*``
+(the trader), and writes them in batches of ``decoy.flush_every`` feature vectors (with the messages
+that came with them; whatever is left on stop, or after a quiet second) under the store: vectors to
+:class:`dope.rendezvous.archive.FeatureArchive`, the rest to :class:`dope.rendezvous.records.MessageArchive`.
+Any live decision can be replayed later from them (``dope lineage``). Off the critical path: nothing
+waits for the decoy.
 
-It also runs the model-health monitor (:class:`dope.loop.health.HealthMonitor`) off the critical
-path: it hears the collector's ``bar.*``/``late_trades.*`` and the rendezvous' ``prediction.*``
-too, and publishes ``health.<symbol>`` (:class:`~dope.messages.ModelHealth`) beside its heartbeats
-(``services.decoy``), whose ``health.*`` counters summarise it (``docs/loop.md``, "Monitors").
+It also runs the model-health monitor (:class:`dope.loop.health.HealthMonitor`): it hears the
+collector's ``bar.*``/``late_trades.*`` too, and publishes ``health.<symbol>``
+(:class:`~dope.messages.ModelHealth`) beside its heartbeats (``services.decoy``), whose ``health.*``
+counters summarise it (``docs/loop.md``, "Monitors").
 
     python -m dope.services.decoy --config dope.toml
 """
@@ -25,32 +28,43 @@ from dope.loop.health import ChampionWatch, HealthLevels, HealthMonitor
 from dope.loop.references import registry_references
 from dope.messages import AnyMessage, Bar, Features, LateTrades, ModelHealth, Prediction
 from dope.models.registry import Registry
-from dope.rendezvous.archive import FeatureArchive
-from dope.services.base import Service, endpoint_of, service_main, service_publisher, service_subscriber
+from dope.rendezvous.records import ARCHIVED, LiveArchive
+from dope.services.base import (
+    Service,
+    endpoint_of,
+    model_endpoints,
+    service_main,
+    service_publisher,
+    service_subscriber,
+)
 from dope.transport import Publisher, Subscriber
 
 IDLE_FLUSH_MS: Final = 1_000
-HEALTH_TOPICS: Final = ("bar.", "late_trades.", "prediction.")
+HEARD_TOPICS: Final = ("bar.", "late_trades.", "score.", "prediction.", "decision.", "fill.")
+"""Besides ``features.``: what the monitor reads and what the archive keeps."""
 
 
 class DecoyService(Service):
-    """Buffers feature vectors and writes them to the archive in batches; monitors the champion's health."""
+    """Buffers feature vectors, scores, predictions, decisions and fills; writes them to the archive in batches;
+    monitors the champion's health."""
 
-    def __init__(self, name: str, publisher: Publisher, subscribers: Sequence[Subscriber], archive: FeatureArchive,
+    def __init__(self, name: str, publisher: Publisher, subscribers: Sequence[Subscriber], archive: LiveArchive,
                  *, flush_every: int = 100, heartbeat_ms: int = 1_000, clock: Clock | None = None,
                  monitor: HealthMonitor | None = None) -> None:
         super().__init__(name, publisher, subscribers, heartbeat_ms=heartbeat_ms, clock=clock)
         self.archive = archive
         self.monitor = monitor
         self.flush_every = flush_every
-        self.pending: list[Features] = []
+        self.pending: list[AnyMessage] = []
+        self.pending_vectors = 0  # the batch size counts vectors: a bar's scores etc. ride along, no more writes
         self._last_flush_ms = self.clock.now_ms()
         self.counters.update(archived=0, flushes=0)
 
     def handle(self, msg: AnyMessage) -> None:
-        if isinstance(msg, Features):
+        if isinstance(msg, ARCHIVED):
             self.pending.append(msg)
-            if len(self.pending) >= self.flush_every:
+            self.pending_vectors += isinstance(msg, Features)
+            if self.pending_vectors >= self.flush_every:
                 self.flush()
         if self.monitor is not None:
             self.publish_health(self._monitor(self.monitor, msg))
@@ -79,7 +93,7 @@ class DecoyService(Service):
             self.publish_health(self.monitor.tick())
 
     def flush(self) -> None:
-        """Write the buffered vectors now (a failed write is counted and logged; the batch is kept)."""
+        """Write the buffered messages now (a failed write is counted and logged; the batch is kept)."""
         self._last_flush_ms = self.clock.now_ms()
         if not self.pending:
             return
@@ -87,11 +101,11 @@ class DecoyService(Service):
             self.archive.write(self.pending)
         except (OSError, ValueError) as exc:
             self.count("write_errors")
-            self.problems.report("write_error", f"cannot archive {len(self.pending)} vector(s): {exc}")
+            self.problems.report("write_error", f"cannot archive {len(self.pending)} message(s): {exc}")
             return
         self.count("archived", len(self.pending))
         self.count("flushes")
-        self.pending = []
+        self.pending, self.pending_vectors = [], 0
 
     def finish(self) -> None:
         self.flush()
@@ -104,15 +118,15 @@ class DecoyService(Service):
 def build(config: DopeConfig, **overrides: Any) -> DecoyService:
     """The decoy of ``config``; overrides: ``name``, ``endpoint``, ``features_endpoint``, ``store``, ``clock``."""
     name = overrides.get("name") or config.decoy.service_name
-    subscriber = service_subscriber(config, ["features."],
-                                    [overrides.get("features_endpoint") or endpoint_of(config, "featurizer")])
-    monitored = service_subscriber(config, HEALTH_TOPICS, [endpoint_of(config, "collector"),
-                                                           endpoint_of(config, "rendezvous")])
+    features = service_subscriber(config, ["features."],
+                                  [overrides.get("features_endpoint") or endpoint_of(config, "featurizer")])
+    heard = service_subscriber(config, HEARD_TOPICS, [endpoint_of(config, "collector"), *model_endpoints(config),
+                                                      endpoint_of(config, "rendezvous"), endpoint_of(config, "trader")])
     clock = overrides.get("clock")
     publisher = service_publisher(config, name, overrides.get("endpoint") or endpoint_of(config, "decoy"),
                                   clock=clock)
-    archive = FeatureArchive(overrides.get("store") or config.store.path)
-    decoy = DecoyService(name, publisher, [subscriber, monitored], archive, flush_every=config.decoy.flush_every,
+    archive = LiveArchive(overrides.get("store") or config.store.path)
+    decoy = DecoyService(name, publisher, [features, heard], archive, flush_every=config.decoy.flush_every,
                          heartbeat_ms=config.bus.heartbeat_ms, clock=clock)
     decoy.monitor = health_monitor(config, decoy.problems, clock)
     return decoy

@@ -21,7 +21,7 @@ import argparse
 import math
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -31,6 +31,7 @@ from dope.errors import UserError
 from dope.fileio import file_stamp
 from dope.messages import AnyMessage, Features, Score
 from dope.models.registry import Registry, RegistryError
+from dope.models.serving import LoadedModel, vector_problem
 from dope.services.base import (
     Service,
     endpoint_of,
@@ -43,17 +44,6 @@ from dope.services.featurizer import feature_set_of_config
 from dope.transport import Publisher, Subscriber
 
 ROLE_PREFIX = "role:"
-
-
-class LoadedModel:
-    """A model from the registry with what the service needs of its metadata."""
-
-    def __init__(self, model: Any, meta: Mapping[str, Any]) -> None:
-        self.model = model
-        self.model_id = str(meta["model_id"])
-        self.kind = str(meta["kind"])
-        self.lookback = max(1, int(model.lookback))
-        self.n_features = int(meta["model"].get("n_features") or model.n_features)
 
 
 class ModelService(Service):
@@ -153,7 +143,7 @@ class ModelService(Service):
         if loaded is None:
             self.count("no_model")
             return None
-        problem = _vector_problem(msg, self.feature_version, loaded.n_features)
+        problem = vector_problem(msg, self.feature_version, loaded.n_features)
         if problem is not None:
             self.reject(problem[0], f"features {msg.open_time}: {problem[1]}", msg.symbol)
             self._abstain(msg, "bad_input")
@@ -178,7 +168,7 @@ class ModelService(Service):
     def _score(self, msg: Features, window: np.ndarray, began_ns: int) -> Score:
         loaded = self.loaded
         assert loaded is not None
-        prediction = float(loaded.model.predict_one(window if loaded.lookback > 1 else window[0]))
+        prediction = loaded.predict(window)
         abstained = ""
         if not math.isfinite(prediction):
             self.reject("bad_prediction", f"{loaded.model_id} predicted {prediction} for {msg.open_time}",
@@ -192,16 +182,6 @@ class ModelService(Service):
         return Score(symbol=msg.symbol, event_time=msg.event_time, open_time=msg.open_time,
                      model_id=loaded.model_id, model_kind=loaded.kind, feature_version=msg.feature_version,
                      prediction=prediction, latency_us=int(latency_us), abstained=abstained)
-
-
-def _vector_problem(msg: Features, version: str, n_features: int) -> tuple[str, str] | None:
-    if msg.feature_version != version:
-        return "feature_version", f"version {msg.feature_version}, the model reads {version}"
-    if len(msg.values) != n_features:
-        return "feature_count", f"{len(msg.values)} values, the model reads {n_features}"
-    if not all(math.isfinite(v) for v in msg.values):
-        return "bad_value", "non-finite value"
-    return None
 
 
 

@@ -210,8 +210,7 @@ class SymbolTrader:
             leg = "close" if before != 0 and fill.side == -before else "open"
             before = 0 if leg == "close" else fill.side
             assert pending is not None
-            out.append(self._paper_fill(fill, "paper-" + client_order_id(self.symbol, pending.time_ms, leg)[5:],
-                                        bar.close_time))
+            out.append(self._paper_fill(fill, paper_order_id(self.symbol, pending.time_ms, leg), bar.close_time))
         if self.bh_qty == 0.0:
             self.bh_qty = self.config.initial_cash / bar.open
         tripped = self.risk.on_equity(bar.open_time, self.portfolio.equity(bar.close))
@@ -349,6 +348,15 @@ class SymbolTrader:
         """Count ``kind`` and log the message (every one of the first ten of a kind, then one in a thousand)."""
         self._count(kind)
         self.problems.report(kind, f"{self.symbol}: {message}")
+
+
+def paper_order_id(symbol: str, time_ms: int, leg: str) -> str:
+    """The client order id of a paper fill: one leg of the order decided at ``time_ms`` (its bar's close time).
+
+    >>> paper_order_id("BTCUSDT", 1723161249999, "open")
+    'paper-BTCUSDT-1723161249999-open'
+    """
+    return "paper-" + client_order_id(symbol, time_ms, leg)[5:]
 
 
 def waiting_open(waiting: _Waiting | None) -> int:
