@@ -186,15 +186,16 @@ class DaskFit(FitProcess):
         self._error = ""
 
     def poll(self) -> FitResult | None:
+        if self._error:
+            raise FitFailed(self._error)
         if not self._future.done():
             return None
         try:
             result: FitResult = self._future.result()
             return result
         except Exception as exc:  # the task's own error, re-raised by Dask
-            self._error = str(exc)
-            raise FitFailed(f"fitting {self.job.kind} up to {self.job.end_ms} on {self.scheduler} "
-                            f"failed: {exc}") from None
+            self._error = f"fitting {self.job.kind} up to {self.job.end_ms} on {self.scheduler} failed: {exc}"
+            raise FitFailed(self._error) from None
         finally:
             self._client.close()
 
@@ -207,6 +208,7 @@ class DaskFit(FitProcess):
             self._cancel.set()
             self._future.cancel()
             self._client.close()
+            self._error = f"fitting {self.job.kind} up to {self.job.end_ms} on {self.scheduler} was killed"
 
 
 def launch(job: FitJob, work_dir: Path, *, nice: int = 10, scheduler: str = "") -> FitProcess:
