@@ -9,6 +9,7 @@ import signal
 import time
 from pathlib import Path
 
+import msgspec
 import numpy as np
 import pytest
 
@@ -108,7 +109,7 @@ def test_fit_job_for_builds_rolling_and_expanding_windows_from_the_config(tmp_pa
     assert "max_train_rows" not in rolling.params and rolling.max_train_rows == 900
     assert (rolling.folds, rolling.reference_rows, rolling.parent_id) == (4, 123, "rf-1")
     assert rolling.context_symbols == ("ETHUSDT",) and rolling.registry == str(tmp_path / "registry")
-    expanding = fit_job_for(msgspec_replace(loop, window="expanding"), "ridge", "BTCUSDT", INTERVAL_MS, end,
+    expanding = fit_job_for(msgspec.structs.replace(loop, window="expanding"), "ridge", "BTCUSDT", INTERVAL_MS, end,
                             str(tmp_path / "store"), Registry(tmp_path / "registry"))
     assert expanding.start_ms is None and expanding.params == {} and expanding.max_train_rows is None
 
@@ -153,11 +154,6 @@ def _first_staging(root: Path, fit, timeout_s: float = 180.0) -> Path:  # type: 
     fit.kill()
     raise AssertionError("the fit never started registering")
 
-
-def msgspec_replace(loop: LoopConfig, **changes: object) -> LoopConfig:
-    import msgspec
-
-    return msgspec.structs.replace(loop, **changes)
 
 
 def test_a_failing_child_reports_why(tmp_path: Path) -> None:
