@@ -19,7 +19,7 @@ from dope.loop.config import LoopConfig
 from dope.loop.fit import FitFailed, FitJob, FitResult, NotEnoughBars, fit_job_for, launch
 from dope.market.config import SyntheticConfig
 from dope.market.synthetic import configured_bars
-from dope.models.registry import Registry
+from dope.models.registry import Registry, RegistryError
 from dope.store import BarStore
 from dope.training.lineage import bars_sha256
 
@@ -79,6 +79,10 @@ def test_the_registered_version_records_its_lineage(tmp_path: Path) -> None:
     assert re.fullmatch(r"[0-9a-f]{40}", lineage["code"]["git_commit"])  # the tests run from a git checkout
     assert lineage["params"] == {"alpha": 2.0}
     assert lineage["training"]["folds"] == 2 and lineage["training"]["horizon"] == 1
+    path = tmp_path / "registry" / result.model_id / "metadata.json"
+    path.write_text(path.read_text().replace("ridge-parent", "ridge-other!"))
+    with pytest.raises(RegistryError, match="modified after registration"):
+        Registry(tmp_path / "registry").show(result.model_id)
 
 
 def test_the_reference_sample_is_the_end_of_the_window_and_its_in_sample_predictions(tmp_path: Path) -> None:
