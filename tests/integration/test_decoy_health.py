@@ -8,14 +8,15 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from dope.fileio import atomic_write_json
-from dope.loop.references import write_reference
 from dope.messages import AnyMessage, Bar, Features, Heartbeat, LateTrades, ModelHealth, Prediction
+from dope.models import make_model
+from dope.models.registry import Reference, Registry
 from dope.transport import ZmqPublisher, ZmqSubscriber
 
 REPO = Path(__file__).resolve().parents[2]
@@ -26,13 +27,27 @@ MISSING = {250, 251}  # bars never published: a gap of two
 EMPTY = {260}
 
 
-def save_champion_reference(registry: Path, model_id: str, seed: int) -> None:
-    """A registered champion with its reference sample (the stand-in file: ``dope.loop.references``)."""
+@dataclass(frozen=True)
+class TwoFeatures:
+    """The feature set the published vectors claim to be."""
+
+    name: str = "default"
+    version: str = "v"
+    names: tuple[str, ...] = ("ret_1", "vol_10")
+
+
+def save_champion_reference(registry_root: Path, seed: int) -> str:
+    """A registered champion (a ridge on two features) with its reference sample (predictions drawn like the
+    ones published below); its id."""
     rng = np.random.default_rng(seed)
-    (registry / model_id).mkdir(parents=True)
-    write_reference(registry / model_id, ("ret_1", "vol_10"), rng.normal(size=(2_000, 2)),
-                    rng.normal(0, 0.001, size=2_000))
-    atomic_write_json(registry / "roles.json", {"revision": 1, "updated_ms": 0, "roles": {model_id: "champion"}})
+    X = rng.normal(size=(2_000, 2))
+    model = make_model("ridge").fit(X, X @ np.array([1e-4, -1e-4]) + rng.normal(0, 0.001, size=2_000))
+    registry = Registry(registry_root)
+    model_id = registry.register(model, feature_set=TwoFeatures(), symbol="BTCUSDT", interval_ms=IV,
+                                 train_start_ms=T0 - 2_000 * IV, train_end_ms=T0,
+                                 reference=Reference(TwoFeatures().names, X, rng.normal(0, 0.001, size=2_000)))
+    registry.promote(model_id, "champion")
+    return model_id
 
 
 def write_config(tmp_path: Path, pubs: dict[str, ZmqPublisher], out_endpoint: str) -> Path:
@@ -56,7 +71,7 @@ drift_every = {EVERY}
     return path
 
 
-def publish_market(pubs: dict[str, ZmqPublisher], seed: int) -> None:
+def publish_market(pubs: dict[str, ZmqPublisher], seed: int, champion: str) -> None:
     """``TOTAL`` bars with their feature vector and the champion's prediction; ``vol_10`` shifts by 2 sd at
     ``SHIFT_AT``."""
     rng = np.random.default_rng(seed)
@@ -68,7 +83,7 @@ def publish_market(pubs: dict[str, ZmqPublisher], seed: int) -> None:
         pubs["featurizer"].publish(Features(symbol="BTCUSDT", event_time=t + IV - 1, open_time=t,
                                             feature_set="default", feature_version="v", values=values.tolist()))
         pubs["rendezvous"].publish(Prediction(symbol="BTCUSDT", event_time=t + IV - 1, open_time=t,
-                                              prediction=float(rng.normal(0, 0.001)), model_id="rf-1",
+                                              prediction=float(rng.normal(0, 0.001)), model_id=champion,
                                               chosen_by="champion", deadline_ms=50))
         if i == 10:
             pubs["collector"].publish(LateTrades(symbol="BTCUSDT", event_time=t + IV + 5, interval_ms=IV,
@@ -98,7 +113,7 @@ def collect(sub: ZmqSubscriber, timeout_s: float, done: object) -> list[AnyMessa
 
 @pytest.mark.timeout(60)
 def test_decoy_process_raises_the_drift_alarm_after_the_shift(tmp_path: Path) -> None:
-    save_champion_reference(tmp_path / "registry", "rf-1", seed=0)
+    champion = save_champion_reference(tmp_path / "registry", seed=0)
     pubs = {name: ZmqPublisher("tcp://127.0.0.1:0", name, linger_ms=0)
             for name in ("collector", "featurizer", "rendezvous")}
     out_endpoint = f"ipc://{tmp_path / 'decoy.ipc'}"
@@ -110,7 +125,7 @@ def test_decoy_process_raises_the_drift_alarm_after_the_shift(tmp_path: Path) ->
         for pub in pubs.values():
             assert pub.wait_for_subscriptions(1, timeout_ms=20_000), f"{pub.name} never got the decoy"
         assert isinstance(sub.receive(timeout_ms=20_000), Heartbeat)
-        publish_market(pubs, seed=1)
+        publish_market(pubs, seed=1, champion=champion)
         got = collect(sub, 30, lambda m: isinstance(m, Heartbeat) and m.counters.get("health.bars") == TOTAL - 2
                       and m.counters.get("archived", 0) + m.counters.get("pending", 0) == TOTAL)
         for i in range(TOTAL, TOTAL + EVERY):  # one more check, now that every bar is in
@@ -136,7 +151,7 @@ def test_decoy_process_raises_the_drift_alarm_after_the_shift(tmp_path: Path) ->
     assert all(max(m.psi) < 0.25 and max(m.ks) < 0.25 for m in before)
     raised = next(m for m in after if m.alarm)
     assert bar_of[raised.event_time] < SHIFT_AT + 3 * EVERY  # the bound: within 60 bars of the shift
-    assert "vol_10" in raised.reason and raised.model_id == "rf-1" and after[-1].alarm
+    assert "vol_10" in raised.reason and raised.model_id == champion and after[-1].alarm
     assert raised.feature_names == ["ret_1", "vol_10"] and raised.prediction_ks is not None
     assert raised.prediction_ks < 0.25  # the predictions did not shift
     last = after[-1]

@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,7 +17,7 @@ import pytest
 
 from dope.clock import SimulatedClock
 from dope.models import make_model
-from dope.models.registry import FeatureVersionError, Registry, RegistryError
+from dope.models.registry import FeatureVersionError, Reference, Registry, RegistryError
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00Z
 
@@ -183,3 +189,73 @@ def test_list_reports_a_broken_artifact_without_failing(registry: Registry) -> N
     (registry.root / model_id / "metadata.json").write_text("{")
     [entry] = registry.list()
     assert entry["model_id"] == model_id and "corrupt or truncated" in entry["error"]
+
+
+def reference_of(n: int = 50) -> Reference:
+    X, _ = data(n, seed=9)
+    return Reference(FakeFeatureSet().names, X, X[:, 0] * 0.5)
+
+
+def register_with_reference(registry: Registry, reference: Reference) -> str:
+    X, y = data()
+    return registry.register(make_model("ridge").fit(X, y), feature_set=FakeFeatureSet(), symbol="BTCUSDT",
+                             interval_ms=10_000, train_start_ms=T0 - 86_400_000, train_end_ms=T0,
+                             reference=reference)
+
+
+def test_reference_sample_round_trips_inside_the_checksummed_artifact(registry: Registry) -> None:
+    saved = reference_of()
+    model_id = register_with_reference(registry, saved)
+    back = registry.reference(model_id)
+    assert back.feature_names == ("ret_1", "ret_2", "vol")
+    assert np.array_equal(back.features, saved.features) and np.array_equal(back.predictions, saved.predictions)
+    assert back.features.dtype == np.float64 and back.predictions.shape == (50,)
+    assert "reference.npz" in registry.verify(model_id)["files"]
+
+
+def test_corrupt_or_missing_reference_sample_is_refused_naming_it(registry: Registry) -> None:
+    model_id = register_with_reference(registry, reference_of())
+    path = registry.root / model_id / "reference.npz"
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    path.write_bytes(bytes(raw))
+    with pytest.raises(RegistryError, match="reference.npz is corrupt"):
+        registry.reference(model_id)
+    path.unlink()
+    with pytest.raises(RegistryError, match="reference.npz"):
+        registry.reference(model_id)
+
+
+def test_a_model_without_reference_sample_says_so(registry: Registry) -> None:
+    model_id = register(registry)  # as every artifact registered before reference samples
+    registry.verify(model_id)
+    with pytest.raises(RegistryError, match=f"model {model_id} has no reference sample"):
+        registry.reference(model_id)
+    (registry.root / model_id / "reference.npz").write_bytes(b"planted")
+    with pytest.raises(RegistryError, match="foreign file"):
+        registry.reference(model_id)
+
+
+def test_reference_shapes_must_agree() -> None:
+    with pytest.raises(ValueError, match="do not agree"):
+        Reference(("a", "b"), np.zeros((4, 3)), np.zeros(4))
+
+
+def test_staging_folders_are_never_listed_and_abandoned_ones_are_cleaned(registry: Registry) -> None:
+    model_id = register(registry)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    host = socket.gethostname()
+    abandoned = registry.root / f".staging-{host}-{dead.pid}-{'a' * 32}"
+    shutil.copytree(registry.root / model_id, abandoned)  # killed after writing metadata, before the rename
+    alive = registry.root / f".staging-{host}-{os.getpid()}-{'b' * 32}"
+    alive.mkdir()
+    elsewhere = registry.root / f".staging-otherhost-1-{'c' * 32}"
+    elsewhere.mkdir()
+    assert [m["model_id"] for m in registry.list()] == [model_id]
+    assert registry.clean_staging() == [abandoned.name]
+    assert alive.is_dir() and elsewhere.is_dir()
+    old = time.time() - 7 * 3600
+    os.utime(elsewhere, (old, old))
+    assert registry.clean_staging() == [elsewhere.name]
+    assert sorted(p.name for p in registry.root.iterdir()) == sorted([alive.name, model_id])

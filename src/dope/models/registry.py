@@ -4,6 +4,7 @@ Layout under the registry root (default ``var/registry``, ``[registry] path``)::
 
     <root>/<model_id>/metadata.json     what the model is, what it was trained on, checksums
     <root>/<model_id>/model/...          the files the model's own ``save`` wrote (skops, LightGBM text, .keras)
+    <root>/<model_id>/reference.npz      the reference sample for drift monitors (``reference``), if saved
     <root>/roles.json                    {"revision": n, "updated_ms": t, "roles": {model_id: role}}
 
 A model id reads ``<kind>-<UTC yyyymmddThhmm>-<first 6 hex of the artifact checksum>``.
@@ -12,6 +13,10 @@ artifact (over that listing) and a checksum of the metadata itself. ``load`` ver
 them *before* anything is deserialised, then the feature-set version, so a corrupted,
 truncated, foreign or tampered artifact is refused with a ``RegistryError`` that names the
 file, and a model asked to read features of another version raises ``FeatureVersionError``.
+
+An artifact is written into ``<root>/.staging-<host>-<pid>-<uuid>`` and renamed into place
+whole, so a writer killed mid-way leaves only a staging folder, which no reader lists and
+:meth:`Registry.clean_staging` removes once its writer is gone.
 
 ``roles.json`` is replaced atomically (temporary file, fsync, rename) and carries a
 ``revision`` that grows on every change, so a live service can watch it and switch models.
@@ -31,21 +36,31 @@ import math
 import os
 import platform
 import shutil
+import socket
+import time
 import uuid
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, Literal, Protocol, cast, get_args
 
+import numpy as np
+import numpy.typing as npt
+
 from dope.clock import Clock, LiveClock
 from dope.errors import UserError
-from dope.fileio import atomic_write_json, exclusive_lock
+from dope.fileio import atomic_write_json, exclusive_lock, fsync_folder
 
 FORMAT: Final = "dope-model-artifact"
 FORMAT_VERSION: Final = 1
 METADATA_FILE: Final = "metadata.json"
 MODEL_DIR: Final = "model"
+REFERENCE_FILE: Final = "reference.npz"
+STAGING_PREFIX: Final = ".staging-"
+STALE_STAGING_S: Final = 6 * 3600.0
+"""Age after which a staging folder is removed even when its writer cannot be checked (another host)."""
 ROLES_FILE: Final = "roles.json"
 Role = Literal["champion", "challenger", "shadow", "canary", "retired"]
 ROLES: Final[tuple[str, ...]] = get_args(Role)
@@ -65,6 +80,25 @@ class RegistryError(UserError, ValueError):
 
 class FeatureVersionError(RegistryError):
     """The model was trained on another version of its feature set than the one offered."""
+
+
+@dataclass(frozen=True, eq=False)
+class Reference:
+    """A model's reference sample: the last training feature vectors and its in-sample predictions on them.
+
+    ``features`` is ``(n, k)`` float64 with columns ``feature_names``; ``predictions`` is ``(n,)``.
+    Drift monitors compare live vectors and predictions with it.
+    """
+
+    feature_names: tuple[str, ...]
+    features: npt.NDArray[np.float64]
+    predictions: npt.NDArray[np.float64]
+
+    def __post_init__(self) -> None:
+        n_rows, n_features = self.features.shape if self.features.ndim == 2 else (-1, -1)
+        if n_features != len(self.feature_names) or self.predictions.shape != (n_rows,):
+            raise ValueError(f"reference sample: features {self.features.shape}, predictions "
+                             f"{self.predictions.shape} and {len(self.feature_names)} names do not agree")
 
 
 class SavableModel(Protocol):
@@ -107,18 +141,22 @@ class Registry:
     # ---- registering ---------------------------------------------------------------------------
     def register(self, model: SavableModel, *, feature_set: FeatureSetLike, symbol: str, interval_ms: int,
                  train_start_ms: int, train_end_ms: int, metrics: Mapping[str, Any] | None = None,
-                 extra: Mapping[str, Any] | None = None) -> str:
+                 extra: Mapping[str, Any] | None = None, reference: Reference | None = None) -> str:
         """Save ``model`` as a new artifact and return its id.
 
         ``train_start_ms``/``train_end_ms`` bound (end exclusive) the bars the model saw,
         labels included; ``dope predict`` refuses to report predictions inside that range.
+        ``extra`` adds top-level metadata keys (``lineage``, ``horizon``); ``reference`` is saved
+        as ``reference.npz``, listed and checksummed like the model's files.
         """
         if train_end_ms <= train_start_ms:
             raise RegistryError(f"empty training range [{train_start_ms}, {train_end_ms})")
         self.root.mkdir(parents=True, exist_ok=True)
-        staging = self.root / f".staging-{uuid.uuid4().hex}"
+        staging = self.root / f"{STAGING_PREFIX}{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex}"
         try:
             model.save(staging / MODEL_DIR)
+            if reference is not None:
+                _save_reference(staging / REFERENCE_FILE, reference)
             files = _file_listing(staging)
             created = self._clock.now_ms()
             model_id = self._new_id(model.kind, created, _artifact_sha(files))
@@ -126,9 +164,23 @@ class Registry:
                              (train_start_ms, train_end_ms), dict(metrics or {}), dict(extra or {}))
             atomic_write_json(staging / METADATA_FILE, meta, indent=2)
             os.replace(staging, self.root / model_id)
+            fsync_folder(self.root)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         return model_id
+
+    def clean_staging(self, stale_after_s: float = STALE_STAGING_S) -> list[str]:
+        """Remove staging folders left by killed writers; return their names.
+
+        A folder is left behind when its writer (on this host) no longer runs, or when it is older
+        than ``stale_after_s`` (a writer on another host, or a reused pid).
+        """
+        removed = []
+        for folder in sorted(self.root.glob(f"{STAGING_PREFIX}*")):
+            if folder.is_dir() and _abandoned(folder, stale_after_s):
+                shutil.rmtree(folder, ignore_errors=True)
+                removed.append(folder.name)
+        return removed
 
     def _new_id(self, kind: str, created_ms: int, artifact_sha: str) -> str:
         stamp = datetime.fromtimestamp(created_ms / 1000, tz=UTC).strftime("%Y%m%dT%H%M")
@@ -144,7 +196,7 @@ class Registry:
         """Metadata of every artifact (unverified; see ``verify``), oldest first, with its ``role``."""
         roles = self.roles()
         found = []
-        for folder in sorted(p for p in self.root.glob("*") if (p / METADATA_FILE).is_file()):
+        for folder in sorted(p for p in self.root.glob("[!.]*") if (p / METADATA_FILE).is_file()):
             try:
                 meta = _read_metadata(folder)
             except RegistryError as exc:
@@ -180,6 +232,15 @@ class Registry:
         if model.kind != meta["kind"]:
             raise RegistryError(f"foreign artifact {model_id}: metadata says {meta['kind']}, files hold {model.kind}")
         return model, meta
+
+    def reference(self, model_id: str) -> Reference:
+        """The reference sample saved with ``model_id`` (checksums verified first)."""
+        meta = self.verify(model_id)
+        path = self.path_of(model_id) / REFERENCE_FILE
+        if REFERENCE_FILE not in meta["files"]:
+            raise RegistryError(f"model {model_id} has no reference sample ({path} was not saved with it: "
+                                "registered before reference samples, or with none); retrain it to get one")
+        return _load_reference(path)
 
     def _load_files(self, directory: Path) -> Any:
         if self._loader is not None:
@@ -288,7 +349,7 @@ def _check_files(folder: Path, meta: Mapping[str, Any]) -> None:
     listed: dict[str, dict[str, Any]] = meta["files"]
     if _artifact_sha(listed) != meta["artifact_sha256"]:
         raise RegistryError(f"{folder}: the file listing does not match the artifact checksum")
-    present = {str(p.relative_to(folder)) for p in (folder / MODEL_DIR).rglob("*") if p.is_file()}
+    present = set(_artifact_files(folder))
     unlisted = sorted(present - set(listed))
     if unlisted:
         raise RegistryError(f"foreign file(s) in artifact {folder}: {', '.join(unlisted)} (not in its metadata)")
@@ -356,11 +417,54 @@ def library_versions(kind: str) -> dict[str, str]:
     return versions
 
 
+def _artifact_files(folder: Path) -> list[str]:
+    """Every file of an artifact but its metadata, relative to its folder."""
+    files = (p.relative_to(folder) for p in folder.rglob("*") if p.is_file())
+    return sorted(str(p) for p in files if str(p) != METADATA_FILE)
+
+
 def _file_listing(folder: Path) -> dict[str, dict[str, Any]]:
-    files = sorted(p for p in (folder / MODEL_DIR).rglob("*") if p.is_file())
-    if not files:
+    if not any((folder / MODEL_DIR).rglob("*")):
         raise RegistryError(f"the model wrote no files into {folder / MODEL_DIR}")
-    return {str(p.relative_to(folder)): {"sha256": _sha256(p), "size": p.stat().st_size} for p in files}
+    paths = [folder / name for name in _artifact_files(folder)]
+    return {str(p.relative_to(folder)): {"sha256": _sha256(p), "size": p.stat().st_size} for p in paths}
+
+
+def _abandoned(staging: Path, stale_after_s: float) -> bool:
+    """Whether a staging folder's writer is gone (same host, pid not running) or it is stale."""
+    try:
+        age = time.time() - staging.stat().st_mtime
+    except FileNotFoundError:
+        return False
+    host, _, rest = staging.name[len(STAGING_PREFIX):].rpartition("-")[0].rpartition("-")
+    if age > stale_after_s:
+        return True
+    if host != socket.gethostname() or not rest.isdigit():
+        return False
+    try:
+        os.kill(int(rest), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def _save_reference(path: Path, reference: Reference) -> None:
+    with open(path, "wb") as handle:
+        np.savez(handle, feature_names=np.array(reference.feature_names, dtype=np.str_),
+                 features=np.ascontiguousarray(reference.features, dtype=np.float64),
+                 predictions=np.ascontiguousarray(reference.predictions, dtype=np.float64))
+
+
+def _load_reference(path: Path) -> Reference:
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            names = tuple(str(name) for name in data["feature_names"])
+            return Reference(names, np.asarray(data["features"], dtype=np.float64),
+                             np.asarray(data["predictions"], dtype=np.float64))
+    except (OSError, ValueError, KeyError) as exc:
+        raise RegistryError(f"reference sample {path} cannot be read: {exc}") from None
 
 
 def _artifact_sha(files: Mapping[str, Mapping[str, Any]]) -> str:

@@ -25,7 +25,6 @@ from dope.clock import Clock, LiveClock
 from dope.config import DopeConfig
 from dope.logs import ProblemCounter
 from dope.loop.health import ChampionWatch, HealthLevels, HealthMonitor
-from dope.loop.references import registry_references
 from dope.messages import AnyMessage, Bar, Features, LateTrades, ModelHealth, Prediction
 from dope.models.registry import Registry
 from dope.rendezvous.records import ARCHIVED, LiveArchive
@@ -139,7 +138,7 @@ def health_monitor(config: DopeConfig, problems: ProblemCounter, clock: Clock | 
     live = config.collector.source == "binance"
     return HealthMonitor(HealthLevels.of(config.loop), ChampionWatch(registry.root / "roles.json",
                                                                      registry.champion).current,
-                         registry_references(registry), problems, clock=(clock or LiveClock()) if live else None,
+                         registry.reference, problems, clock=(clock or LiveClock()) if live else None,
                          source=config.decoy.service_name)
 
 
