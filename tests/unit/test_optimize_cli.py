@@ -93,4 +93,4 @@ def test_a_grid_ignores_seeds_and_zero_seeds_is_refused(setup: tuple[Path, Path,
     printed = capsys.readouterr().out
     assert "one seed (a grid search is deterministic)" in printed and "/s" not in printed
     assert main([*base, "--method", "optuna", "--seeds", "0"]) == 2
-    assert "--seeds must be at least 1" in capsys.readouterr().err
+    assert "seeds must be at least 1, not 0" in capsys.readouterr().err

@@ -62,18 +62,21 @@ def open_store(store: StoreLike = None) -> BarStore:
 
 def load_bars(symbol: str, interval: Interval = "10s", *, start: Time = None, end: Time = None,
               every: Interval | None = None, store: StoreLike = None) -> pd.DataFrame:
-    """Stored bars of ``symbol`` at ``interval`` opening in ``[start, end)``, re-aggregated to ``every``.
+    """Stored bars of ``symbol`` at ``interval`` opening in ``[start, end)``.
 
-    With ``every`` (a multiple of ``interval``), the range widens to whole ``every`` windows. This is
-    ``dope bars``. A symbol not stored at that interval is a :class:`~dope.errors.UserError`.
+    With ``every`` (a multiple of ``interval``), the bars of the whole ``every`` windows covering that
+    range, re-aggregated to ``every`` (``dope bars --every``). A symbol not stored at ``interval`` is a
+    :class:`~dope.errors.UserError` naming the symbols that are.
     """
-    stored, wanted = interval_ms(interval), interval_ms(every, "every") if every is not None else None
-    every_ms = wanted or stored
-    if every_ms % stored:
-        raise UserError(f"every {every} is not a multiple of the stored interval {stored} ms")
+    stored = interval_ms(interval)
     bars = open_store(store)
     bars.require_symbol(symbol, stored)
     first, stop = time_ms(start), time_ms(end)
+    if every is None:
+        return bars.read_bars(symbol, stored, first, stop)
+    every_ms = interval_ms(every, "every")
+    if every_ms % stored:
+        raise UserError(f"every {every} is not a multiple of the stored interval {stored} ms")
     frame = bars.read_bars(symbol, stored, align(first, every_ms) if first is not None else None,
                            align(stop + every_ms - 1, every_ms) if stop is not None else None)
     return frame if every_ms == stored else resample_bars(frame, stored, every_ms)
