@@ -82,7 +82,11 @@ def sklearn_model(estimator: Any) -> Callable[[], SklearnForecaster]:
     """
     from sklearn.base import clone
 
-    return lambda: SklearnForecaster(clone(estimator))
+    def make() -> SklearnForecaster:
+        return SklearnForecaster(clone(estimator))
+
+    make.__name__ = type(estimator).__name__  # the study's name for the model
+    return make
 
 
 @dataclass
@@ -118,16 +122,18 @@ class WalkForward:
 def walk_forward(bars: pd.DataFrame, model: ModelSpec = "ridge", *, params: Mapping[str, Any] | None = None,
                  horizon: int = 1, folds: int = 5, embargo: int = 0, max_train_rows: int | None = None,
                  fs: FeatureSet | None = None, context: Mapping[str, pd.DataFrame] | None = None,
-                 progress: bool = False) -> WalkForward:
+                 name: str | None = None, progress: bool = False) -> WalkForward:
     """Walk-forward evaluate ``model`` on ``bars``: fit on the past, forecast the next block, move on.
 
     The folds, purge and per-kind defaults are those of ``dope train``'s evaluation (``params`` are a
-    built-in kind's parameters, as ``dope train --params``). Deterministic for a given seed in ``params``.
+    built-in kind's parameters, as ``dope train --params``). ``name`` names the model in the results
+    (default: the kind, or the factory's ``__name__``). Deterministic for a given seed in ``params``.
     """
     interval = bars_interval(bars)
     fs = fs or default_feature_set(interval)
     X, y, times = training_matrix(bars, fs, horizon, context)
-    name, factory, config = _model(model, params or {}, interval, horizon, folds, embargo, max_train_rows)
+    kind, factory, config = _model(model, params or {}, interval, horizon, folds, embargo, max_train_rows)
+    name = name or kind
     try:
         result = walk_forward_forecast(X, y, factory, config, progress=progress, description=name)
     except ValueError as exc:
@@ -165,8 +171,9 @@ def _forecast_frame(result: WalkForwardForecast, y: np.ndarray, times: np.ndarra
 
 
 def _metrics_frame(metrics: Mapping[str, Metrics]) -> pd.DataFrame:
-    return pd.DataFrame({name: {"rmse": m.rmse, "directional_accuracy": m.directional_accuracy, "ic": m.ic,
-                                "bars": m.n} for name, m in metrics.items()}).T
+    rows = {name: {"rmse": m.rmse, "directional_accuracy": m.directional_accuracy, "ic": m.ic, "bars": m.n}
+            for name, m in metrics.items()}
+    return pd.DataFrame.from_dict(rows, orient="index").astype({"bars": "int64"})
 
 
 def open_registry(registry: RegistryLike = None) -> Registry:
