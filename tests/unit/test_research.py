@@ -134,6 +134,7 @@ def test_the_backtest_is_the_commands(bars: pd.DataFrame, store: Path, study: dr
             assert value == (None if not np.isfinite(mine.loc[metric, name]) else mine.loc[metric, name])
 
 
+@pytest.mark.slow
 def test_optimize_and_report(bars: pd.DataFrame, study: dr.WalkForward, tmp_path: Path) -> None:
     momentum = dr.walk_forward(bars, "momentum", folds=3)
     result = dr.optimize(bars, {"ridge": study.predictions, "momentum": momentum.predictions},
@@ -147,6 +148,7 @@ def test_optimize_and_report(bars: pd.DataFrame, study: dr.WalkForward, tmp_path
     assert dr.report(saved, tmp_path / "again.html").exists()
 
 
+@pytest.mark.slow
 def test_train_and_predict_through_the_registry(store: Path, tmp_path: Path) -> None:
     outcome = dr.train("ridge", "BTCUSDT", "1h", start="2025-01-01", end="2025-03-01", folds=2, store=store,
                        registry=tmp_path)

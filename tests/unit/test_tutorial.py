@@ -23,6 +23,7 @@ def test_the_tutorial_has_code() -> None:
     assert len(python_blocks(TUTORIAL.read_text(encoding="utf-8"))) >= 10
 
 
+@pytest.mark.slow
 def test_the_tutorial_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     namespace: dict[str, object] = {"__name__": "tutorial"}
