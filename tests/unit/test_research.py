@@ -76,6 +76,8 @@ def test_bad_input_is_a_clear_error(store: Path, bars: pd.DataFrame) -> None:
         dr.load_bars("BTCUSDT", "1 hour", store=store)
     with pytest.raises(UserError, match="missing column"):
         dr.backtest(bars, pd.DataFrame({"open_time": bars["open_time"]}))
+    with pytest.raises(UserError, match="BTCUSDT: 1 bar"):
+        dr.backtest(bars.iloc[:1], pd.DataFrame({"open_time": bars["open_time"], "prediction": 0.0}))
 
 
 def test_features_are_the_featurizers(bars: pd.DataFrame) -> None:
@@ -94,7 +96,7 @@ def test_walk_forward_forecasts_only_out_of_sample(bars: pd.DataFrame, study: dr
     assert (preds["open_time"] >= preds["trained_until_ms"]).all()  # each fold's test bars follow its labels
     first_test = preds.groupby("fold")["open_time"].min()
     assert (first_test.to_numpy() == preds.groupby("fold")["trained_until_ms"].first().to_numpy()).all()
-    assert study.settings["model"] == "ridge" and study.settings["folds"] == 3
+    assert study.settings["model"] == "ridge" and study.settings["folds"] == 3 and study.settings["dope"]
 
 
 def test_a_scikit_learn_model_walks_forward_like_the_built_in_kind(bars: pd.DataFrame,

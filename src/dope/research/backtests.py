@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 import pandas as pd
 
+from dope import __version__
 from dope.backtest import BacktestConfig, BacktestResult
 from dope.backtest.parallel import Runner, SerialRunner
 from dope.backtest.report import ReportData, load_report_data, report_data, save_report_data, write_report
@@ -34,7 +35,6 @@ Engine = Literal["vectorized", "event"]
 
 def read_predictions(path: str | Path, allow_in_sample: bool = False) -> pd.DataFrame:
     """A predictions file (Parquet, or CSV) as a checked frame of ``open_time`` and ``prediction``."""
-    import pandas as pd
 
     path = Path(path)
     if not path.exists():
@@ -108,7 +108,8 @@ def join_predictions(bars: pd.DataFrame, predictions: pd.DataFrame) -> pd.DataFr
 
 def _checked_bars(bars: pd.DataFrame) -> int:
     if len(bars) < 2:
-        raise UserError(f"{len(bars)} bar(s) in that range; a backtest needs at least 2")
+        symbol = f"{bars['symbol'].iloc[0]}: " if "symbol" in bars.columns and len(bars) else ""
+        raise UserError(f"{symbol}{len(bars)} bar(s) in that range; a backtest needs at least 2")
     return bars_interval(bars)
 
 
@@ -286,7 +287,7 @@ def optimize(bars: pd.DataFrame, predictions: Mapping[str, PredictionsLike], *,
         market = market_from_frames(bars, frames, interval)
     except ValueError as exc:
         raise UserError(str(exc)) from None
-    settings = {"uppers": _values(uppers), "lowers": _values(lowers), "method": method, "trials": trials,
+    settings = {"dope": __version__, "uppers": _values(uppers), "lowers": _values(lowers), "method": method, "trials": trials,
                 "seed": seed, "seeds": seeds, "objective": objective, "train": train, "test": test,
                 "anchored": anchored, "fee": fee, "slippage_bps": slippage_bps, "short": short}
     results, grid, dsr = _search(market, settings, runner or SerialRunner(progress=False))

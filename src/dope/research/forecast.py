@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from dope import __version__
 from dope.errors import UserError
 from dope.features import FeatureSet, compute_features, default_feature_set, training_matrix
 from dope.models.registry import Registry
@@ -138,7 +139,7 @@ def walk_forward(bars: pd.DataFrame, model: ModelSpec = "ridge", *, params: Mapp
         result = walk_forward_forecast(X, y, factory, config, progress=progress, description=name)
     except ValueError as exc:
         raise UserError(f"cannot evaluate {name} on {len(y)} rows: {exc}") from None
-    settings = {"model": name, "params": dict(params or {}), "horizon": horizon, "folds": folds, "embargo": embargo,
+    settings = {"dope": __version__, "model": name, "params": dict(params or {}), "horizon": horizon, "folds": folds, "embargo": embargo,
                 "max_train_rows": config.max_train_rows, "feature_set": fs.describe(), "interval_ms": interval}
     return WalkForward(name, result, _forecast_frame(result, y, times, name, horizon * interval + interval),
                        settings)
