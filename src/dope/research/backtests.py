@@ -35,7 +35,6 @@ Engine = Literal["vectorized", "event"]
 
 def read_predictions(path: str | Path, allow_in_sample: bool = False) -> pd.DataFrame:
     """A predictions file (Parquet, or CSV) as a checked frame of ``open_time`` and ``prediction``."""
-
     path = Path(path)
     if not path.exists():
         raise UserError(f"{path}: no such predictions file")
