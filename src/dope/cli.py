@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
 # command name -> (module, function, one-line help). Each module exposes
 # ``add_arguments(parser)`` and the named function taking the parsed namespace.
@@ -34,9 +36,22 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, reading any word that starts with ``-`` and a digit as a value, not an option.
+
+    argparse takes only plain negative numbers (``-0.5``) for values; ``--lowers -0.002:0:5``,
+    ``--lowers -0.002,-0.001`` and ``--lower -1e-4`` were refused as unknown options. No DOPE
+    option starts with a digit, so such a word is always a value.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = re.compile(r"^-\.?\d")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser, with one sub-parser per command (arguments loaded on use)."""
-    parser = argparse.ArgumentParser(prog="dope", description="DOPE - DataOps Prediction Engine")
+    parser = ArgumentParser(prog="dope", description="DOPE - DataOps Prediction Engine")
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (_, help_text) in COMMANDS.items():
@@ -47,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _command_parser(name: str) -> tuple[argparse.ArgumentParser, Callable[[argparse.Namespace], int]]:
     module_name, help_text = COMMANDS[name]
     module = importlib.import_module(module_name)
-    parser = argparse.ArgumentParser(prog=f"dope {name}", description=help_text)
+    parser = ArgumentParser(prog=f"dope {name}", description=help_text)
     module.add_arguments(parser)
     return parser, module.run
 

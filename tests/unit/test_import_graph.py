@@ -96,6 +96,7 @@ MAY_IMPORT: dict[str, frozenset[str]] = {
     "loop": BASE | {"bars", "features", "models", "rendezvous", "store", "trading", "training"},
     "config": BASE | {"bars", "loop", "market", "rendezvous", "trading", "transport"},
     "dashboard": BASE | {"bars", "config", "plots", "store", "transport"},
+    "research": BASE | {"backtest", "bars", "config", "features", "models", "plots", "store", "training"},
 }
 """The package map of docs/architecture.md: what each package may import (``services`` and ``commands`` sit on
 top and may import any package but each other's callers; ``cli`` imports only ``commands``, lazily)."""

@@ -38,7 +38,7 @@ def test_optimize_then_report(setup: tuple[Path, Path, Path], tmp_path: Path,
     store, informed, noise = setup
     out = tmp_path / "result"
     code = main(["optimize", "--symbol", "BTCUSDT", "--interval", "15m", "--store", str(store),
-                 "--predictions", str(informed), f"n={noise}", "--uppers", "0:0.002:3", "--lowers=-0.002,0",
+                 "--predictions", str(informed), f"n={noise}", "--uppers", "0:0.002:3", "--lowers", "-0.002,0",
                  "--train", "10d", "--test", "5d", "--serial", "--no-progress", "--out", str(out)])
     printed = capsys.readouterr().out
     assert code == 0
@@ -93,4 +93,4 @@ def test_a_grid_ignores_seeds_and_zero_seeds_is_refused(setup: tuple[Path, Path,
     printed = capsys.readouterr().out
     assert "one seed (a grid search is deterministic)" in printed and "/s" not in printed
     assert main([*base, "--method", "optuna", "--seeds", "0"]) == 2
-    assert "--seeds must be at least 1" in capsys.readouterr().err
+    assert "seeds must be at least 1, not 0" in capsys.readouterr().err

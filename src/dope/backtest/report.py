@@ -7,7 +7,8 @@ JSON summary (:func:`save_report_data`) and ``dope report`` reads back (:func:`l
     trades.parquet    side (+1 buy, -1 sell), time, price  (of the first curve)
     comparison.parquet  one row per strategy: metrics, DSR, PBO, ...
     heatmap-<model>.parquet  Sharpe by (lower, upper) thresholds of a grid search
-    summary.json      title, notes, overfitting statistics (name -> {stat: value})
+    summary.json      title, notes, overfitting statistics (name -> {stat: value}), the chosen cells
+                      of the heatmaps (model -> [upper, lower])
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ class ReportData:
     heatmaps: Mapping[str, pd.DataFrame] = field(default_factory=dict)
     overfitting: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     notes: str = ""
+    chosen: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+    """Per heatmap, the (upper, lower) cell its search chose (outlined on the heatmap)."""
 
 
 def build_layout(data: ReportData, max_points: int = 5000) -> Any:
@@ -74,7 +77,8 @@ def build_layout(data: ReportData, max_points: int = 5000) -> Any:
                                (sells["time"], sells["price"]), title="Trades on the price", x_range=eq.x_range))
     parts += [Div(text="<h2>Model comparison</h2>"), table_widget(data.comparison, "comparison")]
     parts += [stats_div(f"Overfitting: {name}", stats) for name, stats in data.overfitting.items()]
-    parts += [heatmap_figure(frame, title=f"Sharpe by thresholds: {name}") for name, frame in data.heatmaps.items()]
+    parts += [heatmap_figure(frame, title=f"Sharpe by thresholds: {name}", chosen=data.chosen.get(name))
+              for name, frame in data.heatmaps.items()]
     return column(*parts)
 
 
@@ -114,6 +118,7 @@ def save_report_data(data: ReportData, folder: Path) -> Path:
     for name, frame in data.heatmaps.items():
         heatmap_long(frame).to_parquet(folder / f"heatmap-{name}.parquet", index=False)
     summary = {"title": data.title, "notes": data.notes, "curves": list(data.equity),
+               "chosen": {name: list(cell) for name, cell in data.chosen.items()},
                "overfitting": {k: {s: _json_value(v) for s, v in stats.items()} for k, stats in data.overfitting.items()}}
     (folder / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
     return folder
@@ -133,7 +138,8 @@ def load_report_data(folder: Path) -> ReportData:
                       equity={c: oos[c].to_numpy(np.float64) for c in summary["curves"]},
                       trades=pd.read_parquet(folder / "trades.parquet"),
                       comparison=pd.read_parquet(folder / "comparison.parquet"), heatmaps=heatmaps,
-                      overfitting=summary["overfitting"], notes=summary["notes"])
+                      overfitting=summary["overfitting"], notes=summary["notes"],
+                      chosen={name: (float(u), float(lo)) for name, (u, lo) in summary.get("chosen", {}).items()})
 
 
 def _heatmap_wide(long: pd.DataFrame) -> pd.DataFrame:
@@ -214,4 +220,12 @@ def report_data(title: str, market: Any, results: Mapping[str, Any], grid: Any |
         heatmaps = {m: heatmap_frame(grid.table, m) for m in dict.fromkeys(grid.table["model"])}
     return ReportData(title, np.asarray(first.open_time, dtype=np.int64),
                       np.asarray(market.close[start:end], dtype=np.float64), equity,
-                      trade_markers(first.result.trades), comparison_table(results), heatmaps, overfitting, notes)
+                      trade_markers(first.result.trades), comparison_table(results), heatmaps, overfitting, notes,
+                      chosen_cells(grid) if grid is not None else {})
+
+
+def chosen_cells(search: Any) -> dict[str, tuple[float, float]]:
+    """Per model of a search, the (upper, lower) of its best trial by the search's objective."""
+    table = search.table.dropna(subset=[search.objective])
+    best = table.loc[table.groupby("model", sort=False)[search.objective].idxmax()]
+    return {str(r.model): (float(r.upper), float(r.lower)) for r in best.itertuples()}

@@ -13,8 +13,6 @@ from dope.errors import UserError
 if TYPE_CHECKING:
     import pandas as pd
 
-    from dope.store import BarStore
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``dope bars``."""
@@ -32,29 +30,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Read, re-aggregate and write the bars."""
     from dope.config import load_config
-    from dope.store import BarStore
+    from dope.research import load_bars
 
     config = load_config(args.config)
     interval_ms = interval_option(args.interval or config.bars.interval)
     every_ms = interval_option(args.every, "--every") if args.every else interval_ms
     if every_ms % interval_ms:
         raise UserError(f"--every {args.every} is not a multiple of the stored interval {interval_ms} ms")
-    store = BarStore(args.store or config.store.path)
-    frame = _query(store, args.symbol, interval_ms, every_ms, time_option(args.start), time_option(args.end))
+    frame = load_bars(args.symbol, interval_ms, start=time_option(args.start), end=time_option(args.end),
+                      every=every_ms, store=args.store or config.store.path)
     _write(frame, args.format, args.output)
     return 0
-
-
-def _query(store: BarStore, symbol: str, interval_ms: int, every_ms: int, start_ms: int | None,
-           end_ms: int | None) -> pd.DataFrame:
-    """Bars of whole ``every_ms`` windows covering ``[start_ms, end_ms)``, re-aggregated when asked."""
-    from dope.bars import align, resample_bars
-
-    store.require_symbol(symbol, interval_ms)
-    start = align(start_ms, every_ms) if start_ms is not None else None
-    end = align(end_ms + every_ms - 1, every_ms) if end_ms is not None else None
-    frame = store.read_bars(symbol, interval_ms, start, end)
-    return frame if every_ms == interval_ms else resample_bars(frame, interval_ms, every_ms)
 
 
 def _write(frame: pd.DataFrame, fmt: str, output: str | None) -> None:

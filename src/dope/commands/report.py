@@ -14,7 +14,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Read the results and write the report."""
-    from dope.backtest.report import load_report_data, write_report
+    from dope.research import report
 
-    print(f"wrote {write_report(load_report_data(Path(args.results)), Path(args.output))}")
+    print(f"wrote {report(Path(args.results), Path(args.output))}")
     return 0

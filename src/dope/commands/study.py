@@ -7,7 +7,7 @@
 Seeds are trials: a model kind whose parameters take a ``seed`` (random forest, LSTM, LightGBM) is
 fitted once per seed, and each seed is a variant of its own (``random_forest/s0`` ...): it is traded,
 counted in the DSR's number of variants and trials, and the README reports the spread over seeds
-(mean, sd, worst) beside the headline figures. Per symbol: the models' out-of-sample forecasts come from :func:`dope.training.walk_forward_forecast` (purged
+(mean, sd, worst) beside the headline figures. Per symbol: the models' out-of-sample forecasts come from :func:`dope.research.walk_forward` (purged
 folds, the settings of ``dope evaluate``); on those forecasts, a threshold grid is optimized walk-forward
 (each model alone and all together) and only the stitched out-of-sample trading is reported, beside
 buy and hold, with the PSR, the DSR across the variants, and the DSR and PBO of an in-sample grid over the
@@ -21,7 +21,6 @@ import math
 import platform
 import time
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -107,32 +106,25 @@ class SymbolStudy:
 
 def forecasts(settings: StudySettings, symbol: str, progress: bool) -> tuple[pd.DataFrame, dict[str, pd.DataFrame],
                                                                               int, dict[str, float]]:
-    """The 2025 bars and each variant's out-of-sample forecasts (``dope.training.walk_forward_forecast``).
+    """The 2025 bars and each variant's out-of-sample forecasts (:func:`dope.research.walk_forward`).
 
     A seeded kind gives one variant per seed (see :func:`variant_names`); the others one.
     """
-    from dope.features import default_feature_set, training_matrix
-    from dope.store.files import read_klines
+    from dope.research import bars_interval, read_files, walk_forward
     from dope.training.evaluation import MODELS as PARAMS
     from dope.training.evaluation import YEAR_END_MS, YEAR_START_MS, kline_file
-    from dope.training.walkforward import WalkForwardConfig, walk_forward_forecast
 
-    klines = read_klines(kline_file(settings.data, symbol), symbol=symbol)
-    bars = klines.frame[(klines.frame["open_time"] >= YEAR_START_MS) & (klines.frame["open_time"] < YEAR_END_MS)]
-    bars = bars.reset_index(drop=True)
-    X, y, times = training_matrix(bars, default_feature_set(klines.interval_ms), 1)
+    bars = read_files([kline_file(settings.data, symbol)], symbol=symbol)
+    bars = bars[(bars["open_time"] >= YEAR_START_MS) & (bars["open_time"] < YEAR_END_MS)].reset_index(drop=True)
     out, seconds = {}, {}
     for kind in settings.models:
         began = time.perf_counter()
         for seed, name in variant_names(kind, settings.seeds).items():
             params = {**PARAMS.get(kind, {}), **({} if seed is None else {"seed": seed})}
-            wf = walk_forward_forecast(X, y, partial(_model, kind, params),
-                                       WalkForwardConfig(n_folds=settings.model_folds, horizon=1),
-                                       progress=progress, description=f"{symbol} {name}")
-            mask = wf.test_mask
-            out[name] = pd.DataFrame({"open_time": times[mask], "prediction": wf.predictions[mask]})
+            out[name] = walk_forward(bars, kind, params=params, folds=settings.model_folds, name=name,
+                                     progress=progress).predictions
         seconds[kind] = time.perf_counter() - began
-    return bars, out, klines.interval_ms, seconds
+    return bars, out, bars_interval(bars), seconds
 
 
 def is_seeded(kind: str) -> bool:
@@ -147,12 +139,6 @@ def is_seeded(kind: str) -> bool:
 def variant_names(kind: str, seeds: int) -> dict[int | None, str]:
     """Seed -> variant name: ``{None: kind}`` for a deterministic kind, else ``{s: "kind/s<s>"}``."""
     return {s: f"{kind}/s{s}" for s in range(seeds)} if is_seeded(kind) else {None: kind}
-
-
-def _model(kind: str, params: dict[str, Any]) -> Any:
-    from dope.models import make_model
-
-    return make_model(kind, **params)
 
 
 def study_symbol(settings: StudySettings, symbol: str, runner: Any, progress: bool) -> SymbolStudy:

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
-from bokeh.models import ColumnDataSource, FactorRange
+from bokeh.models import ColorBar, ColumnDataSource, FactorRange, Title
 from bokeh.models.widgets import DataTable, Div, TableColumn
 from bokeh.palettes import Category10_10, Viridis256
 from bokeh.plotting import figure
@@ -102,8 +102,12 @@ def heatmap_long(frame: pd.DataFrame, value: str = "value") -> pd.DataFrame:
     return long[long[value].notna()].reset_index(drop=True)
 
 
-def heatmap_figure(frame: pd.DataFrame, title: str = "Sharpe by thresholds", value: str = "sharpe") -> Any:
-    """A heatmap of ``frame`` (index: lower threshold, columns: upper threshold, cells: ``value``)."""
+def heatmap_figure(frame: pd.DataFrame, title: str = "Sharpe by thresholds", value: str = "sharpe",
+                   chosen: tuple[float, float] | None = None) -> Any:
+    """A heatmap of ``frame`` (index: lower threshold, columns: upper threshold, cells: ``value``).
+
+    A colour bar gives the scale; ``chosen`` = (upper, lower) outlines that cell (the search's pick).
+    """
     long = heatmap_long(frame, value)
     x = [f"{u:g}" for u in frame.columns]
     y = [f"{lo:g}" for lo in frame.index]
@@ -112,21 +116,47 @@ def heatmap_figure(frame: pd.DataFrame, title: str = "Sharpe by thresholds", val
     finite = long[value][np.isfinite(long[value])]
     low, high = (float(finite.min()), float(finite.max())) if len(finite) else (0.0, 1.0)
     fig = figure(title=title, x_range=FactorRange(factors=x), y_range=FactorRange(factors=y),
-                 width=min(WIDTH, 120 + 60 * len(x)), height=min(600, 120 + 40 * len(y)), tools="hover,save",
+                 width=min(WIDTH, max(420, 200 + 60 * len(x))), height=min(640, 150 + 40 * len(y)), tools="hover,save",
                  tooltips=[("upper", "@upper"), ("lower", "@lower"), (value, f"@{value}{{0.000}}")])
-    fig.rect("upper", "lower", 1, 1, source=ColumnDataSource(data), line_color=None,
-             fill_color=linear_cmap(value, Viridis256, low, high if high > low else low + 1e-12))
+    colours = linear_cmap(value, Viridis256, low, high if high > low else low + 1e-12)
+    fig.rect("upper", "lower", 1, 1, source=ColumnDataSource(data), line_color=None, fill_color=colours)
+    fig.add_layout(ColorBar(color_mapper=colours.transform, title=value, width=12), "right")
+    if chosen is not None:
+        _mark_cell(fig, f"{chosen[0]:g}", f"{chosen[1]:g}")
     fig.xaxis.axis_label = "upper threshold"
     fig.yaxis.axis_label = "lower threshold"
     return fig
 
 
-def table_widget(frame: pd.DataFrame, title: str = "", height: int = 280) -> Any:
-    """A Bokeh DataTable of ``frame`` (floats shown with 4 significant digits)."""
+def _mark_cell(fig: Any, upper: str, lower: str) -> None:
+    """Outline the cell (upper, lower) of a heatmap, and say so under the plot."""
+    fig.rect([upper], [lower], 0.92, 0.92, fill_color=None, line_color="#d62728", line_width=3,
+             name="chosen_cell")
+    fig.add_layout(Title(text=f"outlined: the chosen upper {upper}, lower {lower}", text_font_style="normal",
+                         text_color="#d62728"), "below")
+
+
+def table_widget(frame: pd.DataFrame, title: str = "", row_height: int = 25) -> Any:
+    """A Bokeh DataTable of ``frame`` (floats shown with 4 significant digits), sized to its content.
+
+    Each column is as wide as its title or its longest cell, and the table exactly as tall as its rows:
+    no column is cut and no empty band is left under the last row.
+    """
     data: dict[str, Any] = {str(c): [_cell(v) for v in frame[c]] for c in frame.columns}
-    columns = [TableColumn(field=str(c), title=str(c)) for c in frame.columns]
-    return DataTable(source=ColumnDataSource(data), columns=columns, width=WIDTH, height=height,
+    widths = {name: _text_width([name, *map(str, cells)]) for name, cells in data.items()}
+    columns = [TableColumn(field=name, title=name, width=width) for name, width in widths.items()]
+    return DataTable(source=ColumnDataSource(data), columns=columns, width=sum(widths.values()) + 2,
+                     height=(len(frame) + 1) * row_height + 2, row_height=row_height, autosize_mode="none",
                      index_position=None, name=title or None)
+
+
+CHAR_PX = 8
+"""A generous width of one character of the table's 13 px sans-serif font, in pixels."""
+
+
+def _text_width(texts: list[str]) -> int:
+    """Pixels a column needs for its longest text, with the cell padding."""
+    return CHAR_PX * max(map(len, texts)) + 16
 
 
 def _cell(value: Any) -> Any:
