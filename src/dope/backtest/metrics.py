@@ -94,7 +94,7 @@ def start_equity_sums(cash0: float) -> EquitySums:
 def fold_bar(s: EquitySums, equity: float) -> EquitySums:
     """The sums after one more bar closing at ``equity`` (the bars are counted apart: :func:`counted`)."""
     r = equity / s.final_equity - 1.0
-    down = r if r < 0.0 else 0.0
+    r2 = r * r
     peak, floor, mdd = s.peak, s.floor, s.max_drawdown
     if equity > peak:
         peak = equity
@@ -102,7 +102,7 @@ def fold_bar(s: EquitySums, equity: float) -> EquitySums:
     elif equity < floor:
         mdd = 1.0 - equity / peak
         floor = peak * (1.0 - mdd)
-    return EquitySums(s.n_bars, equity, s.sum_r + r, s.sum_r2 + r * r, s.sum_down2 + down * down, mdd,
+    return EquitySums(s.n_bars, equity, s.sum_r + r, s.sum_r2 + r2, s.sum_down2 + (r2 if r < 0.0 else 0.0), mdd,
                       s.n_exposed, s.sum_equity + equity, peak, floor)
 
 

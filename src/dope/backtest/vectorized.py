@@ -5,8 +5,8 @@ order decided at a close executes at the next open (the trading rule,
 :func:`dope.trading.rule.decide` and :func:`~dope.trading.rule.execute`), and every bar's equity
 is marked at the close and folded into the metric sums (:func:`dope.backtest.metrics.fold_bar`).
 Both paths run the same compiled functions on the same numbers in the same order, so they agree
-to the bit. The bars between two orders form a *stretch* in which only two prediction levels
-matter (:func:`order_levels`), so the loop's one data-dependent branch is taken once a stretch.
+to the bit. Holding a position, only two prediction levels matter (:func:`order_levels`), so the
+loop's one data-dependent branch is taken once an order.
 
 The kernel writes nothing per bar: it logs only what changes at a fill (the bar, and the
 cash and position from then on). :class:`FillLog` rebuilds equity, position and the trades
@@ -41,7 +41,7 @@ from dope.backtest.metrics import (
     start_trade_sums,
 )
 from dope.backtest.result import TRADE_DTYPE, BacktestResult, trades_frame
-from dope.trading.accounting import change_levels, mark, trade_pnl, trade_return
+from dope.trading.accounting import HOLD, change_levels, mark, trade_pnl, trade_return
 from dope.trading.rule import Costs, Leg, Position, Thresholds, decide, execute, flat
 from dope.types import FloatArray, IntArray
 
@@ -57,65 +57,71 @@ _N_EQUITY_SUMS: Final = len(EquitySums._fields)
 _N_TRADE_SUMS: Final = len(TradeSums._fields)
 
 
+#: What the kernel does with a bar, decided at the bar before: mark its close and fold it (``MARK_BAR``),
+#: fold it as the bar before (``UNMOVED_BAR``: flat with cash, the equity stays), or first fill at its open
+#: the order the close before decided, then mark and fold it (``FILL_BAR``).
+MARK_BAR: Final = 0
+UNMOVED_BAR: Final = 1
+FILL_BAR: Final = 2
+
+
 @numba.njit(cache=True, error_model="numpy")
 def backtest_kernel(open_: FloatArray, close: FloatArray, pred: FloatArray, thresholds: Thresholds,
                     costs: Costs, cash0: float, fills: Table) -> tuple[int, EquitySums, TradeSums, bool]:
     """One backtest in one pass: (rows of ``fills`` written, equity sums, trade sums, whether the prices
     passed the quick check of :func:`note_prices`; when not, the rest means nothing).
 
-    The bars run in stretches with the position fixed, each ended by a prediction that makes
-    an order; the order executes at the next bar's open, which starts the next stretch.
-    ``fills`` (``FILL_DTYPE``) receives the fill log, as many rows as it has room for (the count
-    returned is of all of them; an empty log is the sweep's). Every bar's open is read (for the price check) so
-    that the open of a fill bar is in the cache when the fill needs it.
+    Each bar is a ``step``: :data:`MARK_BAR`, :data:`UNMOVED_BAR` or :data:`FILL_BAR`. A prediction past
+    the levels of the position held decides an order, which fills at the next bar's open. ``fills``
+    (``FILL_DTYPE``) receives the fill log, as many rows as it has room for (the count returned is of all
+    of them; an empty log is the sweep's). Every bar's open is read (for the price check) so that the
+    open of a fill bar is in the cache when the fill needs it.
     """
     n = close.shape[0]
     position = flat(cash0)
     sums, traded = start_equity_sums(cash0), start_trade_sums()
     lowest, total = math.inf, 0.0
-    n_exposed = 0
     if fills.shape[0] > 0:
         fills[0].bar, fills[0].cash, fills[0].position = 0, cash0, 0.0
     n_fills = 1
-    t = 0
-    while t < n:
-        # A stretch: bars marked and folded with this position until a prediction makes an order.
-        above, below = order_levels(position, thresholds)
-        held = position.direction * position.qty
-        exposed = held != 0.0
-        unmoved = not exposed and position.cash > 0.0  # flat: the equity stays the cash, bar after bar
-        start = t
+    above, below = order_levels(position, thresholds)
+    held, since, n_exposed = 0.0, 0, 0  # signed units held, from bar `since`; bars closed holding units
+    order, step = HOLD, FILL_BAR  # the first bar is folded in full, as a fill bar (its order fills nothing)
+    for t in range(n):
         lowest, total = note_prices(lowest, total, open_[t], close[t])
-        sums = fold_bar(sums, mark(position.cash, held, close[t]))
-        while not (pred[t] > above or pred[t] < below):  # no order yet (a NaN prediction makes none)
-            t += 1
-            if t == n:
-                break
-            lowest, total = note_prices(lowest, total, open_[t], close[t])
-            sums = fold_unmoved(sums) if unmoved else fold_bar(sums, mark(position.cash, held, close[t]))
-        if exposed:
-            n_exposed += min(t + 1, n) - start
-        if t >= n - 1:  # no order, or an order at the last bar, which never fills
-            break
-        order = decide(pred[t], position.direction, thresholds)
-        t += 1
-        before = position
-        position, closed, opened = execute(position, order, open_[t], costs)
-        if closed.side != 0 or opened.side != 0:
-            traded = fold_fill(traded, before, closed, opened)
-            if n_fills < fills.shape[0]:
-                row = fills[n_fills]
-                row.bar, row.cash, row.position = t, position.cash, position.direction * position.qty
-            n_fills += 1
+        if step == MARK_BAR:
+            sums = fold_bar(sums, mark(position.cash, held, close[t]))
+        elif step == UNMOVED_BAR:
+            sums = fold_unmoved(sums)
+        else:
+            before = position
+            position, closed, opened = execute(position, order, open_[t], costs)
+            if closed.side != 0 or opened.side != 0:
+                traded = fold_fill(traded, before, closed, opened)
+                if held != 0.0:
+                    n_exposed += t - since
+                held, since = position.direction * position.qty, t
+                if n_fills < fills.shape[0]:
+                    row = fills[n_fills]
+                    row.bar, row.cash, row.position = t, position.cash, held
+                n_fills += 1
+                above, below = order_levels(position, thresholds)
+            sums = fold_bar(sums, mark(position.cash, held, close[t]))
+            step = UNMOVED_BAR if held == 0.0 and position.cash > 0.0 else MARK_BAR
+        if pred[t] > above or pred[t] < below:  # an order (a NaN prediction makes none); rarely true
+            order, step = decide(pred[t], position.direction, thresholds), FILL_BAR
+    if held != 0.0:
+        n_exposed += n - since
     return n_fills, counted(sums, n, n_exposed), traded, lowest > 0.0 and total < math.inf
 
 
 @register_jitable
 def note_prices(lowest: float, total: float, open_price: float, close_price: float) -> tuple[float, float]:
     """The quick price check, one bar more: every price was finite and > 0 if the lowest is > 0 and the sum
-    finite (a NaN or an infinity reaches the sum; a sum that overflows only calls for the exact check)."""
+    of the products ``open * close`` finite (a NaN or an infinity reaches it; a product or sum that
+    overflows only calls for the exact check)."""
     lower = open_price if open_price < close_price else close_price
-    return (lower if lower < lowest else lowest), total + (open_price + close_price)
+    return (lower if lower < lowest else lowest), total + open_price * close_price
 
 
 @register_jitable
