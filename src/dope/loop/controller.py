@@ -8,7 +8,7 @@ audit log with its evidence. One candidate at a time holds the ``shadow`` role.
 
 * **Gate** (``mode``): after ``min_bars`` paired bars of the candidate and the champion, the pre-registered
   test (:func:`dope.loop.gate.promotion_test`, deflated for the candidates tried since the last
-  promotion). ``auto`` promotes on a pass, ``propose`` writes ``<registry>/proposals/<id>.json`` (applied
+  promotion), at every checkpoint until ``max_candidate_bars``; the level is divided among those looks. ``auto`` promotes on a pass, ``propose`` writes ``<registry>/proposals/<id>.json`` (applied
   by ``dope models approve ID``: :func:`approve`), ``off`` records the test as a ``reject`` and changes
   nothing. A candidate still failing after ``max_candidate_bars`` is rejected and retired.
 * **Rollback**: after a promotion the previous champion scores on as a challenger; after
@@ -23,7 +23,9 @@ audit log with its evidence. One candidate at a time holds the ``shadow`` role.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,8 +37,9 @@ from dope.errors import UserError
 from dope.fileio import atomic_write_json
 from dope.loop.audit import AUDIT_FILE, AuditEntry, AuditLog, gate_entry, rejections_since_promotion
 from dope.loop.config import LoopConfig
-from dope.loop.gate import GateDecision, promotion_test
+from dope.loop.gate import GateConfig, GateDecision, promotion_test
 from dope.loop.ledger import Ledger
+from dope.loop.schedule import checkpoint_bars
 from dope.models.registry import Registry
 
 PROPOSALS_DIR: Final = "proposals"
@@ -73,6 +76,10 @@ class Controller:
         self.registry = registry
         self.ledger = ledger
         self.gate = loop.gate(horizon)
+        self.looks = 1 + math.ceil(max(0, loop.max_candidate_bars - loop.min_bars) / checkpoint_bars(loop.min_bars))
+        self.candidate_gate = dataclasses.replace(self.gate, level=loop.level / self.looks)
+        """A candidate is tested at every checkpoint from ``min_bars`` to ``max_candidate_bars`` paired bars:
+        the level is shared among those looks (Bonferroni), or the repeated tests would promote luck."""
         self.audit = audit or AuditLog(registry.root / AUDIT_FILE)
         self.candidate: Candidate | None = None
         self.watch: Watch | None = None
@@ -145,13 +152,13 @@ class Controller:
 
     # ---- the gate ----------------------------------------------------------------------------------
     def _test(self, candidate: str, champion: str, since_ms: int, until_ms: int, n_candidates: int,
-              min_bars: int) -> GateDecision | None:
+              min_bars: int, gate: GateConfig) -> GateDecision | None:
         paired = self.ledger.paired(candidate, champion, since_ms, until_ms)
         self.counters["paired_bars"] = paired.n
         if paired.n < min_bars:
             return None
         decision = promotion_test(paired.errors_a, paired.errors_b, paired.pnl_a, paired.pnl_b,
-                                  n_candidates=n_candidates, config=self.gate)
+                                  n_candidates=n_candidates, config=gate)
         self.counters["gate_tests"] += 1
         self.counters["p_value_ppm"] = round(decision.p_value * 1_000_000)
         log.info("gate at %d: %s vs %s over %d bars: %s (DM %.2f, p %.3g, threshold %.3g, P&L diff %.4g/bar)",
@@ -167,7 +174,7 @@ class Controller:
             return
         n_candidates = rejections_since_promotion(self.audit.read()) + 1
         decision = self._test(candidate.model_id, champion, candidate.since_ms, time_ms, n_candidates,
-                              self.gate.min_bars)
+                              self.gate.min_bars, self.candidate_gate)
         if decision is None:
             return
         if decision.passed and self.loop.mode == "auto":
@@ -191,7 +198,7 @@ class Controller:
                                          to_role="champion", reason="no champion to beat", evidence=evidence))
         else:
             self.audit.append(gate_entry(time_ms, "promote", model_id, decision, from_role="shadow",
-                                         to_role="champion", evidence=evidence))
+                                         to_role="champion", evidence={**evidence, "looks": self.looks}))
         self.counters["promotions"] += 1
         self.candidate = None
         self.watch = Watch(champion, model_id, time_ms) if champion else None
@@ -247,7 +254,7 @@ class Controller:
         watch = self.watch
         assert watch is not None
         decision = self._test(watch.previous, watch.champion, watch.since_ms, time_ms, 1,
-                              self.loop.rollback_bars or self.gate.min_bars)
+                              self.loop.rollback_bars or self.gate.min_bars, self.gate)  # one look
         if decision is None:
             return
         self.watch = None
