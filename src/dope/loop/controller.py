@@ -35,7 +35,7 @@ import msgspec
 
 from dope.errors import UserError
 from dope.fileio import atomic_write_json
-from dope.loop.audit import AUDIT_FILE, AuditEntry, AuditLog, gate_entry, rejections_since_promotion
+from dope.loop.audit import AUDIT_FILE, Action, AuditEntry, AuditLog, gate_entry, rejections_since_promotion
 from dope.loop.config import LoopConfig
 from dope.loop.gate import GateConfig, GateDecision, promotion_test
 from dope.loop.ledger import Ledger
@@ -217,7 +217,7 @@ class Controller:
         """A shadow makes room for a new candidate: a candidate still judged is rejected, any other retired."""
         being_judged = self.candidate is not None and self.candidate.model_id == model_id and not self.candidate.judged
         self.registry.retire(model_id)
-        action = "reject" if being_judged else "retire"
+        action: Action = "reject" if being_judged else "retire"
         self.audit.append(AuditEntry(time_ms=time_ms, action=action, model_id=model_id, from_role="shadow",
                                      to_role="retired", reason="replaced by a newer candidate before it passed"))
         self.counters["rejections" if being_judged else "retirements"] += 1

@@ -104,14 +104,22 @@ class TrainerService(Service):
         """Kill a fit child a killed predecessor left, recover the loop's state, resume an interrupted fit."""
         self._kill_orphan()
         self.controller.recover()
-        job = self._interrupted_job()
-        if job is not None:
-            self.log.info("resuming the fit of %s up to %d that a previous trainer left", job.kind, job.end_ms)
+        found = self._interrupted_job()
+        if found is not None:
+            job, job_path = found
             self.schedule.start(job.end_ms, self.controller.last_retrain_ms())
             self.next_checkpoint = self.pending = job.end_ms
             self.pending_since = time.monotonic()
             self.hold_ms = job.end_ms if self.barrier else -1
-            self._launch(job, "scheduled retrain (resumed after a restart)")
+            self.fit_at, self.fit_reason = job.end_ms, "scheduled retrain (resumed after a restart)"
+            result = _result_of(job_path)
+            if result is not None:  # the child finished after its parent died: take its model
+                self.log.info("the fit of %s up to %d finished after the previous trainer died: %s", job.kind,
+                              job.end_ms, result.model_id)
+                self._fit_done(job, job_path, result, "")
+            else:
+                self.log.info("fitting %s up to %d again: a previous trainer died during it", job.kind, job.end_ms)
+                self._launch(job, self.fit_reason)
         self.publish_progress()
 
     def _kill_orphan(self) -> None:
@@ -125,14 +133,15 @@ class TrainerService(Service):
                 self.log.warning("killed fit child %d left by a previous trainer", pid)
         pid_file.unlink(missing_ok=True)
 
-    def _interrupted_job(self) -> FitJob | None:
+    def _interrupted_job(self) -> tuple[FitJob, Path] | None:
+        """The job a previous trainer left (its job file is removed once the outcome is audited)."""
         jobs = sorted(self.work_dir.glob("fit-*.job.json"), key=lambda p: p.stat().st_mtime)
         for stale in jobs[:-1]:
             _remove_job_files(stale)
         if not jobs:
             return None
         try:
-            return msgspec.json.decode(jobs[-1].read_bytes(), type=FitJob)
+            return msgspec.json.decode(jobs[-1].read_bytes(), type=FitJob), jobs[-1]
         except (msgspec.DecodeError, OSError) as exc:
             self.problems.report("bad_job", f"cannot read the interrupted job {jobs[-1]}: {exc}")
             _remove_job_files(jobs[-1])
@@ -278,34 +287,33 @@ class TrainerService(Service):
     def _watch_fit(self) -> None:
         fit = self.fit
         assert fit is not None
+        job_path = fit.result_path.with_name(fit.result_path.name.replace(".result.", ".job."))
         try:
             result = fit.poll()
         except UserError as exc:
-            self._fit_done(None, str(exc))
+            self._fit_done(fit.job, job_path, None, str(exc))
             return
         if result is not None:
-            self._fit_done(result, "")
+            self._fit_done(fit.job, job_path, result, "")
         elif (time.monotonic() - self.fit_began) * 1000 > self.loop.fit_timeout_ms:
             fit.kill()
             self.count("fits_killed")
-            self._fit_done(None, f"killed after fit_timeout {self.loop.fit_timeout}")
+            self._fit_done(fit.job, job_path, None, f"killed after fit_timeout {self.loop.fit_timeout}")
 
-    def _fit_done(self, result: FitResult | None, failure: str) -> None:
-        fit = self.fit
-        assert fit is not None
+    def _fit_done(self, job: FitJob, job_path: Path, result: FitResult | None, failure: str) -> None:
+        """Audit the fit's outcome (a new shadow, or a failure), forget its files, release the checkpoint."""
         self.fit = None
         (self.work_dir / PID_FILE).unlink(missing_ok=True)
         at = self.fit_at if self.barrier else max(self.fit_at, self.ledger.newest_bar + self.interval_ms)
         if result is None:
             self.count("fits_failed")
-            self.problems.report("fit_failed", f"{fit.job.kind} up to {fit.job.end_ms}: {failure}")
-            self.controller.fit_failed(fit.job.kind, at, failure)
+            self.problems.report("fit_failed", f"{job.kind} up to {job.end_ms}: {failure}")
+            self.controller.fit_failed(job.kind, at, failure)
         else:
             self.count("fits_succeeded")
             self.log.info("fitted %s on %d rows in %.1f s", result.model_id, result.rows, result.seconds)
-            self.controller.deployed(result.model_id, at, reason=self.fit_reason,
-                                     evidence=self._lineage(fit.job, result))
-        _remove_job_files(fit.result_path.with_name(fit.result_path.name.replace(".result.", ".job.")))
+            self.controller.deployed(result.model_id, at, reason=self.fit_reason, evidence=self._lineage(job, result))
+        _remove_job_files(job_path)
         self._release(self.fit_at)
 
     def _lineage(self, job: FitJob, result: FitResult) -> dict[str, Any]:
@@ -332,6 +340,15 @@ class TrainerService(Service):
                        "loop.ignored_retrain_requests": self.schedule.ignored_requests,
                        "loop.late_inputs": self.ledger.late})
         return counts
+
+
+def _result_of(job_path: Path) -> FitResult | None:
+    """The result a fit child wrote beside its job file, if it finished."""
+    path = job_path.with_name(job_path.name.replace(".job.", ".result."))
+    try:
+        return msgspec.json.decode(path.read_bytes(), type=FitResult)
+    except (OSError, msgspec.DecodeError):
+        return None
 
 
 def _remove_job_files(job_path: Path) -> None:
