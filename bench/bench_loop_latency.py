@@ -106,6 +106,11 @@ def bar_to_decision_ms(tap: Tap, keep: Any = None) -> np.ndarray:
     return np.array([(tap.decisions[k] - tap.bars[k]) / 1e6 for k in keys])
 
 
+def p(values: np.ndarray, q: float) -> float:
+    """The ``q``-th percentile (NaN when empty)."""
+    return float(np.percentile(values, q)) if len(values) else float("nan")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=int, default=20, help="synthetic market minutes per run")
@@ -127,7 +132,6 @@ def main(argv: list[str] | None = None) -> None:
             fits = json.loads((work / name / "run" / "status.json").read_text())["services"].get("trainer", {})
             figures[name] = (every, during, fits.get("counters", {}).get("fits_succeeded", 0))
         base, (every, during, fits) = figures["baseline"][0], figures["loop"]
-        p = lambda a, q: float(np.percentile(a, q)) if len(a) else float("nan")  # noqa: E731
         print(f"baseline (no trainer): {len(base)} bars, bar -> decision p50 {p(base, 50):.2f} ms, "
               f"p99 {p(base, 99):.2f} ms")
         print(f"loop, every bar:       {len(every)} bars, p50 {p(every, 50):.2f} ms, p99 {p(every, 99):.2f} ms "
