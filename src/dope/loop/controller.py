@@ -218,8 +218,10 @@ class Controller:
         being_judged = self.candidate is not None and self.candidate.model_id == model_id and not self.candidate.judged
         self.registry.retire(model_id)
         action: Action = "reject" if being_judged else "retire"
+        reason = ("replaced by a newer candidate before it passed" if being_judged
+                  else "the shadow slot goes to a new candidate")
         self.audit.append(AuditEntry(time_ms=time_ms, action=action, model_id=model_id, from_role="shadow",
-                                     to_role="retired", reason="replaced by a newer candidate before it passed"))
+                                     to_role="retired", reason=reason))
         self.counters["rejections" if being_judged else "retirements"] += 1
 
     def _propose(self, candidate: Candidate, champion: str, time_ms: int, decision: GateDecision) -> None:
