@@ -107,7 +107,7 @@ class TrainerService(Service):
         found = self._interrupted_job()
         if found is not None:
             job, job_path = found
-            self.schedule.start(job.end_ms, self.controller.last_retrain_ms())
+            self.schedule.start(job.end_ms, job.end_ms)  # this job is the retrain of its point
             self.next_checkpoint = self.pending = job.end_ms
             self.pending_since = time.monotonic()
             self.hold_ms = job.end_ms if self.barrier else -1
