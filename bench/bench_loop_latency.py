@@ -1,18 +1,19 @@
 """Bar -> decision latency of the stack while the loop's trainer fits, against the same run without the trainer.
 
-Two ``dope up`` runs of the synthetic market (10 s bars, BTCUSDT, paced at ``--speed``), the same models
-(random forest champion, zero canary, deployed by role), tapped as in ``bench.bench_stack``:
+Two ``dope up`` runs of the synthetic market (10 s bars, BTCUSDT and ETHUSDT, paced at ``--speed``), the
+same models (random forest champion, zero canary, deployed by role) and the same stored history (2,000 bars
+before the start), tapped as in ``bench.bench_stack``:
 
 1. **loop**: ``[loop] enabled`` with ``barrier = false`` (fits run while bars flow, as on the live exchange),
-   a random forest refitted every ``--retrain-every`` of market time on everything stored, in the trainer's
-   niced child process. The p99 is over the bars published while a fit child ran (the trainer's
+   a random forest refitted every ``--retrain-every`` of market time on the last day stored (2,000+ rows),
+   in the trainer's niced child process (one after the other: at these settings a fit runs most of the time). The p99 is over the bars published while a fit child ran (the trainer's
    ``loop.fit_running`` heartbeat counter, polled from ``status.json``).
 2. **baseline**: the same configuration with the loop off.
 
 Target: loop p99 <= 1.2 x baseline p99. The machine's other load moves both figures: run it on a quiet
 machine, or several times.
 
-    .venv/bin/python -m bench.bench_loop_latency [--minutes 20] [--speed 10] [--retrain-every 5m]
+    .venv/bin/python -m bench.bench_loop_latency [--minutes 200] [--speed 100] [--retrain-every 10m]
 """
 
 from __future__ import annotations
@@ -34,15 +35,22 @@ from dope.market.synthetic import generate_bars
 from dope.models import make_model
 from dope.models.registry import Registry
 from dope.services.supervisor import resolve_ports
+from dope.store import BarStore
 
 RF = {"n_estimators": 50, "max_depth": 8, "n_jobs": 1}
 
 
-def train_models(root: Path) -> None:
-    """Random forest (champion) and zero (canary) on 2,000 synthetic bars before the run."""
+SYMBOLS = ["BTCUSDT", "ETHUSDT"]
+
+
+def prepare(root: Path, store: Path) -> None:
+    """Random forest (champion) and zero (canary) trained on the 2,000 synthetic bars before the run, which
+    are also the store's history (the featurizer warms up from it, the trainer fits on it)."""
     fs = default_feature_set(INTERVAL)
-    frame = generate_bars(["BTCUSDT"], START - 2_000 * INTERVAL, START, INTERVAL, seed=11)["BTCUSDT"]
-    X, y, _ = training_matrix(frame, fs, 1)
+    frames = generate_bars(SYMBOLS, START - 2_000 * INTERVAL, START, INTERVAL, seed=11)
+    for frame in frames.values():
+        BarStore(store).write_bars(frame, INTERVAL)
+    X, y, _ = training_matrix(frames["BTCUSDT"], fs, 1)
     registry = Registry(root)
     for kind, params, role in (("random_forest", RF, "champion"), ("zero", {}, "canary")):
         model_id = registry.register(make_model(kind, **params).fit(X, y), feature_set=fs, symbol="BTCUSDT",
@@ -58,14 +66,14 @@ def config(work: Path, registry: Path, minutes: int, speed: float, loop: bool, r
                      for k in ("featurizer", "decoy", "rendezvous", "trader", "dashboard", "trainer")},
         "models": {"deploy": [{"model": f"role:{role}", "endpoint": "tcp://127.0.0.1:0", "name": role}
                               for role in ("champion", "canary")]},
-        "collector": {"source": "synthetic", "symbols": ["BTCUSDT"], "flush_every_bars": 10},
+        "collector": {"source": "synthetic", "symbols": SYMBOLS, "flush_every_bars": 10},
         "synthetic": {"duration": f"{minutes}m", "rate_scale": 0.05, "speed": speed, "seed": 5},
         "rendezvous": {"persist_every": 1000},
         "trader": {"upper": 0.0, "lower": 0.0, "state_dir": str(work / "trader"), "journal_fsync": False},
         "supervisor": {"services": ["featurizer", "models", "decoy", "rendezvous", "trader", "collector"],
                        "metrics": "", "stop_timeout_ms": 5_000},
         "loop": {"enabled": loop, "barrier": False, "kinds": ["random_forest"], "retrain_every": retrain_every,
-                 "train_window": "30d", "min_train_bars": 100, "min_bars": 100, "mode": "off",
+                 "train_window": "1d", "min_train_bars": 100, "min_bars": 100, "mode": "off",
                  "params": {"random_forest": RF}, "min_retrain_gap": "1m"},
     }
     return resolve_ports(config_from_dict(raw))
@@ -113,16 +121,16 @@ def p(values: np.ndarray, q: float) -> float:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--minutes", type=int, default=20, help="synthetic market minutes per run")
-    parser.add_argument("--speed", type=float, default=10.0, help="market speed (x real time)")
-    parser.add_argument("--retrain-every", default="5m", help="market time between fits")
+    parser.add_argument("--minutes", type=int, default=200, help="synthetic market minutes per run")
+    parser.add_argument("--speed", type=float, default=100.0, help="market speed (x real time)")
+    parser.add_argument("--retrain-every", default="10m", help="market time between fits")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="dope-bench-loop-") as tmp:
         work = Path(tmp)
         figures = {}
         for name, loop in (("baseline", False), ("loop", True)):
             registry = work / name / "registry"
-            train_models(registry)
+            prepare(registry, work / name / "store")
             cfg = config(work / name, registry, args.minutes, args.speed, loop, args.retrain_every)
             watch = FitWatch(work / name / "run")
             tap = run_stack(cfg, work / name)

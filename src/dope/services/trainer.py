@@ -4,7 +4,8 @@ It reads ``bar.*`` (collector) and ``score.*`` (every model service) into a
 :class:`~dope.loop.ledger.Ledger`, and at market-time checkpoints (:mod:`dope.loop.schedule`) lets the
 :class:`~dope.loop.controller.Controller` judge the shadow candidate and the rollback watch. When a retrain
 is due it fits the next loop kind on the store the collector writes, in a niced child process
-(:func:`dope.loop.fit.launch`, at most one at a time, killed after ``fit_timeout``), and deploys the new
+(:func:`dope.loop.fit.launch`, at most one at a time, killed after ``fit_timeout``; without the barrier, while
+bars flow, the trainer itself is niced and the child runs under ``SCHED_IDLE``), and deploys the new
 version as the shadow. A failed fit is logged, counted and audited; the service goes on.
 
 **Barrier** (replayed and synthetic sources, ``[loop] barrier``): the trainer publishes
@@ -103,6 +104,8 @@ class TrainerService(Service):
     async def setup(self) -> None:
         """Kill a fit child a killed predecessor left, recover the loop's state, resume an interrupted fit."""
         self._kill_orphan()
+        if not self.barrier:  # off the bars' path: never take a core from the services that are on it
+            os.nice(self.loop.nice)
         self.controller.recover()
         found = self._interrupted_job()
         if found is not None:
@@ -256,6 +259,9 @@ class TrainerService(Service):
 
     def _launch(self, job: FitJob, reason: str) -> None:
         self.fit = launch(job, self.work_dir, nice=self.loop.nice)
+        if not self.barrier:  # bars flow during the fit: it runs only on CPU time the live path leaves idle
+            with contextlib.suppress(OSError, AttributeError):
+                os.sched_setscheduler(self.fit.process.pid, os.SCHED_IDLE, os.sched_param(0))
         (self.work_dir / PID_FILE).write_text(str(self.fit.process.pid))
         self.fit_at, self.fit_began, self.fit_reason = job.end_ms, time.monotonic(), reason
         self.count("fits_started")
