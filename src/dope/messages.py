@@ -268,8 +268,20 @@ class ModelHealth(Message, frozen=True, tag="health"):
     reason: str = ""
 
 
-AnyMessage = (Trade | Bar | Heartbeat | LateTrades | Features | Score | Prediction | Decision | Fill | Equity | Scorecard
-              | ModelHealth)
+class LoopProgress(Message, frozen=True, tag="loop"):
+    """The loop trainer's barrier for a replayed or synthetic source (``docs/loop.md``, Determinism).
+
+    The source may go on until it has published a trade of ``symbol`` at or after ``hold_ms`` plus the
+    bar grace (the bar closing at ``hold_ms`` is then complete), and waits there for a newer hold.
+    ``hold_ms`` < 0: no hold; 0: hold at the first multiple of ``every_ms`` after the source's first trade.
+    """
+
+    hold_ms: int
+    every_ms: int = 0
+
+
+AnyMessage = (Trade | Bar | Heartbeat | LateTrades | Features | Score | Prediction | Decision | Fill | Equity
+              | Scorecard | ModelHealth | LoopProgress)
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(AnyMessage)

@@ -313,3 +313,19 @@ def test_the_model_service_warms_the_models_fast_path_before_the_first_vector(tm
     service.registry = Spy(tmp_path)
     asyncio.run(service.setup())
     assert calls == [(service.loaded.n_features,)] and service.counters["warm_ups"] == 1  # type: ignore[union-attr]
+
+
+def test_a_role_deployment_stops_scoring_when_its_role_is_taken_away(tmp_path: Path) -> None:
+    """A shadow promoted to champion (or rejected) leaves ``role:shadow`` empty: that slot must not go on
+    scoring the old holder beside the champion's own slot."""
+    ids = register_models(tmp_path, {"ridge": {}, "zero": {}}, roles={"zero": "champion", "ridge": "shadow"})
+    bus = InMemoryBus(hwm=10_000)
+    out = bus.subscriber(["score."])
+    service = model_service(bus, tmp_path, "role:shadow")
+    vectors = features_stream(4)
+    run_service(service, vectors[:2], bus, lambda: service.counters["handled"] >= 2)
+    Registry(tmp_path).promote(ids["ridge"], "champion")
+    run_service(service, vectors[2:], bus, lambda: service.counters["handled"] >= 4)
+    scores = [m for m in drain(out) if isinstance(m, Score)]
+    assert [s.model_id for s in scores] == [ids["ridge"]] * 2
+    assert service.counters["unloads"] == 1 and service.counters["no_model"] == 2

@@ -278,3 +278,14 @@ def test_bootstrap_trains_on_the_configured_synthetic_market(tmp_path: Path) -> 
     plain = generate_bars([symbol], start, start + 3_600_000, config.bars.interval_ms, seed=config.synthetic.seed)
     assert len(stored) == len(plain[symbol]) == 360
     assert stored["count"].sum() < 0.5 * plain[symbol]["count"].sum()   # rate_scale 0.2 applied
+
+
+def test_the_loop_adds_the_trainer_before_the_collector_as_a_bar_reader() -> None:
+    config = config_from_dict({"loop": {"enabled": True},
+                               "supervisor": {"services": ["featurizer", "trader", "collector"]}})
+    specs = plan_services(config, exists=lambda module: True)
+    assert [s.name for s in specs] == ["featurizer", "trader", "trainer", "collector"]
+    assert specs[2].module == "dope.services.trainer" and specs[2].first_args == ("--first-start",)
+    assert specs[-1].args == ("--wait-subscribers", "4")  # featurizer, trader, trainer and the supervisor
+    off = config_from_dict({"supervisor": {"services": ["featurizer", "trader", "collector"]}})
+    assert "trainer" not in [s.name for s in plan_services(off, exists=lambda module: True)]

@@ -3,7 +3,7 @@
 It is ``dope up`` with the configuration bundled in ``dope/data/demo.toml``: the
 synthetic market at 50x real time, default models trained first if the registry
 is empty, the whole live pipeline (collector, featurizer, model services,
-rendezvous, decoy, paper trader) and the dashboard on http://127.0.0.1:5006/.
+rendezvous, decoy, paper trader, the DataOps loop's trainer) and the dashboard on http://127.0.0.1:5006/.
 Everything it writes goes under ``var/demo``. Ctrl-C stops it.
 """
 

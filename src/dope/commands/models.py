@@ -1,9 +1,10 @@
-"""``dope models list | show | promote | retire | scorecards | history``: the model registry from the terminal.
+"""``dope models list | show | promote | retire | approve | scorecards | history``: the registry from the terminal.
 
     dope models list
     dope models show lightgbm-20260101T0000-ab12cd
     dope models promote lightgbm-20260101T0000-ab12cd --role champion
     dope models retire ridge-20251201T0900-0f1e2d
+    dope models approve ridge-20251201T0900-0f1e2d   # apply the loop's proposal ([loop] mode = "propose")
     dope models scorecards [ID] [--symbol S]   # live scorecards saved by the rendezvous
     dope models history [--json]               # the audit log of model decisions (dope.loop.audit)
 """
@@ -21,8 +22,8 @@ from dope.errors import UserError
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``dope models``."""
-    parser.add_argument("action", choices=("list", "show", "promote", "retire", "scorecards", "history"), help="what to do")
-    parser.add_argument("model_id", nargs="?", metavar="MODEL_ID", help="the model (show, promote, retire)")
+    parser.add_argument("action", choices=("list", "show", "promote", "retire", "approve", "scorecards", "history"), help="what to do")
+    parser.add_argument("model_id", nargs="?", metavar="MODEL_ID", help="the model (show, promote, retire, approve)")
     parser.add_argument("--role", default="champion",
                         help="role for promote: champion, challenger, shadow, canary (default champion)")
     parser.add_argument("--json", action="store_true", help="machine-readable output (list, show, scorecards, history)")
@@ -50,6 +51,12 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"`dope models {args.action}` needs a MODEL_ID (see `dope models list`)")
     if args.action == "show":
         print(json.dumps(registry.show(args.model_id), indent=2, sort_keys=True))
+    elif args.action == "approve":
+        from dope.loop.controller import approve
+
+        entry = approve(registry, args.model_id)
+        print(f"{args.model_id} is now champion (proposal of {entry.time_ms}, p {entry.p_value:.3g}; "
+              f"roles revision {registry.revision()}; audited)")
     elif args.action == "promote":
         registry.promote(args.model_id, args.role)
         print(f"{args.model_id} is now {args.role} (roles revision {registry.revision()})")

@@ -33,10 +33,14 @@ class LoopConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
     ``rollback_bars`` (0: ``min_bars``) and is restored if it wins the same test. ``keep`` versions
     per kind are kept; older losers are retired.
 
+    ``barrier`` (replayed and synthetic sources under ``dope up``): the trainer holds the source at each
+    checkpoint, so fits, gate tests and role changes happen at the same bar in every run; off, fits run
+    while bars flow and roles change when a fit ends (the live exchange never waits).
+
     Monitors: a feature's PSI above ``drift_psi`` or KS statistic above ``drift_ks``, over the last
     ``drift_window`` vectors against ``reference_rows`` saved with the model (measured every
     ``drift_every`` vectors by the decoy's monitor, ``dope.loop.health``), raises a drift alarm
-    (and an early retrain, at most one per ``min_retrain_gap`` of market time).
+    (and, with ``retrain_on_drift``, an early retrain, at most one per ``min_retrain_gap`` of market time).
     """
 
     enabled: bool = False
@@ -66,6 +70,8 @@ class LoopConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
     drift_every: int = 50
     reference_rows: int = 2_000
     min_retrain_gap: str = "1h"
+    barrier: bool = True
+    retrain_on_drift: bool = True
     service_name: str = "trainer"
 
     def __post_init__(self) -> None:

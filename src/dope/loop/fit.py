@@ -211,6 +211,11 @@ class DaskFit(FitProcess):
             self._error = f"fitting {self.job.kind} up to {self.job.end_ms} on {self.scheduler} was killed"
 
 
+def job_file_name(job: FitJob) -> str:
+    """The name of the file a local fit's job is written to (its result and stderr sit beside it)."""
+    return f"fit-{job.kind}-{job.end_ms}.job.json"
+
+
 def launch(job: FitJob, work_dir: Path, *, nice: int = 10, scheduler: str = "") -> FitProcess:
     """Start ``job`` in a child process at ``nice`` (job, result and stderr files under ``work_dir``).
 
@@ -220,8 +225,9 @@ def launch(job: FitJob, work_dir: Path, *, nice: int = 10, scheduler: str = "") 
     if scheduler:
         return _submit(job, scheduler, nice)
     work_dir.mkdir(parents=True, exist_ok=True)
-    stem = f"fit-{job.kind}-{job.end_ms}"
-    job_path, result_path = work_dir / f"{stem}.job.json", work_dir / f"{stem}.result.json"
+    job_path = work_dir / job_file_name(job)
+    stem = job_path.name.removesuffix(".job.json")
+    result_path = work_dir / f"{stem}.result.json"
     stderr_path = work_dir / f"{stem}.stderr"
     result_path.unlink(missing_ok=True)
     atomic_write_json(job_path, msgspec.to_builtins(job))

@@ -330,10 +330,14 @@ def collector_of(config: DopeConfig, publisher: Publisher | None, *, on_bar: Bar
         from dope.services.flow import with_flow_control
 
         source = with_flow_control(config, source)
-    return Collector(config.collector, config.bars, source, BarStore(config.store.path), publisher, clock=clock,
-                     on_bar=on_bar, heartbeat_ms=config.bus.heartbeat_ms,
-                     warmup_bars=feature_set_of_config(config).warmup,
-                     backfill_warmup=config.collector.warmup_backfill and backfills_history(config))
+    collector = Collector(config.collector, config.bars, source, BarStore(config.store.path), publisher,
+                          clock=clock, on_bar=on_bar, heartbeat_ms=config.bus.heartbeat_ms,
+                          warmup_bars=feature_set_of_config(config).warmup,
+                          backfill_warmup=config.collector.warmup_backfill and backfills_history(config))
+    hold = getattr(source, "hold", None)
+    if hold is not None:  # held by the loop trainer: the bars it will fit on are in the store by then
+        hold.on_hold = collector.flush_to_store
+    return collector
 
 
 def build(config: DopeConfig, **overrides: Any) -> CollectorService:

@@ -10,6 +10,11 @@ decide anything. The window counts from the first trade until the first decision
 exceed the feature warm-up, which has no decisions: :func:`with_flow_control` adds it). A trader
 silent for ``liveness_ms`` while the source waits is given up on for one window (counted
 ``flow_timeouts``, logged), so a dead trader never stalls the replay for good.
+
+With the DataOps loop on (``[loop] enabled`` and ``barrier``), the trainer is a second source of
+credit: its :class:`~dope.messages.LoopProgress` holds the source at a market time the trainer chose
+in advance (:class:`TrainerHold`), so every role change takes effect from the same bar in every run
+(``docs/loop.md``, Determinism).
 """
 
 from __future__ import annotations
@@ -17,11 +22,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 
 from dope.config import DopeConfig
 from dope.market.base import TradeSource
-from dope.messages import Decision, Trade
+from dope.messages import Decision, LoopProgress, Trade
 from dope.transport import Subscriber
 
 log = logging.getLogger("dope.flow")
@@ -73,12 +78,89 @@ class DecisionCredit:
         self.subscriber.close()
 
 
-class CreditedSource:
-    """``source`` whose batches wait for the trader's credit (a ``TradeSource`` itself)."""
+class TrainerHold:
+    """The trainer's barrier: the source stops once it published a trade of the loop's symbol at or after
+    the trainer's ``hold_ms`` + ``grace_ms`` (so the bar closing at ``hold_ms`` is complete), until a
+    newer hold arrives. Until the trainer's first word the source waits; a trainer silent for
+    ``liveness_ms`` while the source waits is given up on for that hold (counted ``loop_timeouts``)."""
 
-    def __init__(self, source: TradeSource, credit: DecisionCredit) -> None:
+    def __init__(self, subscriber: Subscriber, grace_ms: int, liveness_ms: int,
+                 counters: dict[str, int] | None = None) -> None:
+        self.subscriber = subscriber
+        self.grace_ms = grace_ms
+        self.liveness_ms = liveness_ms
+        self.counters = counters if counters is not None else {}
+        self.counters.update(loop_holds=0, loop_timeouts=0)
+        self.progress: LoopProgress | None = None
+        self.heard_at = time.monotonic()
+        self.first_trade: int | None = None
+        self.newest: int | None = None
+        self.given_up: int | None = None
+        self.on_hold: Callable[[], None] | None = None
+        """Called when the source starts waiting (the collector writes its bars to the store then)."""
+
+    def point(self) -> int | None:
+        """The trade time the source may not reach (None: no hold)."""
+        progress = self.progress
+        if progress is None or progress.hold_ms < 0:
+            return None
+        if progress.hold_ms > 0:
+            return progress.hold_ms + self.grace_ms
+        if progress.every_ms <= 0 or self.first_trade is None:
+            return None
+        return (self.first_trade // progress.every_ms + 1) * progress.every_ms + self.grace_ms
+
+    def allows(self) -> bool:
+        """Whether the next batch may go now (reads the trainer's newest hold first)."""
+        while (msg := self.subscriber.receive(0)) is not None:
+            self._take(msg)
+        if self.progress is None:
+            return False
+        point = self.point()
+        return point is None or point == self.given_up or self.newest is None or self.newest < point
+
+    def _take(self, msg: object) -> None:
+        if isinstance(msg, LoopProgress):
+            self.progress, self.heard_at = msg, time.monotonic()
+
+    def published(self, batch: list[Trade]) -> None:
+        """Note a batch the source published."""
+        symbol = self.progress.symbol if self.progress is not None else None
+        for trade in batch:
+            if trade.symbol == symbol:
+                self.first_trade = trade.event_time if self.first_trade is None else self.first_trade
+                self.newest = trade.event_time if self.newest is None else max(self.newest, trade.event_time)
+
+    async def wait(self) -> None:
+        """Return once the trainer's hold lets the next batch go."""
+        if self.allows():
+            return
+        self.counters["loop_holds"] += 1
+        if self.on_hold is not None:
+            self.on_hold()
+        while not self.allows():
+            if (time.monotonic() - self.heard_at) * 1000 > self.liveness_ms:
+                self.counters["loop_timeouts"] += 1
+                self.given_up = self.point()
+                log.warning("flow control: no word from the trainer within %d ms while held at %s; going on",
+                            self.liveness_ms, self.given_up)
+                return
+            msg = self.subscriber.receive(1)
+            if msg is not None:
+                self._take(msg)
+            await asyncio.sleep(0)
+
+    def close(self) -> None:
+        self.subscriber.close()
+
+
+class CreditedSource:
+    """``source`` whose batches wait for the trader's credit, and the trainer's hold if any (a ``TradeSource``)."""
+
+    def __init__(self, source: TradeSource, credit: DecisionCredit, hold: TrainerHold | None = None) -> None:
         self.source = source
         self.credit = credit
+        self.hold = hold
         self.counters = source.counters
 
     @property
@@ -94,9 +176,15 @@ class CreditedSource:
             async for batch in self.source.trades(resume):
                 if batch:
                     await self.credit.wait(batch[-1].event_time)
+                    if self.hold is not None:
+                        await self.hold.wait()
                 yield batch
+                if self.hold is not None:
+                    self.hold.published(batch)
         finally:
             self.credit.close()
+            if self.hold is not None:
+                self.hold.close()
 
 
 def with_flow_control(config: DopeConfig, source: TradeSource) -> TradeSource:
@@ -113,4 +201,15 @@ def with_flow_control(config: DopeConfig, source: TradeSource) -> TradeSource:
     credit = DecisionCredit(subscriber, bars * config.bars.interval_ms, collector.flow_liveness_ms,
                             source.counters)
     log.info("flow control: the source runs at most %d bars ahead of the trader's decisions", bars)
-    return CreditedSource(source, credit)
+    return CreditedSource(source, credit, trainer_hold(config, source.counters))
+
+
+def trainer_hold(config: DopeConfig, counters: dict[str, int]) -> TrainerHold | None:
+    """The trainer's barrier when ``dope up`` runs the loop with ``[loop] barrier`` on."""
+    if not (config.loop.enabled and config.loop.barrier):
+        return None
+    from dope.services.base import endpoint_of, service_subscriber
+
+    subscriber = service_subscriber(config, ["loop."], [endpoint_of(config, "trainer")])
+    log.info("flow control: the source also waits for the loop trainer's holds")
+    return TrainerHold(subscriber, config.bars.grace_ms, config.collector.flow_liveness_ms, counters)

@@ -84,6 +84,12 @@ class ModelService(Service):
             return
         self._roles_stamp = stamp
         holder = self._holder()
+        if holder is None and self.loaded is not None:  # the role was taken away (a promotion, a rejection)
+            self.log.info("%s: no model holds %s any more; %s stops scoring", self.name, self.role,
+                          self.loaded.model_id)
+            self.loaded = None
+            self.count("unloads")
+            return
         if holder is None or (self.loaded is not None and holder == self.loaded.model_id):
             return
         try:

@@ -57,7 +57,7 @@ SOCKET_DIR: Final = "bus"
 IPC_PATH_MAX: Final = 107
 """Bytes of an ``ipc://`` socket path Linux accepts (``sun_path`` holds 108 with the final NUL)."""
 SOCKET_NAME_MAX: Final = 24
-BAR_READERS: Final = frozenset({"featurizer", "rendezvous", "trader", "dashboard"})
+BAR_READERS: Final = frozenset({"featurizer", "rendezvous", "trader", "dashboard", "trainer"})
 DEPLOYED_ROLES: Final = ("champion", "challenger", "shadow", "canary")
 SERVICE_ENV: Final = {"PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "3", "TF_ENABLE_ONEDNN_OPTS": "0",
                       "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}
@@ -92,7 +92,7 @@ def plan_services(config: DopeConfig, *, exists: Callable[[str], bool] = module_
     The collector holds its source until every planned bar reader (and the supervisor) subscribed.
     """
     specs: list[ServiceSpec] = []
-    for entry in config.supervisor.services:
+    for entry in planned_services(config):
         if entry == "models":
             specs += [_model_spec(config, i) for i in range(len(config.models.deploy))]
         elif entry not in SERVICE_NAMES:
@@ -106,13 +106,22 @@ def plan_services(config: DopeConfig, *, exists: Callable[[str], bool] = module_
     return [replace(s, args=("--wait-subscribers", str(readers))) if s.is_source else s for s in specs]
 
 
+def planned_services(config: DopeConfig) -> list[str]:
+    """``[supervisor] services``, with the loop's ``trainer`` before the collector when ``[loop] enabled``."""
+    services = list(config.supervisor.services)
+    if config.loop.enabled and "trainer" not in services:
+        at = services.index("collector") if "collector" in services else len(services)
+        services.insert(at, "trainer")
+    return services
+
+
 def _model_spec(config: DopeConfig, index: int) -> ServiceSpec:
     return ServiceSpec(model_service_name(config, index), "dope.services.model", config.models.deploy[index].endpoint,
                        ("--deploy", str(index)))
 
 
 def _named_spec(config: DopeConfig, entry: str) -> ServiceSpec:
-    first = ("--no-catch-up",) if entry in ("featurizer", "trader") else ()
+    first = ("--no-catch-up",) if entry in ("featurizer", "trader") else ("--first-start",) if entry == "trainer" else ()
     return ServiceSpec(_configured_name(config, entry), f"dope.services.{entry}", endpoint_of(config, entry),
                        first_args=first, is_source=entry == "collector")
 
