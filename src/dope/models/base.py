@@ -53,12 +53,20 @@ class ModelError(ValueError):
 
 @runtime_checkable
 class Model(Protocol):
-    """What the trainer, the registry and the model service rely on."""
+    """What the trainer, the registry and the model service rely on (public as ``dope.plugins.Model``).
+
+    ``from_params(**params)`` builds an unfitted model; ``save`` writes ``model.json`` (see
+    :func:`read_model_json`) beside the model's files. A model that learns online also has
+    ``learn_one(x, y)`` (``dope.plugins.OnlineModel``).
+    """
 
     kind: str
     params: Any  # a frozen dataclass of the kind's parameters
     lookback: int  # rows per prediction: 1 for tabular models
     n_features: int | None  # None until fitted
+
+    @classmethod
+    def from_params(cls, **params: Any) -> Self: ...
 
     def fit(self, X: FloatArray, y: FloatArray) -> Self: ...
 
