@@ -93,3 +93,10 @@ def test_dope_up_serves_the_plugin_beside_a_built_in_model(plugin_env: dict[str,
     assert all(p.chosen_by == "champion" and math.isfinite(p.prediction) for p in predictions)
     answered = {card.model_id: card.answered for card in tap.of(Scorecard)}
     assert answered.get(ids[KIND], 0) > 0 and answered.get(ids["ridge"], 0) > 0, answered
+
+
+def test_the_packages_own_tests_pass(plugin_env: dict[str, str]) -> None:
+    out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-c", str(PACKAGE / "pyproject.toml"),
+                          "--rootdir", str(PACKAGE), str(PACKAGE / "tests")], env=plugin_env, capture_output=True,
+                         text=True, timeout=300, check=False)
+    assert out.returncode == 0 and "3 passed" in out.stdout, out.stdout[-3000:] + out.stderr[-2000:]

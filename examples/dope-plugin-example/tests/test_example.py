@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+from dope_plugin_example.feature import UP_SHARE_20
+from dope_plugin_example.model import HistGbmModel
 
 from dope.features import FeatureSet, default_feature_set
 from dope.features.parity import feature_parity
 from dope.models.conformance import run_suite, sample_data
-from dope_plugin_example.feature import UP_SHARE_20
-from dope_plugin_example.model import HistGbmModel
 
 KIND = "dope_plugin_example.model:HistGbmModel"
 

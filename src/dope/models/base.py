@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import importlib
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Sequence

@@ -34,7 +34,7 @@ class HistGbmParams:
     seed: int = 0
 
 
-@numba.njit(cache=True, nogil=True)  # type: ignore[misc]
+@numba.njit(cache=True, nogil=True)
 def _predict_rows(X, baseline, starts, feature, threshold, left, right, leaf, value):  # type: ignore[no-untyped-def]  # pragma: no cover
     out = np.empty(X.shape[0])
     for r in range(X.shape[0]):
@@ -80,7 +80,7 @@ class HistGbmModel(BaseModel[HistGbmParams]):
         return result
 
     def _save_state(self, directory: Path) -> None:
-        np.savez(directory / TREES_FILE, **self.trees)
+        np.savez(directory / TREES_FILE, **self.trees)  # type: ignore[arg-type]
         (directory / "baseline.json").write_text(json.dumps({"baseline": self.baseline}) + "\n")
 
     def _load_state(self, directory: Path) -> None:

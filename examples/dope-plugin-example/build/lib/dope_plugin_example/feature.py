@@ -10,7 +10,7 @@ from dope.plugins import CH_RETURN, FeatureDefinition
 WINDOW = 20
 
 
-@numba.njit(cache=True, nogil=True)  # type: ignore[misc]
+@numba.njit(cache=True, nogil=True)
 def up_share(w: np.ndarray) -> float:  # pragma: no cover - compiled
     """``w``: the ring channels over the last ``WINDOW`` bars, newest last."""
     ups = 0.0
@@ -18,7 +18,7 @@ def up_share(w: np.ndarray) -> float:  # pragma: no cover - compiled
     for i in range(returns.shape[0]):
         if returns[i] > 0.0:
             ups += 1.0
-    return ups / returns.shape[0] - 0.5
+    return float(ups / returns.shape[0] - 0.5)
 
 
 UP_SHARE_20 = FeatureDefinition(name="up_share_20", window=WINDOW, function=up_share, version="1")
