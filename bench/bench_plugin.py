@@ -23,9 +23,9 @@ import numpy as np
 
 from dope.features import default_feature_set
 from dope.models import make_model
-from dope.models.conformance import sample_data
 from dope.models.registry import Registry
 from dope.models.serving import LoadedModel
+from dope.training.conformance import sample_data
 
 BUDGET_US = 5.0
 PLUGIN_CLASSES = {"ridge": "RidgePlugin", "momentum": "MomentumPlugin", "zero": "ZeroPlugin"}

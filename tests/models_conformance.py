@@ -1,7 +1,7 @@
-"""The conformance suite every DOPE model passes: it lives in :mod:`dope.models.conformance` (it is also
+"""The conformance suite every DOPE model passes: it lives in :mod:`dope.training.conformance` (it is also
 ``dope models check``); this module keeps the tests' imports short."""
 
-from dope.models.conformance import (
+from dope.training.conformance import (
     CHECK_PARAMS,
     CheckFailed,
     Factory,

@@ -20,8 +20,8 @@ from dope.features.parity import feature_parity, parity_bars, registered_feature
 from dope.features.plugins import FeatureDefinition
 from dope.models import ModelError, load_model, make_model
 from dope.models import kinds as kinds_module
-from dope.models.conformance import run_suite, sample_data
 from dope.models.registry import FeatureVersionError, Registry
+from dope.training.conformance import run_suite, sample_data
 
 BROKEN = "tests.unit.broken_models"
 GOOD = f"{BROKEN}:GoodMomentum"
@@ -73,7 +73,7 @@ def test_the_report_names_the_failing_row(capsys: pytest.CaptureFixture[str]) ->
 
 
 def test_check_exits_nonzero_when_over_the_latency_budget(monkeypatch: pytest.MonkeyPatch) -> None:
-    from dope.models import conformance
+    from dope.training import conformance
 
     monkeypatch.setattr(conformance, "latency", lambda model, X: (150e-6, 1e-3))
     report = run_suite("zero", features=False)
@@ -183,3 +183,20 @@ def test_a_model_trained_with_a_plugin_feature_is_refused_without_it(tmp_path: P
 def test_online_offline_parity_of_every_registered_feature(name: str) -> None:
     passed, detail = feature_parity(name)
     assert passed, detail
+
+
+def test_dope_up_passes_the_configured_module_class_kinds_to_its_services() -> None:
+    from dope.models.kinds import allow_env
+
+    assert allow_env(["ridge", GOOD], {}) == {kinds_module.ALLOW_ENV: GOOD}
+    assert allow_env([GOOD], {kinds_module.ALLOW_ENV: "a.b:C"}) == {kinds_module.ALLOW_ENV: f"a.b:C,{GOOD}"}
+    assert allow_env(["ridge"], {}) == {}
+
+
+def test_the_supervisor_child_env_allows_loop_kinds(tmp_path: Path) -> None:
+    from dope.config import config_from_dict
+    from dope.services.supervisor import Supervisor
+
+    config = config_from_dict({"loop": {"kinds": [GOOD]}, "supervisor": {"services": [], "metrics": ""}})
+    supervisor = Supervisor(config, tmp_path, specs=[])
+    assert GOOD in supervisor.env[kinds_module.ALLOW_ENV].split(",")

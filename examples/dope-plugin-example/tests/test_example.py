@@ -8,7 +8,7 @@ from dope_plugin_example.model import HistGbmModel
 
 from dope.features import FeatureSet, default_feature_set
 from dope.features.parity import feature_parity
-from dope.models.conformance import run_suite, sample_data
+from dope.training.conformance import run_suite, sample_data
 
 KIND = "dope_plugin_example.model:HistGbmModel"
 

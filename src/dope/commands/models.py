@@ -142,7 +142,7 @@ def _kinds(as_json: bool) -> None:
 def _check(args: argparse.Namespace) -> int:
     from dope.commands.train import parse_params
     from dope.models.base import ModelError
-    from dope.models.conformance import run_suite
+    from dope.training.conformance import run_suite
 
     if not args.model_id:
         raise UserError("`dope models check` needs a model KIND (see `dope models kinds`)")

@@ -1,6 +1,6 @@
 """Online/offline parity of every registered feature (built-in and plugin), feature by feature.
 
-The same synthetic bars (a gap and an empty bar included) go through the offline path
+The same seeded bars (a gap and an empty bar included) go through the offline path
 (:func:`compute_features`) and, one at a time, through :class:`OnlineFeaturizer`; each feature's
 column must agree to 1e-12, and emit at the same open times. ``dope models check`` and the test suite
 run it on every name of :func:`registered_features`.
@@ -29,12 +29,23 @@ def registered_features(interval_ms: int = INTERVAL_MS) -> tuple[str, ...]:
 
 @lru_cache(maxsize=4)
 def parity_bars(seed: int = 7, n: int = 600) -> pd.DataFrame:
-    """Synthetic bars with a gap (a missing stretch) and an empty bar, for both paths."""
-    from dope.market.synthetic import generate_bars
-
-    frame = generate_bars(["BTCUSDT"], 0, INTERVAL_MS * n, INTERVAL_MS, seed=seed)["BTCUSDT"]
-    frame = frame.drop(index=range(n // 2, n // 2 + 5)).reset_index(drop=True)
-    return frame
+    """Seeded random-walk bars of BTCUSDT with a gap (5 missing bars) and an empty bar, for both paths."""
+    rng = np.random.default_rng(seed)
+    close = 30_000.0 * np.exp(np.cumsum(0.002 * rng.standard_normal(n)))
+    spread = close * 0.001 * rng.random(n)
+    volume = rng.gamma(2.0, 1.0, n)
+    volume[n // 3] = 0.0  # an empty bar
+    frame = pd.DataFrame({
+        "symbol": "BTCUSDT", "open_time": np.arange(n, dtype=np.int64) * INTERVAL_MS, "high": close + spread,
+        "low": close - spread, "close": close, "volume": volume, "quote_volume": volume * close,
+        "count": np.where(volume > 0, rng.integers(1, 50, n), 0), "taker_buy_volume": volume * rng.random(n),
+        "empty": volume == 0.0})
+    frame["close_time"] = frame["open_time"] + INTERVAL_MS - 1
+    frame["open"] = frame["close"].shift(1, fill_value=close[0])
+    frame["taker_buy_quote_volume"] = frame["taker_buy_volume"] * close
+    frame["vwap"] = close
+    frame["first_trade_id"] = frame["last_trade_id"] = np.cumsum(frame["count"]).astype(np.int64)
+    return frame.drop(index=range(n // 2, n // 2 + 5)).reset_index(drop=True)
 
 
 @lru_cache(maxsize=4)

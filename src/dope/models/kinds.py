@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import importlib
 import os
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import metadata
@@ -121,3 +122,12 @@ def load_target(target: str) -> Any:
 def class_path(cls: type) -> str:
     """``module:Class`` of ``cls``."""
     return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def allow_env(named: Iterable[str], environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """``{ALLOW_ENV: ...}`` for child processes: the inherited list plus the ``module:Class`` kinds in ``named``
+    (the configuration's ``[loop] kinds`` and ``[supervisor] bootstrap``: named there, so trusted)."""
+    inherited = (os.environ if environ is None else environ).get(ALLOW_ENV, "")
+    items = [item.strip() for item in inherited.split(",") if item.strip()]
+    items += [kind for kind in named if is_class_path(kind) and kind not in items]
+    return {ALLOW_ENV: ",".join(items)} if items else {}
