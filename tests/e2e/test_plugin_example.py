@@ -64,6 +64,7 @@ def test_train_predict_backtest(plugin_env: dict[str, str], tmp_path: Path) -> N
     model_id = trained.stdout.split("registered ")[1].split()[0]
     meta = json.loads(dope(plugin_env, "models", "show", model_id, "--registry", registry).stdout)
     assert meta["kind"] == KIND and "up_share_20" in meta["feature_set"]["names"]
+    assert meta["libraries"]["dope-plugin-example"] == "0.1.0" and "scikit-learn" in meta["libraries"]
     out = tmp_path / "preds.parquet"
     predicted = dope(plugin_env, "predict", model_id, "--symbol", "BTCUSDT",
                      "--start", "2024-01-01T04:00", "--out", str(out), "--registry", registry, *common)
