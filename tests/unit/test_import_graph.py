@@ -97,6 +97,7 @@ MAY_IMPORT: dict[str, frozenset[str]] = {
     "config": BASE | {"bars", "loop", "market", "rendezvous", "trading", "transport"},
     "dashboard": BASE | {"bars", "config", "plots", "store", "transport"},
     "research": BASE | {"backtest", "bars", "config", "features", "models", "plots", "store", "training"},
+    "plugins": BASE | {"features", "models"},
 }
 """The package map of docs/architecture.md: what each package may import (``services`` and ``commands`` sit on
 top and may import any package but each other's callers; ``cli`` imports only ``commands``, lazily)."""

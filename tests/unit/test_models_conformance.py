@@ -50,3 +50,13 @@ def test_a_broken_model_fails_the_suite(tmp_path: Path) -> None:
     X, y = conformance.sample_data(n=100)
     with pytest.raises(AssertionError):
         conformance.check_no_look_ahead(Peeking.from_params().fit(X, y), X)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["lstm", "lightgbm"])
+def test_dope_models_check_passes_on_the_slower_kinds(kind: str) -> None:
+    """``dope models check``'s suite (corrupt artifact, feature version, latency timed) on the slower kinds."""
+    from dope.training.conformance import run_suite
+
+    report = run_suite(kind, features=False, latency_budgets=False)
+    assert report.passed, report.text()

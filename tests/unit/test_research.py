@@ -161,3 +161,11 @@ def test_train_and_predict_through_the_registry(store: Path, tmp_path: Path) -> 
                         allow_in_sample=True)
     with pytest.raises(UserError, match="in sample"):
         dr.backtest(dr.load_bars("BTCUSDT", "1h", store=store), inside)
+
+
+def test_walk_forward_takes_a_module_class_kind(bars: pd.DataFrame) -> None:
+    """A plugin kind named as module:Class forecasts as the same model under its built-in name."""
+    mine = dr.walk_forward(bars, "tests.unit.broken_models:GoodMomentum", folds=3)
+    builtin = dr.walk_forward(bars, "momentum", folds=3)
+    assert mine.model == "tests.unit.broken_models:GoodMomentum"
+    assert mine.predictions["prediction"].tolist() == builtin.predictions["prediction"].tolist()

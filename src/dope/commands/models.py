@@ -1,4 +1,5 @@
-"""``dope models list | show | promote | retire | approve | scorecards | history``: the registry from the terminal.
+"""``dope models list | show | promote | retire | approve | scorecards | history | kinds | check``: the model
+registry and the model kinds from the terminal.
 
     dope models list
     dope models show lightgbm-20260101T0000-ab12cd
@@ -7,6 +8,8 @@
     dope models approve ridge-20251201T0900-0f1e2d   # apply the loop's proposal ([loop] mode = "propose")
     dope models scorecards [ID] [--symbol S]   # live scorecards saved by the rendezvous
     dope models history [--json]               # the audit log of model decisions (dope.loop.audit)
+    dope models kinds [--json]                 # built-in and plugin model kinds, and where each comes from
+    dope models check KIND [--params K=V ...]  # the conformance suite (docs/plugins.md); exit 1 on a failure
 """
 
 from __future__ import annotations
@@ -22,8 +25,14 @@ from dope.errors import UserError
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``dope models``."""
-    parser.add_argument("action", choices=("list", "show", "promote", "retire", "approve", "scorecards", "history"), help="what to do")
-    parser.add_argument("model_id", nargs="?", metavar="MODEL_ID", help="the model (show, promote, retire, approve)")
+    parser.add_argument("action", choices=("list", "show", "promote", "retire", "approve", "scorecards", "history",
+                                           "kinds", "check"), help="what to do")
+    parser.add_argument("model_id", nargs="?", metavar="MODEL_ID",
+                        help="the model (show, promote, retire, approve); the model kind for check")
+    parser.add_argument("--params", nargs="*", default=[], metavar="KEY=VALUE", help="model parameters (check)")
+    parser.add_argument("--no-features", action="store_true", help="check: skip the feature parity tests")
+    parser.add_argument("--no-latency-budget", action="store_true",
+                        help="check: time predict_one but do not fail on the 100 us / 2 ms budgets (busy machine)")
     parser.add_argument("--role", default="champion",
                         help="role for promote: champion, challenger, shadow, canary (default champion)")
     parser.add_argument("--json", action="store_true", help="machine-readable output (list, show, scorecards, history)")
@@ -40,6 +49,11 @@ def run(args: argparse.Namespace) -> int:
         from dope.commands.scorecards import show
 
         return show(args)
+    if args.action == "kinds":
+        _kinds(args.json)
+        return 0
+    if args.action == "check":
+        return _check(args)
     registry = open_registry(args)
     if args.action == "list":
         _list(registry.list(), args.json)
@@ -118,3 +132,31 @@ def _history_row(e: dict[str, Any]) -> str:
 
 def _num(value: float | int | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
+
+
+def _kinds(as_json: bool) -> None:
+    from dope.models.kinds import known_kinds
+
+    kinds = known_kinds()
+    if as_json:
+        print(json.dumps([{"kind": k.name, "class": k.target, "source": k.source} for k in kinds], indent=2))
+        return
+    print(f"{'kind':24} {'class':48} source")
+    for k in kinds:
+        print(f"{k.name:24} {k.target:48} {k.source}")
+
+
+def _check(args: argparse.Namespace) -> int:
+    from dope.commands.train import parse_params
+    from dope.models.base import ModelError
+    from dope.training.conformance import run_suite
+
+    if not args.model_id:
+        raise UserError("`dope models check` needs a model KIND (see `dope models kinds`)")
+    try:
+        report = run_suite(args.model_id, parse_params(args.params), features=not args.no_features,
+                           latency_budgets=not args.no_latency_budget)
+    except ModelError as exc:
+        raise UserError(str(exc)) from None
+    print(report.text())
+    return 0 if report.passed else 1

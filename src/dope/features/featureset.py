@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, Final
@@ -21,6 +22,7 @@ import numpy as np
 from dope.errors import UserError
 from dope.features import definitions
 from dope.features.definitions import N_SECTIONS
+from dope.features.plugins import FeatureDefinition, plugin_features
 from dope.types import DAY_MS, IntArray
 
 
@@ -88,19 +90,30 @@ class FeatureSet:
 
     name: str
     params: FeatureParams
+    plugins: tuple[FeatureDefinition, ...] = ()
+    """Plugin features (:mod:`dope.features.plugins`), computed after the built-in ones."""
 
     def __post_init__(self) -> None:
         check_params(self.params)
+        clash = set(feature_names(self.params)) & {f.name for f in self.plugins}
+        if clash or len({f.name for f in self.plugins}) != len(self.plugins):
+            raise FeatureError(f"plugin feature names repeat or clash with built-in ones: {sorted(clash)}")
 
     @cached_property
     def names(self) -> tuple[str, ...]:
-        """Feature column names, in order."""
-        return feature_names(self.params)
+        """Feature column names, in order: the built-in ones, then the plugin features."""
+        return feature_names(self.params) + tuple(f.name for f in self.plugins)
+
+    @cached_property
+    def n_builtin(self) -> int:
+        """How many of :attr:`names` the compiled step writes (the rest are plugin features)."""
+        return len(self.names) - len(self.plugins)
 
     @cached_property
     def warmup(self) -> int:
-        """Bars needed before the first vector: the longest window or lag, plus one."""
-        return 1 + max(v for values in self.params.sections() for v in values)
+        """Bars needed before the first vector: the longest window or lag plus one, or a plugin's window."""
+        builtin = 1 + max(v for values in self.params.sections() for v in values)
+        return max([builtin, *(f.window for f in self.plugins)])
 
     @property
     def context_symbols(self) -> tuple[str, ...]:
@@ -113,6 +126,8 @@ class FeatureSet:
         digest = hashlib.sha256(inspect.getsource(definitions).encode())
         digest.update(inspect.getsource(feature_names).encode())
         digest.update(self.name.encode() + b"\0" + msgspec.json.encode(self.params))
+        for feature in self.plugins:
+            digest.update(feature.fingerprint.encode())
         return digest.hexdigest()[:12]
 
     @cached_property
@@ -126,18 +141,21 @@ class FeatureSet:
         return np.array(head + lengths + [v for values in sections for v in values], dtype=np.int64)
 
     def describe(self) -> dict[str, Any]:
-        """Name, version, parameters and names as plain data (for metadata files)."""
-        return {"name": self.name, "version": self.version, "params": msgspec.to_builtins(self.params),
-                "names": list(self.names), "warmup": self.warmup}
+        """Name, version, parameters, names (and plugin features, if any) as plain data (for metadata files)."""
+        described = {"name": self.name, "version": self.version, "params": msgspec.to_builtins(self.params),
+                     "names": list(self.names), "warmup": self.warmup}
+        return described | ({"plugins": [f.name for f in self.plugins]} if self.plugins else {})
 
 
 def default_feature_set(interval_ms: int = 10_000, context_symbols: tuple[str, ...] = (), *,
-                        name: str = "default", **overrides: Any) -> FeatureSet:
+                        name: str = "default", plugins: Sequence[str] | None = None,
+                        **overrides: Any) -> FeatureSet:
     """The default set for bars of ``interval_ms`` (10 s and coarser); windows are in bars.
 
     Time of day is left out for daily and coarser bars, where it would be constant.
+    ``plugins`` names the plugin features to add (None: every installed one, ``()``: none).
     ``overrides`` replace any other :class:`FeatureParams` field.
     """
     fields: dict[str, Any] = {"time_of_day": interval_ms < DAY_MS, **overrides}
     params = FeatureParams(interval_ms=interval_ms, context_symbols=tuple(context_symbols), **fields)
-    return FeatureSet(name, params)
+    return FeatureSet(name, params, plugin_features(plugins))

@@ -14,6 +14,7 @@ import pandas as pd
 
 from dope.features import definitions as d
 from dope.features.featureset import FeatureError, FeatureSet
+from dope.features.plugins import fill_plugin_features
 from dope.types import FloatArray, IntArray
 
 _INPUT_COLUMNS: Final = ("open_time", "high", "low", "close", "volume", "quote_volume", "count",
@@ -89,9 +90,22 @@ def run_features(inputs: FloatArray, fs: FeatureSet) -> tuple[FloatArray, IntArr
     ring, state = new_state(fs)
     out = np.full((len(inputs), len(fs.names)), np.nan)
     flags = np.zeros(len(inputs), dtype=np.int64)
-    if len(inputs):
+    if len(inputs) and not fs.plugins:
         d.run(ring, state, fs.spec, inputs, out, flags)
+    elif len(inputs):
+        _run_with_plugins(inputs, fs, ring, state, out, flags)
     return out, flags
+
+
+def _run_with_plugins(inputs: FloatArray, fs: FeatureSet, ring: FloatArray, state: IntArray, out: FloatArray,
+                      flags: IntArray) -> None:
+    """The online featurizer's per-bar sequence (compiled step, then the plugin features) over every row."""
+    spec, first, warmup = fs.spec, fs.n_builtin, fs.warmup
+    for i in range(len(inputs)):
+        row = out[i]
+        flags[i] = d.step(ring, state, spec, inputs[i], row)
+        if flags[i] != d.REJECTED and flags[i] & d.READY:
+            fill_plugin_features(fs.plugins, ring, state, warmup, row, first)
 
 
 def compute_features(bars: pd.DataFrame, fs: FeatureSet,

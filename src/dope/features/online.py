@@ -21,6 +21,7 @@ import numpy as np
 from dope.features import definitions as d
 from dope.features.featureset import FeatureSet, default_feature_set
 from dope.features.offline import new_state
+from dope.features.plugins import fill_plugin_features
 from dope.logs import ProblemCounter
 from dope.messages import Bar, Features
 
@@ -66,6 +67,9 @@ class OnlineFeaturizer:
         if self.fs.context_symbols:
             self._fill_context(bar.open_time, context_bars or {})
         flags = d.step(self._ring, self._state, self._spec, x, self._out)
+        if self.fs.plugins and flags != d.REJECTED and flags & d.READY:
+            fill_plugin_features(self.fs.plugins, self._ring, self._state, self.fs.warmup, self._out,
+                                 self.fs.n_builtin)
         return self._outcome(bar, flags)
 
     def _fill_context(self, open_time: int, context_bars: Mapping[str, Bar]) -> None:

@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import importlib
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from importlib import metadata as importlib_metadata
 from pathlib import Path
-from typing import Any, ClassVar, Generic, Protocol, Self, TypeVar, runtime_checkable
+from typing import Any, ClassVar, Final, Generic, Protocol, Self, TypeVar, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -53,12 +52,20 @@ class ModelError(ValueError):
 
 @runtime_checkable
 class Model(Protocol):
-    """What the trainer, the registry and the model service rely on."""
+    """What the trainer, the registry and the model service rely on (public as ``dope.plugins.Model``).
+
+    ``from_params(**params)`` builds an unfitted model; ``save`` writes ``model.json`` (see
+    :func:`read_model_json`) beside the model's files. A model that learns online also has
+    ``learn_one(x, y)`` (``dope.plugins.OnlineModel``).
+    """
 
     kind: str
     params: Any  # a frozen dataclass of the kind's parameters
     lookback: int  # rows per prediction: 1 for tabular models
     n_features: int | None  # None until fitted
+
+    @classmethod
+    def from_params(cls, **params: Any) -> Self: ...
 
     def fit(self, X: FloatArray, y: FloatArray) -> Self: ...
 
@@ -157,7 +164,7 @@ class BaseModel(ABC, Generic[P]):
         self._save_state(directory)
         info = {"format": FORMAT_VERSION, "kind": self.kind, "params": self.params_dict(),
                 "lookback": self.lookback, "n_features": n_features, "libraries": self._library_versions(),
-                "files": file_checksums(directory)}
+                "files": file_checksums(directory), "class": f"{type(self).__module__}:{type(self).__qualname__}"}
         (directory / MODEL_FILE).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
 
     @classmethod
@@ -269,20 +276,53 @@ def skops_load(path: Path, trusted: Sequence[str]) -> Any:
     return sio.load(path, trusted=sorted(untrusted))
 
 
-def model_class(kind: str) -> type[BaseModel[Any]]:
-    """The class of a model kind (imports its module on first use)."""
-    if kind not in _KINDS:
-        raise ModelError(f"unknown model kind {kind!r}; known kinds: {', '.join(MODEL_KINDS)}")
-    module_name, class_name = _KINDS[kind].split(":")
-    cls: type[BaseModel[Any]] = getattr(importlib.import_module(module_name), class_name)
-    return cls
+def model_class(kind: str, *, trusted: bool = True) -> type[BaseModel[Any]]:
+    """The class of a model kind: built-in, installed entry point or ``module:Class`` (see
+    :mod:`dope.models.kinds`; ``trusted=False`` refuses a ``module:Class`` that is not allowed)."""
+    from dope.models.kinds import resolve_kind
+
+    info = resolve_kind(kind, trusted=trusted)
+    return checked_class(info.target, info.source, kind if info.source != "module" else None)
+
+
+def checked_class(target: str, source: str, name: str | None) -> type[BaseModel[Any]]:
+    """The model class ``target`` names, checked to follow the protocol (and to carry ``name`` as its kind)."""
+    from dope.models.kinds import load_target
+
+    cls = load_target(target)
+    missing = [m for m in _CLASS_MEMBERS if not hasattr(cls, m)] if isinstance(cls, type) else ["a class"]
+    if missing:
+        raise ModelError(f"{target} ({source}) is not a DOPE model class: it lacks {', '.join(missing)}")
+    if name is not None and cls.kind != name:
+        raise ModelError(f"{target} ({source}) says its kind is {cls.kind!r}, registered as {name!r}")
+    if name is None and cls.kind in _KINDS and _KINDS[cls.kind] != target:
+        raise ModelError(f"{target} claims the built-in kind {cls.kind!r}; give it a kind of its own")
+    checked: type[BaseModel[Any]] = cls
+    return checked
+
+
+_CLASS_MEMBERS: Final = ("kind", "from_params", "load", "fit", "predict_many", "predict_one", "save", "metadata")
 
 
 def make_model(kind: str, **params: Any) -> BaseModel[Any]:
-    """A new, unfitted model of ``kind`` (one of :data:`MODEL_KINDS`) with ``params``."""
+    """A new, unfitted model of ``kind`` (built-in, entry point or ``module:Class``) with ``params``."""
     return model_class(kind).from_params(**params)
 
 
 def load_model(directory: Path) -> BaseModel[Any]:
-    """The model saved in ``directory``, whatever its kind."""
-    return model_class(read_model_json(Path(directory))["kind"]).load(Path(directory))
+    """The model saved in ``directory``, whatever its kind (an artifact cannot make us import a class
+    that is neither built in, installed as an entry point, nor allowed: see :mod:`dope.models.kinds`)."""
+    return saved_class(read_model_json(Path(directory))).load(Path(directory))
+
+
+def saved_class(info: dict[str, Any]) -> type[BaseModel[Any]]:
+    """The class a ``model.json`` names: its kind when built in or installed, else its ``class`` if allowed."""
+    from dope.models.kinds import entry_point_kinds
+
+    kind = str(info["kind"])
+    if kind in _KINDS or kind in entry_point_kinds() or "class" not in info:
+        return model_class(kind, trusted=False)
+    cls = model_class(str(info["class"]), trusted=False)
+    if cls.kind != kind:
+        raise ModelError(f"model.json names kind {kind!r} but its class {info['class']} is {cls.kind!r}")
+    return cls

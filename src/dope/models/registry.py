@@ -391,7 +391,7 @@ def _metadata(model: SavableModel, model_id: str, created_ms: int, files: dict[s
         "data": {"symbol": symbol, "interval_ms": interval_ms, "train_start_ms": train_range[0],
                  "train_end_ms": train_range[1], "train_start": _iso(train_range[0]),
                  "train_end": _iso(train_range[1])},
-        "metrics": metrics, "libraries": library_versions(model.kind), "created_ms": created_ms,
+        "metrics": metrics, "libraries": library_versions(model.kind, _plugin_libraries(model)), "created_ms": created_ms,
         "created": _iso(created_ms), "files": files, "artifact_sha256": _artifact_sha(files), **extra,
     }
     meta = cast(dict[str, Any], _finite(json.loads(json.dumps(meta, default=_jsonable))))
@@ -406,15 +406,24 @@ def _describe(feature_set: FeatureSetLike) -> dict[str, Any]:
     return {**base, "name": feature_set.name, "version": feature_set.version, "names": list(feature_set.names)}
 
 
-def library_versions(kind: str) -> dict[str, str]:
-    """Versions of Python, DOPE, numpy and the libraries a model of ``kind`` is built on."""
+def library_versions(kind: str, extra: tuple[str, ...] = ()) -> dict[str, str]:
+    """Versions of Python, DOPE, numpy and the libraries a model of ``kind`` is built on (and ``extra``)."""
     versions = {"python": platform.python_version()}
-    for name in ("dope", "numpy", *_LIBRARIES.get(kind, ())):
+    for name in dict.fromkeys(("dope", "numpy", *_LIBRARIES.get(kind, ()), *extra)):
         try:
             versions[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
             versions[name] = "absent"
     return versions
+
+
+def _plugin_libraries(model: Any) -> tuple[str, ...]:
+    """A plugin model's own distribution and its declared ``libraries`` (none for DOPE's own classes)."""
+    top = type(model).__module__.split(".")[0]
+    if top == "dope":
+        return ()
+    owners = importlib.metadata.packages_distributions().get(top, [])
+    return (*owners, *getattr(model, "libraries", ()))
 
 
 def _artifact_files(folder: Path) -> list[str]:

@@ -35,7 +35,8 @@ from dope.training.walkforward import (
 log = logging.getLogger(__name__)
 
 ModelSpec = str | Callable[[], Forecaster]
-"""A built-in model kind (``"ridge"``, ``"random_forest"``, ...) or a function returning a fresh, unfitted
+"""A model kind (built in: ``"ridge"``, ``"random_forest"``, ...; an installed plugin's; or ``"module:Class"``,
+see ``docs/plugins.md``) or a function returning a fresh, unfitted
 model: any object with ``fit(X, y)``, ``predict_many(X)`` and ``lookback`` (see :func:`sklearn_model`)."""
 RegistryLike = str | Registry | None
 
@@ -127,7 +128,7 @@ def walk_forward(bars: pd.DataFrame, model: ModelSpec = "ridge", *, params: Mapp
     """Walk-forward evaluate ``model`` on ``bars``: fit on the past, forecast the next block, move on.
 
     The folds, purge and per-kind defaults are those of ``dope train``'s evaluation (``params`` are a
-    built-in kind's parameters, as ``dope train --params``). ``name`` names the model in the results
+    model kind's parameters, as ``dope train --params``; a kind may be a plugin's or ``module:Class``). ``name`` names the model in the results
     (default: the kind, or the factory's ``__name__``). Deterministic for a given seed in ``params``.
     """
     interval = bars_interval(bars)
@@ -149,7 +150,7 @@ def _model(model: ModelSpec, params: Mapping[str, Any], interval: int, horizon: 
            max_train_rows: int | None) -> tuple[str, Callable[[], Forecaster], WalkForwardConfig]:
     if not isinstance(model, str):
         if params:
-            raise UserError("params= are for a built-in model kind; give a model factory its own parameters")
+            raise UserError("params= are for a model kind; give a model factory its own parameters")
         name = getattr(model, "__name__", type(model).__name__)
         return name, model, WalkForwardConfig(n_folds=folds, horizon=horizon, embargo=embargo,
                                               max_train_rows=max_train_rows)

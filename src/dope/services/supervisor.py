@@ -44,6 +44,7 @@ import msgspec
 from dope.config import BusConfig, DopeConfig, ModelDeployConfig, ServicesConfig, with_overrides
 from dope.errors import UserError
 from dope.fileio import try_lock
+from dope.models.kinds import allow_env
 from dope.services.base import SERVICE_NAMES, endpoint_of, model_service_name
 from dope.services.metrics import MetricsServer, ServiceMetrics, parse_address
 from dope.transport import ZmqSubscriber, client_curve
@@ -324,7 +325,8 @@ class Supervisor:
         self.run_dir = Path(run_dir)
         self.exit_when_done = exit_when_done
         self.python = python
-        self.env = {**os.environ, **SERVICE_ENV, **(env or {})}
+        named = (*config.loop.kinds, *config.supervisor.bootstrap)  # trusted there: their artifacts may load
+        self.env = {**os.environ, **SERVICE_ENV, **allow_env(named), **(env or {})}
         self.config_path = write_config(config, self.run_dir)
         self.processes = [ManagedProcess(spec) for spec in (plan_services(config) if specs is None else specs)]
         self.beats: dict[str, Beat] = {}

@@ -17,6 +17,7 @@ import pandas as pd
 
 from dope.errors import UserError
 from dope.features import FeatureParams, FeatureSet, compute_features, default_feature_set, training_matrix
+from dope.features.plugins import plugin_features
 from dope.models.registry import FeatureVersionError, Reference, Registry, trained_until_ms
 from dope.store import BarStore
 from dope.training.lineage import lineage
@@ -159,7 +160,8 @@ def feature_set_of(meta: Mapping[str, Any]) -> FeatureSet:
     """The feature set a registered model was trained with, rebuilt and checked against its version."""
     described = meta["feature_set"]
     try:
-        fs = FeatureSet(described["name"], msgspec.convert(described["params"], FeatureParams))
+        fs = FeatureSet(described["name"], msgspec.convert(described["params"], FeatureParams),
+                        plugin_features(described.get("plugins", ())))
     except (KeyError, msgspec.ValidationError, ValueError) as exc:
         raise FeatureVersionError(f"model {meta['model_id']}: its feature set cannot be rebuilt ({exc})") from None
     if fs.version != described["version"]:
