@@ -22,6 +22,7 @@ import math
 import time
 from collections import deque
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,7 +30,8 @@ import numpy as np
 from dope.config import DopeConfig, ModelDeployConfig
 from dope.errors import UserError
 from dope.fileio import file_stamp
-from dope.messages import AnyMessage, Features, Score
+from dope.messages import AnyMessage, Bar, Features, Score
+from dope.models.online_updates import OnlineTracks, SnapshotStore, learns_online
 from dope.models.registry import Registry, RegistryError
 from dope.models.serving import LoadedModel, vector_problem
 from dope.services.base import (
@@ -44,6 +46,7 @@ from dope.services.featurizer import feature_set_of_config
 from dope.transport import Publisher, Subscriber
 
 ROLE_PREFIX = "role:"
+ONLINE_FOLDER = "online"  # <registry>/online/<service name>/<symbol>/: snapshots of online models
 
 
 class ModelService(Service):
@@ -51,7 +54,8 @@ class ModelService(Service):
 
     def __init__(self, name: str, publisher: Publisher, subscribers: Sequence[Subscriber], registry: Registry,
                  target: str, feature_version: str, *, heartbeat_ms: int = 1_000, delay_ms: int = 0,
-                 nan_every: int = 0) -> None:
+                 nan_every: int = 0, horizon: int = 1, snapshots: SnapshotStore | None = None,
+                 snapshot_every: int = 1) -> None:
         super().__init__(name, publisher, subscribers, heartbeat_ms=heartbeat_ms)
         self.registry = registry
         self.target = target
@@ -59,6 +63,10 @@ class ModelService(Service):
         self.delay_ms = delay_ms
         self.nan_every = nan_every
         self.loaded: LoadedModel | None = None
+        self.horizon = horizon
+        self.snapshots = snapshots
+        self.snapshot_every = snapshot_every
+        self.online: OnlineTracks | None = None
         self.windows: dict[str, deque[np.ndarray]] = {}
         self._roles_stamp: tuple[int, int] | None = None
         self.counters.update(scores=0, reloads=0, no_model=0)
@@ -105,11 +113,23 @@ class ModelService(Service):
         previous = self.loaded
         self.loaded = LoadedModel(model, meta)
         self.windows = {s: deque(w, maxlen=self.loaded.lookback) for s, w in self.windows.items()}
+        self.online = self._online(model, meta)
         if previous is not None:
             self.count("reloads")
         self._warm_up(self.loaded)
         self.log.info("%s serves %s (%s, lookback %d)%s", self.name, model_id, self.loaded.kind,
                       self.loaded.lookback, f" for role {self.role}" if self.role else "")
+
+    def _online(self, model: Any, meta: dict[str, Any]) -> OnlineTracks | None:
+        """Online learning for a model with ``learn_one`` (its training horizon, else the configured one)."""
+        if not learns_online(model):
+            return None
+        horizon = int(meta.get("horizon") or self.horizon)
+        return OnlineTracks(model, str(meta["model_id"]), horizon, self.snapshots, self.snapshot_every,
+                            self.problems.report)
+
+    def extra_counters(self) -> dict[str, int]:
+        return self.online.counters() if self.online is not None else {}
 
     def _warm_up(self, loaded: LoadedModel) -> None:
         """One prediction on a window of zeros, so the first real vector does not pay for loading the
@@ -127,6 +147,10 @@ class ModelService(Service):
         self.refresh_roles()
 
     def handle(self, msg: AnyMessage) -> None:
+        if isinstance(msg, Bar):
+            if self.online is not None:
+                self._publish_scores(self.online.on_bar(msg))
+            return
         if not isinstance(msg, Features):
             return
         began = time.perf_counter_ns()
@@ -134,9 +158,17 @@ class ModelService(Service):
         window = self._window(msg)
         if window is None:
             return
-        score = self._score(msg, window, began)
-        self.publish(score)
-        self.count("scores" if not score.abstained else "abstentions")
+        if self.online is not None:
+            self._publish_scores(self.online.on_features(msg, window, began))
+            return
+        assert self.loaded is not None
+        self._publish_scores([((msg, began), self.loaded.predict(window))])
+
+    def _publish_scores(self, ready: list[tuple[tuple[Features, int], float]]) -> None:
+        for (msg, began), prediction in ready:
+            score = self._score(msg, prediction, began)
+            self.publish(score)
+            self.count("scores" if not score.abstained else "abstentions")
 
     def _window(self, msg: Features) -> np.ndarray | None:
         loaded = self.loaded
@@ -165,10 +197,9 @@ class ModelService(Service):
                            prediction=math.nan, latency_us=0, abstained=why))
         self.count("abstentions")
 
-    def _score(self, msg: Features, window: np.ndarray, began_ns: int) -> Score:
+    def _score(self, msg: Features, prediction: float, began_ns: int) -> Score:
         loaded = self.loaded
         assert loaded is not None
-        prediction = loaded.predict(window)
         abstained = ""
         if not math.isfinite(prediction):
             self.reject("bad_prediction", f"{loaded.model_id} predicted {prediction} for {msg.open_time}",
@@ -200,11 +231,15 @@ def build(config: DopeConfig, **overrides: Any) -> ModelService:
     deploy = deployment(config, index)
     name = overrides.get("name") or model_service_name(config, index)
     subscriber = service_subscriber(config, ["features."], [endpoint_of(config, "featurizer")])
+    bars = service_subscriber(config, ["bar."], [endpoint_of(config, "collector")])  # labels of online models
     publisher = service_publisher(config, name, deploy.endpoint)
     fs = feature_set_of_config(config)
-    return ModelService(name, publisher, [subscriber], Registry(config.registry.path), deploy.model, fs.version,
-                        heartbeat_ms=config.bus.heartbeat_ms, delay_ms=int(overrides.get("delay_ms", deploy.delay_ms)),
-                        nan_every=deploy.nan_every)
+    snapshots = SnapshotStore(Path(config.registry.path) / ONLINE_FOLDER / name)
+    return ModelService(name, publisher, [subscriber, bars], Registry(config.registry.path), deploy.model,
+                        fs.version, heartbeat_ms=config.bus.heartbeat_ms,
+                        delay_ms=int(overrides.get("delay_ms", deploy.delay_ms)), nan_every=deploy.nan_every,
+                        horizon=config.rendezvous.horizon_bars, snapshots=snapshots,
+                        snapshot_every=deploy.snapshot_every)
 
 
 def _arguments(parser: argparse.ArgumentParser) -> None:

@@ -57,7 +57,7 @@ SOCKET_DIR: Final = "bus"
 IPC_PATH_MAX: Final = 107
 """Bytes of an ``ipc://`` socket path Linux accepts (``sun_path`` holds 108 with the final NUL)."""
 SOCKET_NAME_MAX: Final = 24
-BAR_READERS: Final = frozenset({"featurizer", "rendezvous", "trader", "dashboard"})
+BAR_READERS: Final = frozenset({"featurizer", "model", "rendezvous", "trader", "dashboard"})
 DEPLOYED_ROLES: Final = ("champion", "challenger", "shadow", "canary")
 SERVICE_ENV: Final = {"PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "3", "TF_ENABLE_ONEDNN_OPTS": "0",
                       "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}
