@@ -155,16 +155,18 @@ def test_the_service_publishes_the_replay_and_learns_only_realised_labels(tmp_pa
     for i, (bar, vector) in enumerate(zip(bars, vectors, strict=True)):  # every third vector before its bar
         feed += [vector, bar] if i % 3 == 0 else [bar, vector]
     withheld = len(bars) - 1
-    feed.remove(bars[withheld])  # the last bar never comes: its vector waits, its labels stay unknown
-    scores = run_feed(service, bus, feed, len(vectors) - 1)
+    feed.remove(bars[withheld])  # the last bar never comes: its vector waits until the bus is quiet
+    scores = run_feed(service, bus, feed, len(vectors))
     model, _ = Registry(tmp_path).load(model_id)
     X = np.array([v.values for v in vectors])
     expected = replay(model, X, np.array([b.close for b in bars]), np.array([b.open_time for b in bars]),
                       INTERVAL, HORIZON)
-    assert [s.open_time for s in scores] == [v.open_time for v in vectors[:withheld]]
-    np.testing.assert_array_equal([s.prediction for s in scores], expected[:withheld])
+    assert [s.open_time for s in scores] == [v.open_time for v in vectors]
+    np.testing.assert_array_equal([s.prediction for s in scores[:withheld]], expected[:withheld])
+    assert math.isfinite(scores[-1].prediction) and not scores[-1].abstained
     counters = service.heartbeat_counters()
     assert counters["online.learned"] == withheld - HORIZON  # rows whose bar + horizon arrived, no other
+    assert counters["online.late"] == 1
     assert counters["online.snapshots"] >= 1 and counters["errors"] == 0
 
 

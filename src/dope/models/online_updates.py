@@ -5,7 +5,8 @@ prediction for the bar opening at ``T`` is made with exactly the labels of the r
 ``T - horizon x interval`` learned, in time order, and no other: the label of row ``s`` is
 ``log(close[s + h] / close[s])`` (:class:`dope.rendezvous.Outcomes`), known only once bar ``s + h`` has
 arrived. A feature vector whose own bar has not arrived yet waits for it (the collector's bar and the
-featurizer's vector travel on different sockets); after ``max_waiting`` vectors it goes on without
+featurizer's vector travel on different sockets); if it never comes (lost), the service releases the
+vector when the bus went quiet (:meth:`OnlineTrack.release_all`), or beyond ``max_waiting`` vectors
 (counted in ``late``). The model service and :func:`replay` drive the same track, so the predictions
 published live equal a replay of the same bars exactly.
 
@@ -60,7 +61,7 @@ def learns_online(model: object) -> bool:
 class OnlineTrack(Generic[T]):
     """One symbol's model, learning each label as soon as, and never before, the bar that realises it."""
 
-    def __init__(self, model: OnlineModel, symbol: str, horizon: int, *, max_waiting: int = 3) -> None:
+    def __init__(self, model: OnlineModel, symbol: str, horizon: int, *, max_waiting: int = 1_000) -> None:
         self.model = model
         self.symbol = symbol
         self.horizon = horizon
@@ -87,9 +88,14 @@ class OnlineTrack(Generic[T]):
         self.waiting.append((open_time, window, item))
         return self._release()
 
-    def _release(self) -> list[tuple[T, float]]:
+    def release_all(self) -> list[tuple[T, float]]:
+        """Predict every waiting vector now, its bar arrived or not (a lost bar must not stall the stream)."""
+        return self._release(force=True)
+
+    def _release(self, force: bool = False) -> list[tuple[T, float]]:
         ready = []
-        while self.waiting and (self.waiting[0][0] <= self.newest_bar or len(self.waiting) > self.max_waiting):
+        while self.waiting and (force or self.waiting[0][0] <= self.newest_bar
+                                or len(self.waiting) > self.max_waiting):
             open_time, window, item = self.waiting.popleft()
             if open_time > self.newest_bar:
                 self.late += 1
@@ -254,6 +260,14 @@ class OnlineTracks:
         """A vector's window: the predictions ready now, each tagged ``(msg, began_ns)``."""
         track = self.track(msg.symbol)
         return self._after(track, track.on_features(msg.open_time, window, (msg, began_ns)))
+
+    def release_late(self, now_ns: int, wait_ms: float) -> list[tuple[Any, float]]:
+        """The predictions of vectors that waited over ``wait_ms`` for their bar (call when the bus is quiet)."""
+        ready = []
+        for track in self.tracks.values():
+            if track.waiting and now_ns - track.waiting[0][2][1] > wait_ms * 1e6:
+                ready += self._after(track, track.release_all())
+        return ready
 
     def track(self, symbol: str) -> OnlineTrack[Any]:
         """The track of ``symbol``: the running one, else the latest snapshot's, else a fresh copy of the model."""

@@ -46,6 +46,7 @@ from dope.services.featurizer import feature_set_of_config
 from dope.transport import Publisher, Subscriber
 
 ROLE_PREFIX = "role:"
+LABEL_WAIT_MS = 10  # an online model's vector waits at most this (once the bus is quiet) for its own bar
 ONLINE_FOLDER = "online"  # <registry>/online/<service name>/<symbol>/: snapshots of online models
 
 
@@ -143,8 +144,11 @@ class ModelService(Service):
         self.count("warm_ups")
 
     def on_idle(self) -> None:
-        """Between vectors: pick up a promotion early, so the next vector finds the model loaded."""
+        """Between vectors: pick up a promotion early, so the next vector finds the model loaded; an online
+        model's vectors whose bar did not come (lost) are scored without waiting longer."""
         self.refresh_roles()
+        if self.online is not None:
+            self._publish_scores(self.online.release_late(time.perf_counter_ns(), LABEL_WAIT_MS))
 
     def handle(self, msg: AnyMessage) -> None:
         if isinstance(msg, Bar):
