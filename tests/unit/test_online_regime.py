@@ -15,6 +15,8 @@ first 20 min after switch     -0.12      -0.30      0.85
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from dope.config import load_config
@@ -30,7 +32,7 @@ INTERVAL = 10_000
 
 
 def test_the_online_model_recovers_after_a_regime_switch_and_the_static_one_does_not() -> None:
-    config = load_config("examples/regimes.toml")
+    config = load_config(Path(__file__).parents[2] / "examples" / "regimes.toml")
     frame = configured_bars(config.synthetic, ["BTCUSDT"], START, START + 12 * 3_600_000, INTERVAL)["BTCUSDT"]
     X, y, times = training_matrix(frame, default_feature_set(INTERVAL), 1)
     known = times < SWITCH - INTERVAL  # rows whose label was realised before the switch

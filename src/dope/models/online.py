@@ -64,6 +64,7 @@ class OnlineRidgeModel(BaseModel[OnlineRidgeParams]):
         self.learned = 0
         self.mean = np.zeros(0)
         self.var = np.zeros(0)
+        self.std = np.zeros(0)
         self.weights = np.zeros(0)  # [intercept, one per feature], on the standardised features
         self.cov = np.zeros((0, 0))  # RLS inverse-information matrix P
 
@@ -83,6 +84,7 @@ class OnlineRidgeModel(BaseModel[OnlineRidgeParams]):
         self.learned = 0
         self.mean = np.zeros(n_features)
         self.var = np.zeros(n_features)
+        self.std = np.ones(n_features)
         self.weights = np.zeros(n_features + 1)
         self.cov = np.eye(n_features + 1) / self.params.alpha
 
@@ -95,6 +97,7 @@ class OnlineRidgeModel(BaseModel[OnlineRidgeParams]):
             self.mean = self.mean + (1.0 - lam) * delta
             self.var = lam * (self.var + (1.0 - lam) * delta * delta)
         self.learned += 1
+        self.std = _std(self.var)
         z = self._design(row.reshape(1, -1))[0]
         pz = self.cov @ z
         gain = pz / (lam + float(z @ pz))
@@ -103,10 +106,11 @@ class OnlineRidgeModel(BaseModel[OnlineRidgeParams]):
         self.cov = (cov + cov.T) / 2.0
 
     def _design(self, X: FloatArray) -> FloatArray:
-        """``[1, (x - mean) / std]`` per row (a feature that never varied is centred only)."""
-        std = np.sqrt(self.var)
-        std = np.where(std > MIN_STD, std, 1.0)
-        return np.hstack([np.ones((X.shape[0], 1)), (X - self.mean) / std])
+        """``[1, (x - mean) / std]`` per row."""
+        z = np.empty((X.shape[0], X.shape[1] + 1))
+        z[:, 0] = 1.0
+        np.divide(X - self.mean, self.std, out=z[:, 1:])
+        return z
 
     def _fit(self, X: FloatArray, y: FloatArray) -> None:
         self._reset(X.shape[1])
@@ -120,6 +124,14 @@ class OnlineRidgeModel(BaseModel[OnlineRidgeParams]):
         for k, weight in enumerate(self.weights):
             out += z[:, k] * weight
         return out
+
+    def _predict_one(self, window: FloatArray) -> float:
+        """The same products summed in the same order as :meth:`_predict_many`, on Python floats (faster for one
+        row, and equal to it bit for bit: neither fuses a multiply and an add)."""
+        total = 0.0
+        for z, weight in zip(self._design(window).tolist()[0], self.weights.tolist(), strict=True):
+            total += z * weight
+        return total
 
     def _save_state(self, directory: Path) -> None:
         state = {"learned": self.learned, "mean": self.mean.tolist(), "var": self.var.tolist(),
@@ -138,6 +150,13 @@ class OnlineRidgeModel(BaseModel[OnlineRidgeParams]):
         if mean.shape != (f,) or var.shape != (f,) or weights.shape != (f + 1,) or cov.shape != (f + 1, f + 1):
             raise ModelError(f"{path} holds arrays of the wrong shapes for {f} features")
         self.learned, self.mean, self.var, self.weights, self.cov = learned, mean, var, weights, cov
+        self.std = _std(var)
+
+
+def _std(var: FloatArray) -> FloatArray:
+    """Standard deviations, 1 where a feature never varied (it is centred only)."""
+    std = np.sqrt(var)
+    return np.where(std > MIN_STD, std, 1.0)
 
 
 def _floats(value: Any) -> FloatArray:
