@@ -73,6 +73,17 @@ def ready(sub: ZmqSubscriber, log: Path, timeout_s: float = 30.0) -> None:
     raise AssertionError(f"the model service never came up; log:\n{log.read_text()[-3000:]}")
 
 
+def saved(sub: ZmqSubscriber, log: Path, timeout_s: float = 30.0) -> None:
+    """Wait for a heartbeat (sent after the last score received) saying every prediction is in a snapshot."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        msg = sub.receive(100)
+        if isinstance(msg, Heartbeat) and msg.counters.get("online.snapshots", 0) > 0 \
+                and msg.counters.get("online.unsaved") == 0:
+            return
+    raise AssertionError(f"predictions left out of the snapshots; log:\n{log.read_text()[-3000:]}")
+
+
 def collect(sub: ZmqSubscriber, scores: dict[int, float], until: int, log: Path, timeout_s: float = 60.0) -> None:
     deadline = time.monotonic() + timeout_s
     while len(scores) < until:
@@ -106,6 +117,7 @@ def test_a_sigkilled_online_model_service_resumes_as_if_never_stopped(tmp_path: 
                     time.sleep(0.005)
                 collect(out, scores, part.stop, log)
                 if round_ == 0:
+                    saved(out, log)  # a snapshot is taken just after the scores are published
                     process.send_signal(signal.SIGKILL)  # no warning: only the snapshot survives
                     process.wait(10)
                     process = start_service(cfg, log)

@@ -69,7 +69,7 @@ class OnlineTrack(Generic[T]):
         self.outcomes = Outcomes(horizon_bars=horizon, keep=horizon + 2)
         self.rows: dict[int, FloatArray] = {}  # rows (windows) waiting for their label, by open time
         self.labels: dict[int, float] = {}  # realised labels not learned yet, by the row's open time
-        self.waiting: deque[tuple[int, FloatArray, T]] = deque()
+        self.waiting: deque[tuple[int, FloatArray, T, int]] = deque()  # (open time, window, item, arrived ns)
         self.interval_ms = 0
         self.newest_bar = -1
         self.learned = 0
@@ -83,9 +83,10 @@ class OnlineTrack(Generic[T]):
         self.newest_bar = max(self.newest_bar, open_time)
         return self._release()
 
-    def on_features(self, open_time: int, window: FloatArray, item: T) -> list[tuple[T, float]]:
+    def on_features(self, open_time: int, window: FloatArray, item: T, arrived_ns: int = 0
+                    ) -> list[tuple[T, float]]:
         """Queue one vector's window; return the predictions now ready (``item`` tags each)."""
-        self.waiting.append((open_time, window, item))
+        self.waiting.append((open_time, window, item, arrived_ns))
         return self._release()
 
     def release_all(self) -> list[tuple[T, float]]:
@@ -96,7 +97,7 @@ class OnlineTrack(Generic[T]):
         ready = []
         while self.waiting and (force or self.waiting[0][0] <= self.newest_bar
                                 or len(self.waiting) > self.max_waiting):
-            open_time, window, item = self.waiting.popleft()
+            open_time, window, item, _ = self.waiting.popleft()
             if open_time > self.newest_bar:
                 self.late += 1
             self._learn_until(open_time - self.horizon * self.interval_ms)
@@ -254,20 +255,24 @@ class OnlineTracks:
     def on_bar(self, bar: Bar) -> list[tuple[Any, float]]:
         """A collector bar: its close may realise a label and release a waiting vector."""
         track = self.track(bar.symbol)
-        return self._after(track, track.on_bar(bar.open_time, bar.interval_ms, bar.close))
+        return self._count(track, track.on_bar(bar.open_time, bar.interval_ms, bar.close))
 
     def on_features(self, msg: Features, window: FloatArray, began_ns: int) -> list[tuple[Any, float]]:
         """A vector's window: the predictions ready now, each tagged ``(msg, began_ns)``."""
         track = self.track(msg.symbol)
-        return self._after(track, track.on_features(msg.open_time, window, (msg, began_ns)))
+        return self._count(track, track.on_features(msg.open_time, window, (msg, began_ns), began_ns))
 
     def release_late(self, now_ns: int, wait_ms: float) -> list[tuple[Any, float]]:
         """The predictions of vectors that waited over ``wait_ms`` for their bar (call when the bus is quiet)."""
         ready = []
         for track in self.tracks.values():
-            if track.waiting and now_ns - track.waiting[0][2][1] > wait_ms * 1e6:
-                ready += self._after(track, track.release_all())
+            if track.waiting and now_ns - track.waiting[0][3] > wait_ms * 1e6:
+                ready += self._count(track, track.release_all())
         return ready
+
+    def release_all(self) -> list[tuple[Any, float]]:
+        """The predictions of every waiting vector (before the service switches to another model)."""
+        return [pair for track in self.tracks.values() for pair in self._count(track, track.release_all())]
 
     def track(self, symbol: str) -> OnlineTrack[Any]:
         """The track of ``symbol``: the running one, else the latest snapshot's, else a fresh copy of the model."""
@@ -291,22 +296,30 @@ class OnlineTracks:
             self.resumed += 1
         return track
 
-    def _after(self, track: OnlineTrack[Any], ready: list[tuple[Any, float]]) -> list[tuple[Any, float]]:
-        """Snapshot once ``snapshot_every`` predictions were made (at a moment no vector waits)."""
-        count = self.since_snapshot.get(track.symbol, 0) + len(ready)
-        self.since_snapshot[track.symbol] = count
-        if self.store is not None and self.snapshot_every and count >= self.snapshot_every and not track.waiting:
+    def _count(self, track: OnlineTrack[Any], ready: list[tuple[Any, float]]) -> list[tuple[Any, float]]:
+        self.since_snapshot[track.symbol] = self.since_snapshot.get(track.symbol, 0) + len(ready)
+        return ready
+
+    def save_due(self) -> None:
+        """Snapshot every track that made ``snapshot_every`` predictions since its last one and has no vector
+        waiting (the service calls this after publishing, so a snapshot never delays a score)."""
+        if self.store is None or not self.snapshot_every:
+            return
+        for symbol, track in self.tracks.items():
+            if self.since_snapshot.get(symbol, 0) < self.snapshot_every or track.waiting:
+                continue
             try:
                 self.store.save(track, self.model_id)
             except (OSError, ModelError) as exc:
-                self.report("snapshot_failed", f"[{track.symbol}] {exc}")
+                self.report("snapshot_failed", f"[{symbol}] {exc}")
             else:
                 self.snapshots += 1
-                self.since_snapshot[track.symbol] = 0
-        return ready
+                self.since_snapshot[symbol] = 0
 
     def counters(self) -> dict[str, int]:
-        """For the heartbeat: labels learned, vectors that went on without their bar, snapshots, resumes."""
+        """For the heartbeat: labels learned, vectors that went on without their bar, snapshots, predictions
+        made since the last snapshot (lost at a crash), resumes."""
         return {"online.learned": sum(t.learned for t in self.tracks.values()),
                 "online.late": sum(t.late for t in self.tracks.values()),
-                "online.snapshots": self.snapshots, "online.resumed": self.resumed}
+                "online.snapshots": self.snapshots, "online.unsaved": sum(self.since_snapshot.values()),
+                "online.resumed": self.resumed}

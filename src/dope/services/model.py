@@ -111,6 +111,8 @@ class ModelService(Service):
 
     def _install(self, model_id: str) -> None:
         model, meta = self.registry.load(model_id, feature_version=self.feature_version)
+        if self.online is not None:  # vectors waiting for their bar are scored by the model they came to
+            self._publish_scores(self.online.release_all())
         previous = self.loaded
         self.loaded = LoadedModel(model, meta)
         self.windows = {s: deque(w, maxlen=self.loaded.lookback) for s, w in self.windows.items()}
@@ -173,6 +175,8 @@ class ModelService(Service):
             score = self._score(msg, prediction, began)
             self.publish(score)
             self.count("scores" if not score.abstained else "abstentions")
+        if ready and self.online is not None:
+            self.online.save_due()
 
     def _window(self, msg: Features) -> np.ndarray | None:
         loaded = self.loaded
