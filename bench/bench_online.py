@@ -7,15 +7,18 @@ baselines measured in the same run: a bare numpy dot of the same size and the st
 Three timings per bar (nanoseconds of ``perf_counter_ns``, each bar timed alone, the kinds taking turns):
 ``model``: ``learn_one`` of the row whose label the bar realised, then ``predict_one`` of the bar's row;
 ``service path``: the model service's whole per-symbol step (``OnlineTrack.on_bar`` + ``on_features``:
-the label from the closes, the learning, the prediction); ``numpy dot``: ``weights @ row`` (22 floats).
+the label from the closes, the learning, the prediction); ``numpy dot``: ``weights @ row`` (21 floats).
+Then the time of one snapshot of the track (written after the scores are published, so never in a score's latency).
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import tempfile
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -23,7 +26,7 @@ from dope.features import default_feature_set, training_matrix
 from dope.market.synthetic import generate_bars
 from dope.models import make_model
 from dope.models.online import OnlineRidgeModel
-from dope.models.online_updates import OnlineTrack
+from dope.models.online_updates import OnlineTrack, SnapshotStore
 
 START = 1_704_067_200_000  # 2024-01-01 UTC
 DAY_MS = 86_400_000
@@ -82,7 +85,20 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"  ({'met' if model_p99 <= TARGET_P99_US else 'MISSED'})")
     print(f"service path p99 / 1 ms target:                      {service_p99 / TARGET_P99_US:8.3f}"
           f"  ({'met' if service_p99 <= TARGET_P99_US else 'MISSED'})")
+    print_snapshot_time(track)
     return 0
+
+
+def print_snapshot_time(track: OnlineTrack[int], count: int = 200) -> None:
+    """p50/p99 of ``SnapshotStore.save`` of ``track`` into a temporary folder."""
+    with tempfile.TemporaryDirectory() as folder:
+        store, ns = SnapshotStore(Path(folder)), []
+        for _ in range(count):
+            began = time.perf_counter_ns()
+            store.save(track, "bench")
+            ns.append(time.perf_counter_ns() - began)
+    p50, p99 = percentiles(ns)
+    print(f"{'snapshot (after publishing)':<40}{p50:10.1f}{p99:10.1f}")
 
 
 if __name__ == "__main__":
