@@ -26,7 +26,7 @@ from dope.features import default_feature_set, training_matrix
 from dope.market.synthetic import generate_bars
 from dope.models import make_model
 from dope.models.online import OnlineRidgeModel
-from dope.models.online_updates import OnlineTrack, SnapshotStore
+from dope.rendezvous.online import OnlineTrack, SnapshotStore
 
 START = 1_704_067_200_000  # 2024-01-01 UTC
 DAY_MS = 86_400_000

@@ -19,8 +19,8 @@ from dope.features import OnlineFeaturizer, training_matrix
 from dope.market.synthetic import generate_bars
 from dope.messages import Bar, Features, Heartbeat, Score
 from dope.models import make_model
-from dope.models.online_updates import replay
 from dope.models.registry import Registry
+from dope.rendezvous.online import replay
 from dope.services.featurizer import feature_set_of_config
 from dope.services.supervisor import free_port
 from dope.transport import ZmqPublisher, ZmqSubscriber

@@ -16,8 +16,8 @@ from dope.market.synthetic import generate_bars
 from dope.messages import AnyMessage, Bar, Features, Score
 from dope.models import ModelError, make_model
 from dope.models.online import OnlineRidgeModel
-from dope.models.online_updates import OnlineTrack, SnapshotStore, replay
 from dope.models.registry import Registry
+from dope.rendezvous.online import OnlineTrack, SnapshotStore, replay
 from dope.services.model import ModelService
 from dope.transport import InMemoryBus
 from tests.unit.test_services import INTERVAL, START, drain, synthetic_bars

@@ -1,5 +1,5 @@
 """The online model's scorecard improves by itself after a regime switch (examples/regimes.toml), through the
-model service's own path (:func:`dope.models.online_updates.replay`, the predictions it publishes live).
+model service's own path (:func:`dope.rendezvous.online.replay`, the predictions it publishes live).
 
 The synthetic market trends (10 s returns AR +0.3) until 06:00, then mean-reverts (AR -0.3). Both models are
 fitted on the labels known before the switch. Figures (seed 7, BTCUSDT, 10 s bars), information coefficient
@@ -23,7 +23,7 @@ from dope.config import load_config
 from dope.features import default_feature_set, training_matrix
 from dope.market.synthetic import configured_bars
 from dope.models import make_model
-from dope.models.online_updates import replay
+from dope.rendezvous.online import replay
 from dope.types import FloatArray
 
 START = 1_704_067_200_000  # 2024-01-01, the first regime's start

@@ -9,7 +9,7 @@ penalty of the prior (``P = I / alpha`` before the first label).
 ``fit(X, y)`` is the warm start: it learns the rows one by one in order, so a fitted model and one that
 learned the same rows online hold the same state, bit for bit. ``predict_many`` and ``predict_one`` use
 the current state only (a pure function of it, like every model); what the model service does live,
-learning each label once ``horizon`` bars have passed, is :func:`dope.models.online_updates.replay`.
+learning each label once ``horizon`` bars have passed, is :func:`dope.rendezvous.online.replay`.
 
 The state is saved as JSON (floats written with ``repr``, so a round trip is exact; never pickle),
 checksummed in ``model.json`` like every model.

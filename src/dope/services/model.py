@@ -31,9 +31,9 @@ from dope.config import DopeConfig, ModelDeployConfig
 from dope.errors import UserError
 from dope.fileio import file_stamp
 from dope.messages import AnyMessage, Bar, Features, Score
-from dope.models.online_updates import OnlineTracks, SnapshotStore, learns_online
 from dope.models.registry import Registry, RegistryError
 from dope.models.serving import LoadedModel, vector_problem
+from dope.rendezvous.online import OnlineTracks, SnapshotStore, learns_online
 from dope.services.base import (
     Service,
     endpoint_of,
