@@ -41,7 +41,7 @@ def test_fit_is_learning_the_rows_one_by_one() -> None:
     for row, target in zip(X[:-1], y, strict=True):
         online.learn_one(row, float(target))
     assert isinstance(fitted, OnlineRidgeModel)
-    np.testing.assert_array_equal(online.cov, fitted.cov)
+    np.testing.assert_array_equal(online.info, fitted.info)
     np.testing.assert_array_equal(online.predict_many(X), fitted.predict_many(X))
     with pytest.raises(ModelError, match="finite"):
         online.learn_one(X[0], math.nan)

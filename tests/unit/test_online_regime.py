@@ -8,9 +8,11 @@ fitted on the labels known before the switch. Figures (seed 7, BTCUSDT, 10 s bar
 ============================  =========  =========  ==========
 window                        online IC  static IC  MSE ratio
 ============================  =========  =========  ==========
-first 20 min after switch     -0.12      -0.30      0.85
-1 h to 6 h after the switch   +0.21      -0.24      0.78
+first 20 min after switch     -0.06      -0.30      0.80
+1 h to 6 h after the switch   +0.24      -0.24      0.76
 ============================  =========  =========  ==========
+
+From 1 h after the switch the online model's MSE is 0.94 of the zero-return forecast's, the static one's 1.24.
 """
 
 from __future__ import annotations
@@ -51,3 +53,5 @@ def test_the_online_model_recovers_after_a_regime_switch_and_the_static_one_does
     assert ic(static, early) < -0.25 and ic(static, late) < -0.2  # the static model stays wrong
     assert ic(online, early) < 0 < 0.2 < ic(online, late)  # the online one turns round by itself
     assert mse_ratio(late) < mse_ratio(early) < 0.9 and mse_ratio(late) < 0.8
+    zero_mse = float(np.mean(y[late] ** 2))
+    assert np.mean((online[late] - y[late]) ** 2) < 0.97 * zero_mse < 1.2 * zero_mse < np.mean((static[late] - y[late]) ** 2)

@@ -1,10 +1,11 @@
 """``kind = "online_ridge"``: a linear model that learns from every labelled bar (``learn_one``), live.
 
-Each row is standardised with exponentially weighted running means and variances, then a recursive
-least squares (RLS) step with forgetting factor ``forgetting`` updates the weights (and an intercept):
-the exact ridge solution of the discounted past, one ``O(f^2)`` step per label, so the model follows a
-market whose dynamics change (memory about ``1 / (1 - forgetting)`` labels). ``alpha`` is the ridge
-penalty of the prior (``P = I / alpha`` before the first label).
+Each row is standardised with the running means and variances of every row learned so far (Welford),
+then the model is the exact ridge regression (penalty ``alpha``, intercept included) on the past labels
+weighted ``forgetting ** age``: it follows a market whose dynamics change, with a memory of about
+``1 / (1 - forgetting)`` labels. Per label: ``A = forgetting * A + z z' + (1 - forgetting) * alpha * I``,
+``b = forgetting * b + z y``, ``weights = solve(A, b)`` (the penalty stays ``alpha`` however long it runs,
+unlike the textbook recursive least squares whose prior fades and whose gain winds up).
 
 ``fit(X, y)`` is the warm start: it learns the rows one by one in order, so a fitted model and one that
 learned the same rows online hold the same state, bit for bit. ``predict_many`` and ``predict_one`` use
@@ -31,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy.linalg.lapack import dposv
 
 from dope.models.base import BaseModel, ModelError
 from dope.types import FloatArray
@@ -41,10 +43,12 @@ MIN_STD = 1e-12
 
 @dataclass(frozen=True)
 class OnlineRidgeParams:
-    """``forgetting``: weight of the past per label, in (0, 1]; ``alpha``: ridge penalty of the prior."""
+    """``forgetting``: weight of the past per label, in (0, 1]; ``alpha``: the ridge penalty (against about
+    ``1 / (1 - forgetting)`` = 200 effective rows of standardised features: 100 shrinks noisy returns' weights by
+    about a third)."""
 
     forgetting: float = 0.995
-    alpha: float = 1.0
+    alpha: float = 100.0
 
     def __post_init__(self) -> None:
         if not 0.0 < self.forgetting <= 1.0:
@@ -63,10 +67,12 @@ class OnlineRidgeModel(BaseModel[OnlineRidgeParams]):
         super().__init__(params)
         self.learned = 0
         self.mean = np.zeros(0)
-        self.var = np.zeros(0)
+        self.m2 = np.zeros(0)  # sums of squared deviations from the mean (Welford)
         self.std = np.zeros(0)
+        self.info = np.zeros((0, 0))  # A: discounted z z' plus the penalty
+        self.moment = np.zeros(0)  # b: discounted z y
         self.weights = np.zeros(0)  # [intercept, one per feature], on the standardised features
-        self.cov = np.zeros((0, 0))  # RLS inverse-information matrix P
+        self._penalty_cache = np.zeros((0, 0))
 
     def learn_one(self, x: FloatArray, y: float) -> None:
         """Learn one labelled row (``(f,)``, or a ``(1, f)`` window); an unfitted model starts from it."""
@@ -83,27 +89,34 @@ class OnlineRidgeModel(BaseModel[OnlineRidgeParams]):
     def _reset(self, n_features: int) -> None:
         self.learned = 0
         self.mean = np.zeros(n_features)
-        self.var = np.zeros(n_features)
+        self.m2 = np.zeros(n_features)
         self.std = np.ones(n_features)
+        self.info = self.params.alpha * np.eye(n_features + 1)
+        self.moment = np.zeros(n_features + 1)
         self.weights = np.zeros(n_features + 1)
-        self.cov = np.eye(n_features + 1) / self.params.alpha
+
+    @property
+    def _penalty(self) -> FloatArray:
+        """``(1 - forgetting) * alpha * I``: what keeps the discounted penalty at ``alpha`` (cached)."""
+        size = self.info.shape[0]
+        if self._penalty_cache.shape != (size, size):
+            self._penalty_cache = (1.0 - self.params.forgetting) * self.params.alpha * np.eye(size)
+        return self._penalty_cache
 
     def _learn(self, row: FloatArray, y: float) -> None:
         lam = self.params.forgetting
-        if self.learned == 0:
-            self.mean = row.copy()
-        else:  # exponentially weighted moments (West's update)
-            delta = row - self.mean
-            self.mean = self.mean + (1.0 - lam) * delta
-            self.var = lam * (self.var + (1.0 - lam) * delta * delta)
         self.learned += 1
-        self.std = _std(self.var)
+        delta = row - self.mean
+        self.mean = self.mean + delta / self.learned
+        self.m2 = self.m2 + delta * (row - self.mean)
+        self.std = _std(self.m2 / self.learned)
         z = self._design(row.reshape(1, -1))[0]
-        pz = self.cov @ z
-        gain = pz / (lam + float(z @ pz))
-        self.weights = self.weights + gain * (y - float(z @ self.weights))
-        cov = (self.cov - np.outer(gain, pz)) / lam
-        self.cov = (cov + cov.T) / 2.0
+        self.info = lam * self.info + np.outer(z, z) + self._penalty
+        self.moment = lam * self.moment + z * y
+        _, weights, failed = dposv(self.info, self.moment)  # Cholesky solve: A is symmetric positive definite
+        if failed:
+            raise ModelError(f"online_ridge: the system is not positive definite (LAPACK dposv info {failed})")
+        self.weights = np.asarray(weights, dtype=np.float64)
 
     def _design(self, X: FloatArray) -> FloatArray:
         """``[1, (x - mean) / std]`` per row."""
@@ -134,23 +147,24 @@ class OnlineRidgeModel(BaseModel[OnlineRidgeParams]):
         return total
 
     def _save_state(self, directory: Path) -> None:
-        state = {"learned": self.learned, "mean": self.mean.tolist(), "var": self.var.tolist(),
-                 "weights": self.weights.tolist(), "cov": self.cov.tolist()}
+        state = {"learned": self.learned, "mean": self.mean.tolist(), "m2": self.m2.tolist(),
+                 "info": self.info.tolist(), "moment": self.moment.tolist(), "weights": self.weights.tolist()}
         (directory / STATE_FILE).write_text(json.dumps(state) + "\n")
 
     def _load_state(self, directory: Path) -> None:
         path = directory / STATE_FILE
         try:
             state: dict[str, Any] = json.loads(path.read_text())
-            learned, mean, var = int(state["learned"]), _floats(state["mean"]), _floats(state["var"])
-            weights, cov = _floats(state["weights"]), _floats(state["cov"])
+            learned, mean, m2 = int(state["learned"]), _floats(state["mean"]), _floats(state["m2"])
+            info, moment, weights = _floats(state["info"]), _floats(state["moment"]), _floats(state["weights"])
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ModelError(f"{path} is not an online_ridge state: {exc}") from exc
         f = self._fitted_features()
-        if mean.shape != (f,) or var.shape != (f,) or weights.shape != (f + 1,) or cov.shape != (f + 1, f + 1):
+        shapes = (mean.shape, m2.shape, info.shape, moment.shape, weights.shape)
+        if learned < 1 or shapes != ((f,), (f,), (f + 1, f + 1), (f + 1,), (f + 1,)):
             raise ModelError(f"{path} holds arrays of the wrong shapes for {f} features")
-        self.learned, self.mean, self.var, self.weights, self.cov = learned, mean, var, weights, cov
-        self.std = _std(var)
+        self.learned, self.mean, self.m2, self.info, self.moment, self.weights = learned, mean, m2, info, moment, weights
+        self.std = _std(m2 / learned)
 
 
 def _std(var: FloatArray) -> FloatArray:
