@@ -121,6 +121,8 @@ class ModelDeployConfig(_Config, frozen=True):
 
     ``delay_ms`` and ``nan_every`` are for tests and drills only: sleep before each score is
     published; publish every ``nan_every``-th score with a NaN prediction (a broken model).
+    ``snapshot_every``: a model that learns online (``learn_one``) is snapshotted after this many
+    predictions per symbol (0 = never; docs/services.md).
     """
 
     model: str
@@ -128,6 +130,7 @@ class ModelDeployConfig(_Config, frozen=True):
     name: str = ""
     delay_ms: int = 0
     nan_every: int = 0
+    snapshot_every: int = 1
 
     def __post_init__(self) -> None:
         if not self.model:
@@ -135,8 +138,9 @@ class ModelDeployConfig(_Config, frozen=True):
         if not self.endpoint.startswith(("tcp://", "ipc://", "inproc://")):
             raise ValueError(f"models.deploy endpoint must be a tcp://, ipc:// or inproc:// endpoint, "
                              f"got {self.endpoint!r}")
-        if self.delay_ms < 0 or self.nan_every < 0:
-            raise ValueError(f"models.deploy delay_ms and nan_every must be >= 0, got {self.delay_ms}, {self.nan_every}")
+        if self.delay_ms < 0 or self.nan_every < 0 or self.snapshot_every < 0:
+            raise ValueError(f"models.deploy delay_ms, nan_every and snapshot_every must be >= 0, got "
+                             f"{self.delay_ms}, {self.nan_every}, {self.snapshot_every}")
 
 
 class ModelsConfig(_Config, frozen=True):

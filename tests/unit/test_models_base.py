@@ -18,7 +18,7 @@ from tests.models_conformance import sample_data
 
 
 def test_kinds_and_protocol() -> None:
-    assert MODEL_KINDS == ("random_forest", "lstm", "lightgbm", "zero", "momentum", "ridge")
+    assert MODEL_KINDS == ("random_forest", "lstm", "lightgbm", "zero", "momentum", "ridge", "online_ridge")
     model = make_model("ridge", alpha=2.0)
     assert isinstance(model, Model) and model.kind == "ridge" and model.lookback == 1
     assert model.params.alpha == 2.0 and model.n_features is None

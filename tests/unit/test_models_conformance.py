@@ -21,6 +21,7 @@ SMALL: dict[str, dict[str, Any]] = {
     "zero": {},
     "momentum": {"column": 0},
     "ridge": {"alpha": 0.5},
+    "online_ridge": {"forgetting": 0.99},
 }
 
 

@@ -43,7 +43,7 @@ def test_plan_expands_models_and_skips_absent_modules() -> None:
     assert [s.name for s in specs] == ["featurizer", "champ", "model-1", "collector"]
     assert specs[1].args == ("--deploy", "0") and specs[2].endpoint == "tcp://127.0.0.1:7101"
     assert specs[0].first_args == ("--no-catch-up",) and specs[-1].is_source
-    assert specs[-1].args == ("--wait-subscribers", "2")  # the featurizer and the supervisor read it
+    assert specs[-1].args == ("--wait-subscribers", "4")  # the featurizer, two model services, the supervisor
 
 
 def test_a_restarted_source_waits_only_for_the_readers_running_now(tmp_path: Path) -> None:

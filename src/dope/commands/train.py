@@ -20,8 +20,8 @@ if TYPE_CHECKING:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``dope train``."""
     parser.add_argument("model", metavar="MODEL",
-                        help="model kind: random_forest, lstm, lightgbm, ridge, momentum, zero, an installed "
-                             "plugin's (`dope models kinds`) or module:Class")
+                        help="model kind: random_forest, lstm, lightgbm, ridge, momentum, zero, online_ridge, an "
+                             "installed plugin's (`dope models kinds`) or module:Class")
     parser.add_argument("--symbol", required=True, help="symbol, e.g. BTCUSDT")
     parser.add_argument("--interval", help="stored bar interval (default: [bars] interval, 10s)")
     parser.add_argument("--start", help="first bar (open time), ISO 8601 UTC or epoch ms (default: first stored)")

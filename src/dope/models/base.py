@@ -42,6 +42,7 @@ _KINDS: dict[str, str] = {
     "zero": "dope.models.baselines:ZeroModel",
     "momentum": "dope.models.baselines:MomentumModel",
     "ridge": "dope.models.baselines:RidgeModel",
+    "online_ridge": "dope.models.online:OnlineRidgeModel",
 }
 MODEL_KINDS: tuple[str, ...] = tuple(_KINDS)
 

@@ -392,7 +392,8 @@ def _metadata(model: SavableModel, model_id: str, created_ms: int, files: dict[s
                  "train_end_ms": train_range[1], "train_start": _iso(train_range[0]),
                  "train_end": _iso(train_range[1])},
         "metrics": metrics, "libraries": library_versions(model.kind, _plugin_libraries(model)), "created_ms": created_ms,
-        "created": _iso(created_ms), "files": files, "artifact_sha256": _artifact_sha(files), **extra,
+        "created": _iso(created_ms), "files": files, "artifact_sha256": _artifact_sha(files),
+        "learns_online": callable(getattr(model, "learn_one", None)), **extra,
     }
     meta = cast(dict[str, Any], _finite(json.loads(json.dumps(meta, default=_jsonable))))
     meta["metadata_sha256"] = _metadata_sha(meta)

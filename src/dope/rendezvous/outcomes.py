@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
+from typing import Any
 
 # (model_id, open_time, prediction, realised)
 Outcome = tuple[str, int, float, float]
@@ -85,6 +86,21 @@ class Outcomes:
             return [(model_id, open_time, prediction, realised)]
         state.pending.setdefault(open_time, []).append((model_id, prediction))
         return []
+
+    def export(self, symbol: str) -> dict[str, Any]:
+        """One symbol's state as JSON-ready data (a service's snapshot); :meth:`restore` reads it back."""
+        state = self._state(symbol)
+        return {"closes": sorted(state.closes.items()), "realised": list(state.realised.items()),
+                "pending": sorted((t, [list(p) for p in preds]) for t, preds in state.pending.items()),
+                "newest": state.newest}
+
+    def restore(self, symbol: str, data: dict[str, Any]) -> None:
+        """Replace one symbol's state with what :meth:`export` wrote."""
+        state = self._symbols[symbol] = _SymbolState()
+        state.closes = {int(t): float(c) for t, c in data["closes"]}
+        state.realised = OrderedDict((int(t), float(r)) for t, r in data["realised"])
+        state.pending = {int(t): [(str(m), float(p)) for m, p in preds] for t, preds in data["pending"]}
+        state.newest = int(data["newest"])
 
     def pending_count(self) -> int:
         """Predictions still waiting for their outcome."""

@@ -22,6 +22,7 @@ import math
 import time
 from collections import deque
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,9 +30,10 @@ import numpy as np
 from dope.config import DopeConfig, ModelDeployConfig
 from dope.errors import UserError
 from dope.fileio import file_stamp
-from dope.messages import AnyMessage, Features, Score
+from dope.messages import AnyMessage, Bar, Features, Score
 from dope.models.registry import Registry, RegistryError
 from dope.models.serving import LoadedModel, vector_problem
+from dope.rendezvous.online import OnlineTracks, SnapshotStore, learns_online
 from dope.services.base import (
     Service,
     endpoint_of,
@@ -44,6 +46,8 @@ from dope.services.featurizer import feature_set_of_config
 from dope.transport import Publisher, Subscriber
 
 ROLE_PREFIX = "role:"
+LABEL_WAIT_MS = 10  # an online model's vector waits at most this (once the bus is quiet) for its own bar
+ONLINE_FOLDER = "online"  # <registry>/online/<service name>/<symbol>/: snapshots of online models
 
 
 class ModelService(Service):
@@ -51,7 +55,8 @@ class ModelService(Service):
 
     def __init__(self, name: str, publisher: Publisher, subscribers: Sequence[Subscriber], registry: Registry,
                  target: str, feature_version: str, *, heartbeat_ms: int = 1_000, delay_ms: int = 0,
-                 nan_every: int = 0) -> None:
+                 nan_every: int = 0, horizon: int = 1, snapshots: SnapshotStore | None = None,
+                 snapshot_every: int = 1) -> None:
         super().__init__(name, publisher, subscribers, heartbeat_ms=heartbeat_ms)
         self.registry = registry
         self.target = target
@@ -59,6 +64,10 @@ class ModelService(Service):
         self.delay_ms = delay_ms
         self.nan_every = nan_every
         self.loaded: LoadedModel | None = None
+        self.horizon = horizon
+        self.snapshots = snapshots
+        self.snapshot_every = snapshot_every
+        self.online: OnlineTracks | None = None
         self.windows: dict[str, deque[np.ndarray]] = {}
         self._roles_stamp: tuple[int, int] | None = None
         self.counters.update(scores=0, reloads=0, no_model=0)
@@ -108,14 +117,28 @@ class ModelService(Service):
 
     def _install(self, model_id: str) -> None:
         model, meta = self.registry.load(model_id, feature_version=self.feature_version)
+        if self.online is not None:  # vectors waiting for their bar are scored by the model they came to
+            self._publish_scores(self.online.release_all())
         previous = self.loaded
         self.loaded = LoadedModel(model, meta)
         self.windows = {s: deque(w, maxlen=self.loaded.lookback) for s, w in self.windows.items()}
+        self.online = self._online(model, meta)
         if previous is not None:
             self.count("reloads")
         self._warm_up(self.loaded)
         self.log.info("%s serves %s (%s, lookback %d)%s", self.name, model_id, self.loaded.kind,
                       self.loaded.lookback, f" for role {self.role}" if self.role else "")
+
+    def _online(self, model: Any, meta: dict[str, Any]) -> OnlineTracks | None:
+        """Online learning for a model with ``learn_one`` (its training horizon, else the configured one)."""
+        if not learns_online(model):
+            return None
+        horizon = int(meta.get("horizon") or self.horizon)
+        return OnlineTracks(model, str(meta["model_id"]), horizon, self.snapshots, self.snapshot_every,
+                            self.problems.report)
+
+    def extra_counters(self) -> dict[str, int]:
+        return self.online.counters() if self.online is not None else {}
 
     def _warm_up(self, loaded: LoadedModel) -> None:
         """One prediction on a window of zeros, so the first real vector does not pay for loading the
@@ -129,10 +152,17 @@ class ModelService(Service):
         self.count("warm_ups")
 
     def on_idle(self) -> None:
-        """Between vectors: pick up a promotion early, so the next vector finds the model loaded."""
+        """Between vectors: pick up a promotion early, so the next vector finds the model loaded; an online
+        model's vectors whose bar did not come (lost) are scored without waiting longer."""
         self.refresh_roles()
+        if self.online is not None:
+            self._publish_scores(self.online.release_late(time.perf_counter_ns(), LABEL_WAIT_MS))
 
     def handle(self, msg: AnyMessage) -> None:
+        if isinstance(msg, Bar):
+            if self.online is not None:
+                self._publish_scores(self.online.on_bar(msg))
+            return
         if not isinstance(msg, Features):
             return
         began = time.perf_counter_ns()
@@ -140,9 +170,19 @@ class ModelService(Service):
         window = self._window(msg)
         if window is None:
             return
-        score = self._score(msg, window, began)
-        self.publish(score)
-        self.count("scores" if not score.abstained else "abstentions")
+        if self.online is not None:
+            self._publish_scores(self.online.on_features(msg, window, began))
+            return
+        assert self.loaded is not None
+        self._publish_scores([((msg, began), self.loaded.predict(window))])
+
+    def _publish_scores(self, ready: list[tuple[tuple[Features, int], float]]) -> None:
+        for (msg, began), prediction in ready:
+            score = self._score(msg, prediction, began)
+            self.publish(score)
+            self.count("scores" if not score.abstained else "abstentions")
+        if ready and self.online is not None:
+            self.online.save_due()
 
     def _window(self, msg: Features) -> np.ndarray | None:
         loaded = self.loaded
@@ -171,10 +211,9 @@ class ModelService(Service):
                            prediction=math.nan, latency_us=0, abstained=why))
         self.count("abstentions")
 
-    def _score(self, msg: Features, window: np.ndarray, began_ns: int) -> Score:
+    def _score(self, msg: Features, prediction: float, began_ns: int) -> Score:
         loaded = self.loaded
         assert loaded is not None
-        prediction = loaded.predict(window)
         abstained = ""
         if not math.isfinite(prediction):
             self.reject("bad_prediction", f"{loaded.model_id} predicted {prediction} for {msg.open_time}",
@@ -200,17 +239,35 @@ def deployment(config: DopeConfig, index: int) -> ModelDeployConfig:
     return deploys[index]
 
 
+def reads_bars(config: DopeConfig, index: int) -> bool:
+    """Whether deployment ``index`` subscribes to the collector's bars: when its model learns online, or may
+    (a role, whose holder can change; a model the registry cannot show). Others are not woken by every bar,
+    which would take CPU from the featurizer at the moment it computes that bar's features."""
+    target = deployment(config, index).model
+    if target.startswith(ROLE_PREFIX):
+        return True
+    try:
+        return bool(Registry(config.registry.path).show(target).get("learns_online", False))
+    except UserError:
+        return True  # the service's own start names the problem
+
+
 def build(config: DopeConfig, **overrides: Any) -> ModelService:
     """The model service of deployment ``deploy`` (``name``, ``delay_ms`` may be overridden)."""
     index = int(overrides.get("deploy", 0))
     deploy = deployment(config, index)
     name = overrides.get("name") or model_service_name(config, index)
-    subscriber = service_subscriber(config, ["features."], [endpoint_of(config, "featurizer")])
+    subscribers = [service_subscriber(config, ["features."], [endpoint_of(config, "featurizer")])]
+    if reads_bars(config, index):  # the labels of an online model
+        subscribers.append(service_subscriber(config, ["bar."], [endpoint_of(config, "collector")]))
     publisher = service_publisher(config, name, deploy.endpoint)
     fs = feature_set_of_config(config)
-    return ModelService(name, publisher, [subscriber], Registry(config.registry.path), deploy.model, fs.version,
-                        heartbeat_ms=config.bus.heartbeat_ms, delay_ms=int(overrides.get("delay_ms", deploy.delay_ms)),
-                        nan_every=deploy.nan_every)
+    snapshots = SnapshotStore(Path(config.registry.path) / ONLINE_FOLDER / name)
+    return ModelService(name, publisher, subscribers, Registry(config.registry.path), deploy.model,
+                        fs.version, heartbeat_ms=config.bus.heartbeat_ms,
+                        delay_ms=int(overrides.get("delay_ms", deploy.delay_ms)), nan_every=deploy.nan_every,
+                        horizon=config.rendezvous.horizon_bars, snapshots=snapshots,
+                        snapshot_every=deploy.snapshot_every)
 
 
 def _arguments(parser: argparse.ArgumentParser) -> None:

@@ -59,6 +59,7 @@ IPC_PATH_MAX: Final = 107
 """Bytes of an ``ipc://`` socket path Linux accepts (``sun_path`` holds 108 with the final NUL)."""
 SOCKET_NAME_MAX: Final = 24
 BAR_READERS: Final = frozenset({"featurizer", "rendezvous", "trader", "dashboard", "trainer"})
+"""Services that subscribe to the collector's bars (model services do when ``reads_bars`` says so)."""
 DEPLOYED_ROLES: Final = ("champion", "challenger", "shadow", "canary")
 SERVICE_ENV: Final = {"PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "3", "TF_ENABLE_ONEDNN_OPTS": "0",
                       "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}
@@ -77,6 +78,8 @@ class ServiceSpec:
     first_args: tuple[str, ...] = ()
     """Arguments for the first start only (e.g. the featurizer skips its catch-up)."""
     is_source: bool = False
+    reads_bars: bool = False
+    """Subscribes to the collector's bars: the collector waits for it before its first bar."""
 
 
 def module_exists(module: str) -> bool:
@@ -103,7 +106,7 @@ def plan_services(config: DopeConfig, *, exists: Callable[[str], bool] = module_
             specs.append(_named_spec(config, entry))
         else:
             log.warning("service %s skipped: module dope.services.%s is not available", entry, entry)
-    readers = sum(1 for s in specs if s.module.rsplit(".", 1)[-1] in BAR_READERS) + 1  # + the supervisor
+    readers = sum(1 for s in specs if s.reads_bars) + 1  # + the supervisor
     return [replace(s, args=("--wait-subscribers", str(readers))) if s.is_source else s for s in specs]
 
 
@@ -117,14 +120,16 @@ def planned_services(config: DopeConfig) -> list[str]:
 
 
 def _model_spec(config: DopeConfig, index: int) -> ServiceSpec:
+    from dope.services.model import reads_bars as model_reads_bars
+
     return ServiceSpec(model_service_name(config, index), "dope.services.model", config.models.deploy[index].endpoint,
-                       ("--deploy", str(index)))
+                       ("--deploy", str(index)), reads_bars=model_reads_bars(config, index))
 
 
 def _named_spec(config: DopeConfig, entry: str) -> ServiceSpec:
     first = ("--no-catch-up",) if entry in ("featurizer", "trader") else ("--first-start",) if entry == "trainer" else ()
     return ServiceSpec(_configured_name(config, entry), f"dope.services.{entry}", endpoint_of(config, entry),
-                       first_args=first, is_source=entry == "collector")
+                       first_args=first, is_source=entry == "collector", reads_bars=entry in BAR_READERS)
 
 
 def _configured_name(config: DopeConfig, entry: str) -> str:
@@ -396,8 +401,7 @@ class Supervisor:
             return [*spec.args, *spec.first_args]
         args = list(spec.args)
         if spec.is_source and "--wait-subscribers" in args:
-            running = sum(1 for p in self.processes if p.state == "running"
-                          and p.spec.module.rsplit(".", 1)[-1] in BAR_READERS)
+            running = sum(1 for p in self.processes if p.state == "running" and p.spec.reads_bars)
             args[args.index("--wait-subscribers") + 1] = str(running + 1)
         return args
 
