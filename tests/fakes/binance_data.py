@@ -12,7 +12,6 @@ import gzip
 import json
 from dataclasses import dataclass, field
 from decimal import Decimal
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -119,9 +118,10 @@ def _agg(agg_id: int, group: list[RawTrade]) -> AggTrade:
 
 
 def bundled_trade_files() -> list[Path]:
-    """The spot trade CSVs shipped in ``dope/data``."""
-    root = resources.files("dope") / "data"
-    return sorted(Path(str(p)) for p in root.iterdir() if p.name.endswith(".csv.gz"))
+    """The spot trade CSVs shipped in ``dope/data`` (not the klines beside them)."""
+    from dope.market.replay import bundled_trade_files as shipped
+
+    return shipped()
 
 
 def load_files(paths: list[Path]) -> dict[str, SymbolData]:

@@ -36,8 +36,7 @@ class ReplaySource:
 
     >>> import asyncio
     >>> from dope.clock import SimulatedClock
-    >>> from importlib.resources import files
-    >>> path = next(p for p in files("dope.data").iterdir() if p.name.startswith("BTCUSDT"))
+    >>> path = next(p for p in bundled_trade_files() if p.name.startswith("BTCUSDT"))
     >>> async def first_batch():
     ...     source = ReplaySource([path], ["BTCUSDT"], batch_size=3)
     ...     async for batch in source.trades({}):
