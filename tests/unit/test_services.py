@@ -6,7 +6,7 @@ import asyncio
 import logging
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pytest
@@ -132,6 +132,76 @@ def test_receive_loop_delivers_from_several_subscribers_and_idles() -> None:
 
     asyncio.run(main())
     assert len(got) == 1 and len(idles) == 3
+
+
+class _Stream:
+    """A subscriber stub: ``receive(0)`` gives ``ready()``'s message (None: nothing queued), a timed receive
+    always gets one (a message that arrives while the loop waits)."""
+
+    def __init__(self, msg: AnyMessage, ready: Any) -> None:
+        self.msg, self.ready = msg, ready
+
+    def receive(self, timeout_ms: int) -> AnyMessage | None:
+        return self.ready() if timeout_ms <= 0 else self.msg
+
+
+def _loop(sub: _Stream, handle: Any, timeout_ms: int, on_idle: Any) -> tuple[int, asyncio.Event]:
+    """Run ``receive_loop`` over ``sub``; how many times another task of the event loop ran meanwhile."""
+    ticks = 0
+
+    async def main() -> asyncio.Event:
+        nonlocal ticks
+        stop = asyncio.Event()
+
+        async def other() -> None:  # e.g. the heartbeats
+            nonlocal ticks
+            while not stop.is_set():
+                ticks += 1
+                await asyncio.sleep(0)
+
+        task = asyncio.create_task(other())
+        await receive_loop([cast(Subscriber, sub)], stop, lambda m: handle(m, stop), timeout_ms=timeout_ms,
+                           on_idle=lambda: on_idle(stop))
+        await task
+        return stop
+
+    stop = asyncio.run(main())
+    return ticks, stop
+
+
+def test_receive_loop_idles_and_yields_while_messages_keep_coming() -> None:
+    bar = synthetic_bars(["BTCUSDT"], 1)["BTCUSDT"][0]
+    handled, idles = [0], [0]
+
+    def handle(msg: AnyMessage, stop: asyncio.Event) -> None:
+        handled[0] += 1
+        if handled[0] >= 300_000:  # the old loop never idled under a steady stream: give up
+            stop.set()
+
+    def idle(stop: asyncio.Event) -> None:
+        idles[0] += 1
+        if idles[0] >= 3:
+            stop.set()
+
+    ticks, _ = _loop(_Stream(bar, lambda: bar), handle, 2, idle)
+    assert idles[0] == 3 and handled[0] < 300_000  # deadlines are checked every timeout_ms under load
+    assert ticks >= 2  # the other tasks (heartbeats, signal handlers) ran at each idle before the stop
+
+
+def test_receive_loop_handles_a_message_that_arrives_while_waiting_without_idling() -> None:
+    bar = synthetic_bars(["BTCUSDT"], 1)["BTCUSDT"][0]
+    handled, idles = [0], [0]
+
+    def handle(msg: AnyMessage, stop: asyncio.Event) -> None:
+        handled[0] += 1
+        if handled[0] >= 20:
+            stop.set()
+
+    def idle(stop: asyncio.Event) -> None:
+        idles[0] += 1
+
+    _loop(_Stream(bar, lambda: None), handle, 60_000, idle)
+    assert handled[0] == 20 and idles[0] == 0  # nothing but the message runs on a wake-up (the bar path)
 
 
 def test_reject_counts_by_kind_and_logs_with_the_symbol(caplog: pytest.LogCaptureFixture) -> None:

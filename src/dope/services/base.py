@@ -290,18 +290,24 @@ async def receive_loop(subscribers: Sequence[Subscriber], stop: asyncio.Event, h
                        timeout_ms: int = 20, on_idle: Callable[[], None] | None = None) -> None:
     """Deliver every message of ``subscribers`` to ``handle`` until ``stop`` is set.
 
-    Waits at most ``timeout_ms`` per receive (then calls ``on_idle``) and yields to the event
-    loop between batches, so heartbeats and signal handlers keep running. With no subscriber it
-    only idles.
+    Waits at most ``timeout_ms`` per receive. ``on_idle`` runs after a receive that timed out, and
+    at least every ``timeout_ms`` while messages keep coming; the loop yields to the event loop
+    (heartbeats, signal handlers) as often. A message that arrives is handled at once, and nothing
+    else runs before the next wait: each wake-up on the path of a bar costs only what its message
+    needs. With no subscriber it only idles.
     """
+    period = timeout_ms / 1000
+    due = time.monotonic() + period
     while not stop.is_set():
-        got = 0
-        for sub in subscribers:
-            got += _drain(sub, handle)
+        got = sum(_drain(sub, handle) for sub in subscribers)
         if not got:
-            _wait_one(subscribers, handle, timeout_ms)
-            if on_idle is not None:
-                on_idle()
+            got = _wait_one(subscribers, handle, timeout_ms)
+        now = time.monotonic()
+        if got and now < due:
+            continue
+        due = now + period
+        if on_idle is not None:
+            on_idle()
         await asyncio.sleep(0)
 
 
@@ -314,16 +320,18 @@ def _drain(sub: Subscriber, handle: Handler) -> int:
     return _DRAIN_BATCH
 
 
-def _wait_one(subscribers: Sequence[Subscriber], handle: Handler, timeout_ms: int) -> None:
+def _wait_one(subscribers: Sequence[Subscriber], handle: Handler, timeout_ms: int) -> int:
+    """Wait for one message (at most ``timeout_ms``) and handle it; 1 if one came, else 0."""
     if not subscribers:
         time.sleep(timeout_ms / 1000)
-        return
+        return 0
     share = timeout_ms if len(subscribers) == 1 else max(1, math.ceil(timeout_ms / len(subscribers) / 4))
     for sub in subscribers:
         msg = sub.receive(share)
         if msg is not None:
             handle(msg)
-            return
+            return 1
+    return 0
 
 
 # ---- running a service as a process ----------------------------------------------------------
