@@ -20,7 +20,7 @@ from dope.config import DopeConfig, config_from_dict
 from dope.features import default_feature_set, training_matrix
 from dope.loop.audit import AUDIT_FILE, AuditLog
 from dope.market.synthetic import generate_bars
-from dope.messages import Bar, LoopProgress, ModelHealth
+from dope.messages import Bar, LoopProgress, ModelHealth, Prediction, Score
 from dope.models import make_model
 from dope.models.registry import Registry
 from dope.services.trainer import TrainerService
@@ -126,9 +126,42 @@ def test_a_drift_alarm_asks_for_one_early_retrain_a_checkpoint_later(tmp_path: P
     service.handle(health(True, alarm_at))  # the same alarm again: asked once
     assert service.counters["retrain_requests"] == 1 and "psi[vol_10]" in service.schedule.requested
     assert not service.schedule.retrain_due(START + 3 * step)  # the next checkpoint: too soon to be sure
-    assert START + 4 * step < service.schedule.next_retrain_ms and service.schedule.retrain_due(START + 4 * step)
+    assert service.schedule.next_retrain_ms is not None and START + 4 * step < service.schedule.next_retrain_ms and service.schedule.retrain_due(START + 4 * step)
     off = TrainerService("trainer", InMemoryBus().publisher("trainer"), [],
                          config_from_dict({**msgspec.to_builtins(config), "loop": {
                              **msgspec.to_builtins(config.loop), "retrain_on_drift": False}}))
     off.handle(health(True, alarm_at))
     assert off.counters["retrain_requests"] == 0 and not off.schedule.requested
+
+
+def test_with_the_barrier_a_checkpoint_waits_for_the_rendezvous_to_reach_it(tmp_path: Path) -> None:
+    """Roles changed at a checkpoint must not reach rounds the rendezvous has not opened yet."""
+    config, bars = setup_run(tmp_path, "ridge")
+    champion = Registry(tmp_path / "registry").champion()
+    assert champion is not None
+    service = TrainerService("trainer", InMemoryBus().publisher("trainer"), [], config, first_start=True)
+    assert service.barrier
+
+    def score(bar: Bar) -> Score:
+        return Score(symbol="BTCUSDT", event_time=bar.event_time, open_time=bar.open_time, model_id=champion,
+                     model_kind="zero", feature_version="v", prediction=0.0, latency_us=10)
+
+    def prediction(open_time: int) -> Prediction:
+        return Prediction(symbol="BTCUSDT", event_time=open_time + INTERVAL - 1, open_time=open_time,
+                          prediction=0.0, model_id=champion, chosen_by="champion", deadline_ms=50)
+
+    service.handle(prediction(bars[0].open_time))
+    for bar in bars:
+        service.handle(bar)
+        service.handle(score(bar))
+        if service.pending is not None:
+            break
+    checkpoint = service.pending
+    assert checkpoint is not None and service.pending_models == [champion]
+    before = service.counters["checkpoints"]
+    service.step()
+    assert service.pending == checkpoint and service.counters["checkpoints"] == before  # the rendezvous lags
+    service.handle(prediction(checkpoint - 2 * INTERVAL))
+    assert service.counters["checkpoints"] == before  # still a bar behind
+    service.handle(prediction(checkpoint - INTERVAL))
+    assert service.counters["checkpoints"] == before + 1 and service.pending != checkpoint

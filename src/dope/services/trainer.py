@@ -50,7 +50,7 @@ from dope.loop.fit import (
 from dope.loop.health import retrain_request
 from dope.loop.ledger import Ledger
 from dope.loop.schedule import Schedule, checkpoint_bars, next_multiple
-from dope.messages import AnyMessage, Bar, LoopProgress, ModelHealth, Score
+from dope.messages import AnyMessage, Bar, LoopProgress, ModelHealth, Prediction, Score
 from dope.models.registry import Registry
 from dope.services.base import (
     Service,
@@ -107,6 +107,7 @@ class TrainerService(Service):
         self.fit_at, self.fit_began, self.fit_reason = 0, 0.0, ""
         self._kind_turn = 0
         self._progress_at = 0.0
+        self.predicted_until = -1  # open time of the rendezvous' newest prediction of the loop's symbol
         self._alarms: set[tuple[str, int]] = set()  # (symbol, alarm_since) of drift alarms already acted on
         self.counters.update(fits_started=0, fits_succeeded=0, fits_failed=0, fits_skipped=0, fits_killed=0,
                              checkpoints=0, barrier_timeouts=0, barrier_late=0, retrain_requests=0)
@@ -170,6 +171,8 @@ class TrainerService(Service):
             self.ledger.add_score(msg.symbol, msg.open_time, msg.model_id, prediction)
         elif isinstance(msg, ModelHealth):
             self._on_health(msg)
+        elif isinstance(msg, Prediction) and msg.symbol == self.symbol:
+            self.predicted_until = max(self.predicted_until, msg.open_time)
         self.step()
 
     def _on_health(self, msg: ModelHealth) -> None:
@@ -220,13 +223,23 @@ class TrainerService(Service):
             return
         if self.pending is None:
             return
-        if not self.ledger.ready(self.pending, self.pending_models):
+        if not (self.ledger.ready(self.pending, self.pending_models) and self._rendezvous_reached(self.pending)):
             if time.monotonic() - self.pending_since < READY_TIMEOUT_S:
                 return
             self.count("barrier_timeouts")
-            self.problems.report("barrier_timeout", f"checkpoint {self.pending}: the bar or a judged model's "
-                                 f"score did not come within {READY_TIMEOUT_S:.0f} s; going on without it")
+            self.problems.report("barrier_timeout", f"checkpoint {self.pending}: the bar, a judged model's "
+                                 f"score or the rendezvous' prediction did not come within {READY_TIMEOUT_S:.0f} s; going on without it")
         self._checkpoint(self.pending)
+
+    def _rendezvous_reached(self, time_ms: int) -> bool:
+        """With the barrier: whether the rendezvous has published its prediction of the bar closing at
+        ``time_ms``. Its rounds open when their features arrive, and it applies new roles to every round it
+        opens afterwards: a role changed while it still works through earlier bars (it can lag the models
+        under load) would reach those bars too, at a bar that depends on the load. No prediction seen yet
+        (warm-up, or no rendezvous in the stack): nothing to wait for."""
+        if not self.barrier or self.predicted_until < 0 or not self.pending_models:
+            return True
+        return self.predicted_until >= time_ms - self.interval_ms
 
     def _checkpoint(self, time_ms: int) -> None:
         self.count("checkpoints")
@@ -386,8 +399,10 @@ def _remove_job_files(job_path: Path) -> None:
 def build(config: DopeConfig, **overrides: Any) -> TrainerService:
     """The trainer of ``config`` (``[loop]``), publishing on ``services.trainer``."""
     name = overrides.get("name") or config.loop.service_name
-    endpoints = [endpoint_of(config, "collector"), *model_endpoints(config), endpoint_of(config, "decoy")]
-    subscriber = service_subscriber(config, ["bar.", "score.", "health."], list(dict.fromkeys(endpoints)))
+    endpoints = [endpoint_of(config, "collector"), *model_endpoints(config), endpoint_of(config, "decoy"),
+                 endpoint_of(config, "rendezvous")]
+    subscriber = service_subscriber(config, ["bar.", "score.", "health.", "prediction."],
+                                    list(dict.fromkeys(endpoints)))
     publisher = service_publisher(config, name, endpoint_of(config, "trainer"))
     return TrainerService(name, publisher, [subscriber], config, first_start=bool(overrides.get("first_start")))
 
