@@ -117,6 +117,8 @@ def test_module_class_artifacts_load_only_when_allowed(tmp_path: Path, no_allowe
 
 
 def test_an_artifact_naming_an_unknown_module_never_imports_it(tmp_path: Path, no_allowed: None) -> None:
+    sys.modules.pop("tests.unit.artifact_trap", None)  # the suite's doctest collection imports every module once
+    os.environ.pop("DOPE_TEST_TRAP_IMPORTED", None)
     make_model("zero").fit(np.ones((3, 2)), np.zeros(3)).save(tmp_path)
     info = json.loads((tmp_path / "model.json").read_text())
     info.update(kind="trap", **{"class": "tests.unit.artifact_trap:Trap"})
