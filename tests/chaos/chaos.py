@@ -30,6 +30,7 @@ from tests.chaos.measures import (
     decisions_lost,
     percentile,
     rss_growth_mb_per_h,
+    write_rss_samples,
 )
 from tests.chaos.stack import (
     DecisionLog,
@@ -52,7 +53,7 @@ class ChaosSettings:
 
     minutes: float = 30.0
     kill_period_s: float = 30.0
-    """Mean time between kills (each x 0.5-1.5, seeded)."""
+    """Mean time between kills (each x 0.5-1.5, seeded); ``math.inf``: no kill (a soak)."""
     pair_share: float = 0.25
     """Share of kills that take two services down at the same moment."""
     fault_period_s: float = 10.0
@@ -62,6 +63,7 @@ class ChaosSettings:
     """No kill in the last ``settle_s`` of the run (every kill has time to heal)."""
     rss_period_s: float = 2.0
     rss_warmup_s: float = 60.0
+    """Left out at the start of every process lifetime before the memory slope is fitted."""
     check_memory: bool = True
     """Hold the memory target (only meaningful when lifetimes last many minutes)."""
     start_timeout_s: float = 240.0
@@ -214,6 +216,8 @@ class Figures:
     orders: dict[str, int]
     kills: list[Kill]
     rss: dict[str, tuple[float, float]]
+    rss_late: dict[str, tuple[float, float]]
+    """The slope over the second half of each lifetime after its warm-up (a leak keeps it, a warm-up not)."""
     silences: dict[str, float]
     up_exit: int
 
@@ -242,7 +246,7 @@ class Figures:
         if self.decisions[1]:
             out.append(f"decisions: {self.decisions[1]} of {self.decisions[0]} bars without a decision")
         p99 = percentile(self.healthy(), 99)
-        if not p99 <= HEALTHY_P99_S:
+        if self.kills and not p99 <= HEALTHY_P99_S:
             slow = sorted(((k.healthy_s, k.service) for k in self.kills), reverse=True)[:5]
             out.append(f"kill to healthy p99 {p99:.1f} s > {HEALTHY_P99_S} s; slowest {slow}")
         if self.settings.check_memory:
@@ -294,9 +298,12 @@ def run_chaos(work: Path, settings: ChaosSettings) -> Figures:
         monitor.join(5)
         orders = exchange.order_figures(Path(config.trader.state_dir) / "trader.journal")
     _write_kills(work / "chaos-kills.json", monitor.kills, began)
+    write_rss_samples(work / "chaos-rss.csv", monitor.samples)
     store = BarStore(config.store.path)
     (work / "chaos-decided.json").write_text(json.dumps(sorted(decisions.decided)))
     return Figures(settings, minutes, compare_bars(store, config, work),
                    decisions_lost(store, config.bars.interval_ms, config.collector.symbols, decisions.decided),
                    (len(decisions.tapped), sum(decisions.tapped.values())),
-                   orders, monitor.kills, rss_growth_mb_per_h(monitor.samples, settings.rss_warmup_s), monitor.silences, code)
+                   orders, monitor.kills, rss_growth_mb_per_h(monitor.samples, settings.rss_warmup_s),
+                   rss_growth_mb_per_h(monitor.samples, settings.rss_warmup_s, late_half=True), monitor.silences,
+                   code)
