@@ -147,9 +147,11 @@ def _rss_samples(status: dict[str, Any]) -> list[RssSample]:
             continue
         try:
             proc = psutil.Process(pid)
-            out.append(RssSample(name, pid, now - proc.create_time(), now, proc.memory_info().rss))
+            rss = proc.memory_info().rss
         except psutil.Error:
             continue
+        if rss > 0:  # 0: a zombie (exited, not yet reaped)
+            out.append(RssSample(name, pid, now - proc.create_time(), now, rss))
     return out
 
 
@@ -291,8 +293,8 @@ def run_chaos(work: Path, settings: ChaosSettings) -> Figures:
             minutes = (time.monotonic() - began) / 60
         finally:
             faults.stop.set()
+            monitor.halt.set()  # no sample of a process winding down (a zombie reads 0)
             code = stop_up(proc)
-            monitor.halt.set()
             if decisions is not None:
                 decisions.close()
         monitor.join(5)
