@@ -1,9 +1,12 @@
 """Run the full chaos/soak suite and write its figures.
 
     .venv/bin/python -m tests.chaos.run --minutes 30 --doc docs/reliability.md
+    .venv/bin/python -m tests.chaos.run --minutes 20 --no-kills --rss-warmup 180   # the memory soak
 
 writes the markdown table to ``--out`` (default ``var/chaos/figures.md``), puts it into ``--doc``
 between its figure markers when given, and exits 1 when a target was missed (each one printed).
+The memory target is held only by a soak (``--no-kills``, 10 minutes or more): between kills a
+process lives about 3 minutes, too short to tell growth from warm-up (a chaos run reports it).
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     settings = ChaosSettings(minutes=args.minutes, kill_period_s=math.inf if args.no_kills else args.kill_every,
                              fault_period_s=args.fault_every, seed=args.seed, rss_warmup_s=args.rss_warmup,
-                             check_memory=args.minutes >= 10, stack=StackSettings(speed=args.speed))
+                             check_memory=args.no_kills and args.minutes >= 10, stack=StackSettings(speed=args.speed))
     with tempfile.TemporaryDirectory(prefix="dope-chaos-") as tmp:
         work = Path(args.work or tmp)
         work.mkdir(parents=True, exist_ok=True)

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import tracemalloc
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
@@ -140,3 +141,20 @@ def test_a_service_process_gives_back_the_memory_of_its_parquet_rewrites(tmp_pat
                          capture_output=True, text=True, timeout=60, check=True)
     grown = int(out.stdout.strip())
     assert grown < 40_000_000, f"resident memory grew {grown / 1e6:.0f} MB over 60 rewrites of a day file"
+
+
+class FailingArchive(FeatureArchive):
+    def write(self, vectors: Iterable[Features]) -> int:
+        raise OSError(28, "No space left on device")
+
+
+def test_an_unwritable_archive_keeps_the_decoys_buffer_bounded(tmp_path: Path) -> None:
+    """Every flush fails (disk full): the batch is kept for the next try, but at most 100 batches wait;
+    the oldest vectors beyond that are dropped, counted and logged."""
+    bus = InMemoryBus()
+    decoy = DecoyService("decoy", bus.publisher("decoy"), [], FailingArchive(tmp_path), flush_every=2,
+                         clock=SimulatedClock(0))
+    for i in range(500):
+        decoy.handle(vector(i))
+    assert len(decoy.pending) == 200 and decoy.pending[0].open_time == vector(300).open_time
+    assert decoy.counters["dropped"] == 300 and decoy.counters["write_errors"] == 500 - 1

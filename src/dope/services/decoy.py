@@ -22,6 +22,8 @@ from dope.services.base import Service, endpoint_of, service_main, service_publi
 from dope.transport import Publisher, Subscriber
 
 IDLE_FLUSH_MS: Final = 1_000
+MAX_PENDING_BATCHES: Final = 100
+"""While the archive cannot be written, at most this many batches wait (the oldest vectors go first)."""
 
 
 class DecoyService(Service):
@@ -33,6 +35,7 @@ class DecoyService(Service):
         self.archive = archive
         self.flush_every = flush_every
         self.pending: list[Features] = []
+        self.max_pending = flush_every * MAX_PENDING_BATCHES
         self._last_flush_ms = self.clock.now_ms()
         self.counters.update(archived=0, flushes=0)
 
@@ -42,6 +45,16 @@ class DecoyService(Service):
         self.pending.append(msg)
         if len(self.pending) >= self.flush_every:
             self.flush()
+        if len(self.pending) > self.max_pending:
+            self._drop_oldest(len(self.pending) - self.max_pending)
+
+    def _drop_oldest(self, count: int) -> None:
+        """Bounded memory while the archive fails: the oldest waiting vectors are dropped, counted, logged."""
+        first = self.pending[0]
+        del self.pending[:count]
+        self.count("dropped", count)
+        self.problems.report("dropped", f"archive unwritable: dropped {count} vector(s) from {first.symbol} "
+                                        f"{first.open_time} on (more than {self.max_pending} waiting)")
 
     def on_idle(self) -> None:
         if self.pending and self.clock.now_ms() - self._last_flush_ms >= IDLE_FLUSH_MS:
