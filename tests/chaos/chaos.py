@@ -65,7 +65,7 @@ class ChaosSettings:
     rss_warmup_s: float = 60.0
     """Left out at the start of every process lifetime before the memory slope is fitted."""
     check_memory: bool = True
-    """Hold the memory target (only meaningful when lifetimes last many minutes)."""
+    """Hold the memory target (only a soak without kills: lifetimes of many minutes, warm-up left out)."""
     start_timeout_s: float = 240.0
     stack: StackSettings = field(default_factory=StackSettings)
 
