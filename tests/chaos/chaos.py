@@ -22,6 +22,7 @@ import psutil
 
 from dope.services.base import load_service_config
 from dope.store import BarStore
+from dope.types import DAY_MS
 from tests.chaos.exchange import CREDENTIALS, FaultInjector, running_exchange
 from tests.chaos.measures import (
     BarFigures,
@@ -30,6 +31,7 @@ from tests.chaos.measures import (
     decisions_lost,
     percentile,
     rss_growth_mb_per_h,
+    rss_period_peaks_mb,
     write_rss_samples,
 )
 from tests.chaos.stack import (
@@ -222,6 +224,8 @@ class Figures:
     """The slope over the second half of each lifetime after its warm-up (a leak keeps it, a warm-up not)."""
     silences: dict[str, float]
     up_exit: int
+    rss_day_peaks: dict[str, list[float]] = field(default_factory=dict)
+    """Per service, the highest RSS (MB) in each whole market day of wall time (a soak's test of a daily cycle)."""
 
     def healthy(self, service: str | None = None) -> list[float]:
         return [k.healthy_s for k in self.kills if service in (None, k.service)]
@@ -252,9 +256,19 @@ class Figures:
             slow = sorted(((k.healthy_s, k.service) for k in self.kills), reverse=True)[:5]
             out.append(f"kill to healthy p99 {p99:.1f} s > {HEALTHY_P99_S} s; slowest {slow}")
         if self.settings.check_memory:
-            grown = {s: round(g, 1) for s, (g, _) in self.rss.items() if not g <= RSS_MB_PER_H}
+            grown = {s: round(g, 1) for s, g in self.memory_growth().items() if not g <= RSS_MB_PER_H}
             if grown:
                 out.append(f"resident memory growth over {RSS_MB_PER_H} MB/h: {grown}")
+        return out
+
+    def memory_growth(self) -> dict[str, float]:
+        """MB/h per service: from the first to the last whole market day's peak when the run holds two or
+        more (a daily cycle is no growth), else the least-squares slope after the warm-up."""
+        day_h = DAY_MS / 3_600_000 / self.settings.stack.speed
+        out = {s: g for s, (g, _) in self.rss.items()}
+        for service, peaks in self.rss_day_peaks.items():
+            if len(peaks) >= 2:
+                out[service] = (peaks[-1] - peaks[0]) / ((len(peaks) - 1) * day_h)
         return out
 
     def table(self) -> str:
@@ -308,4 +322,4 @@ def run_chaos(work: Path, settings: ChaosSettings) -> Figures:
                    (len(decisions.tapped), sum(decisions.tapped.values())),
                    orders, monitor.kills, rss_growth_mb_per_h(monitor.samples, settings.rss_warmup_s),
                    rss_growth_mb_per_h(monitor.samples, settings.rss_warmup_s, late_half=True), monitor.silences,
-                   code)
+                   code, rss_period_peaks_mb(monitor.samples, DAY_MS / 1000 / settings.stack.speed))

@@ -135,6 +135,26 @@ def rss_growth_mb_per_h(samples: Iterable[RssSample], warmup_s: float,
     return out
 
 
+def rss_period_peaks_mb(samples: Iterable[RssSample], period_s: float) -> dict[str, list[float]]:
+    """Per service: the highest RSS (MB) in each whole ``period_s`` from the first sample on.
+
+    A working set that follows the market's day (a day file growing until midnight, busy hours) is
+    periodic: a slope over part of a period reads its phase, the peak of each whole day does not
+    (flat peaks: bounded; rising peaks: a leak). Meant for a soak (restarts mix lifetimes)."""
+    points = list(samples)
+    if not points or period_s <= 0:
+        return {}
+    start = min(s.wall_s for s in points)
+    whole = int((max(s.wall_s for s in points) - start) // period_s)
+    peaks: dict[str, list[float]] = {}
+    for s in points:
+        k = int((s.wall_s - start) // period_s)
+        if k < whole:
+            row = peaks.setdefault(s.service, [0.0] * whole)
+            row[k] = max(row[k], s.rss / MB)
+    return peaks
+
+
 def write_rss_samples(path: Path, samples: Iterable[RssSample]) -> None:
     """Every RSS sample as CSV (service, pid, seconds since the process started, wall time, RSS bytes)."""
     lines = ["service,pid,age_s,wall_s,rss"]

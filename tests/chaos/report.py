@@ -29,6 +29,15 @@ def _mb_per_h(value: float) -> str:
     return "-" if math.isnan(value) else f"{value:+.1f} MB/h"
 
 
+def _day_peaks(fig: Figures, service: str) -> str:
+    """Each whole market day's RSS peak, and the growth from the first to the last (MB/h) when two or more."""
+    peaks = fig.rss_day_peaks.get(service, [])
+    text = " / ".join(f"{mb:.0f}" for mb in peaks)
+    if len(peaks) >= 2:
+        return f"{text} MB ({_mb_per_h(fig.memory_growth()[service])})"
+    return f"{text} MB" if peaks else "-"
+
+
 def _spread(values: list[float]) -> str:
     return " / ".join(_s(percentile(values, q)) for q in (50, 99, 100))
 
@@ -58,8 +67,8 @@ def figures_table(fig: Figures) -> str:
         f"| kill to handling new events p50 / p99 / max | {_spread([k.working_s for k in fig.kills])} | - |",
         "",
         "| service | kills | healthy p99 | new events p99 | longest silence, not killed | RSS growth "
-        "| RSS growth, 2nd half | RSS lifetime covered |",
-        "|---|---|---|---|---|---|---|---|",
+        "| RSS growth, 2nd half | RSS lifetime covered | RSS peak per market day |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for service in sorted({k.service for k in fig.kills} | set(fig.rss) | set(fig.silences)):
         kills = [k for k in fig.kills if k.service == service]
@@ -67,7 +76,8 @@ def figures_table(fig: Figures) -> str:
         late, _ = fig.rss_late.get(service, (math.nan, 0.0))
         lines.append(f"| {service} | {len(kills)} | {_s(percentile([k.healthy_s for k in kills], 99))} | "
                      f"{_s(percentile([k.working_s for k in kills], 99))} | {_s(fig.silences.get(service, math.nan))} | "
-                     f"{_mb_per_h(growth)} | {_mb_per_h(late)} | {span / 60:.1f} min |")
+                     f"{_mb_per_h(growth)} | {_mb_per_h(late)} | {span / 60:.1f} min | "
+                     f"{_day_peaks(fig, service)} |")
     return "\n".join(lines) + "\n"
 
 
