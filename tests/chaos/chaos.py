@@ -22,6 +22,7 @@ import psutil
 
 from dope.services.base import load_service_config
 from dope.store import BarStore
+from dope.types import DAY_MS
 from tests.chaos.exchange import CREDENTIALS, FaultInjector, running_exchange
 from tests.chaos.measures import (
     BarFigures,
@@ -30,6 +31,8 @@ from tests.chaos.measures import (
     decisions_lost,
     percentile,
     rss_growth_mb_per_h,
+    rss_period_peaks_mb,
+    write_rss_samples,
 )
 from tests.chaos.stack import (
     DecisionLog,
@@ -52,7 +55,7 @@ class ChaosSettings:
 
     minutes: float = 30.0
     kill_period_s: float = 30.0
-    """Mean time between kills (each x 0.5-1.5, seeded)."""
+    """Mean time between kills (each x 0.5-1.5, seeded); ``math.inf``: no kill (a soak)."""
     pair_share: float = 0.25
     """Share of kills that take two services down at the same moment."""
     fault_period_s: float = 10.0
@@ -62,8 +65,9 @@ class ChaosSettings:
     """No kill in the last ``settle_s`` of the run (every kill has time to heal)."""
     rss_period_s: float = 2.0
     rss_warmup_s: float = 60.0
+    """Left out at the start of every process lifetime before the memory slope is fitted."""
     check_memory: bool = True
-    """Hold the memory target (only meaningful when lifetimes last many minutes)."""
+    """Hold the memory target (only a soak without kills: lifetimes of many minutes, warm-up left out)."""
     start_timeout_s: float = 240.0
     stack: StackSettings = field(default_factory=StackSettings)
 
@@ -145,9 +149,11 @@ def _rss_samples(status: dict[str, Any]) -> list[RssSample]:
             continue
         try:
             proc = psutil.Process(pid)
-            out.append(RssSample(name, pid, now - proc.create_time(), now, proc.memory_info().rss))
+            rss = proc.memory_info().rss
         except psutil.Error:
             continue
+        if rss > 0:  # 0: a zombie (exited, not yet reaped)
+            out.append(RssSample(name, pid, now - proc.create_time(), now, rss))
     return out
 
 
@@ -214,8 +220,12 @@ class Figures:
     orders: dict[str, int]
     kills: list[Kill]
     rss: dict[str, tuple[float, float]]
+    rss_late: dict[str, tuple[float, float]]
+    """The slope over the second half of each lifetime after its warm-up (a leak keeps it, a warm-up not)."""
     silences: dict[str, float]
     up_exit: int
+    rss_day_peaks: dict[str, list[float]] = field(default_factory=dict)
+    """Per service, the highest RSS (MB) in each whole market day of wall time (a soak's test of a daily cycle)."""
 
     def healthy(self, service: str | None = None) -> list[float]:
         return [k.healthy_s for k in self.kills if service in (None, k.service)]
@@ -242,13 +252,23 @@ class Figures:
         if self.decisions[1]:
             out.append(f"decisions: {self.decisions[1]} of {self.decisions[0]} bars without a decision")
         p99 = percentile(self.healthy(), 99)
-        if not p99 <= HEALTHY_P99_S:
+        if self.kills and not p99 <= HEALTHY_P99_S:
             slow = sorted(((k.healthy_s, k.service) for k in self.kills), reverse=True)[:5]
             out.append(f"kill to healthy p99 {p99:.1f} s > {HEALTHY_P99_S} s; slowest {slow}")
         if self.settings.check_memory:
-            grown = {s: round(g, 1) for s, (g, _) in self.rss.items() if not g <= RSS_MB_PER_H}
+            grown = {s: round(g, 1) for s, g in self.memory_growth().items() if not g <= RSS_MB_PER_H}
             if grown:
                 out.append(f"resident memory growth over {RSS_MB_PER_H} MB/h: {grown}")
+        return out
+
+    def memory_growth(self) -> dict[str, float]:
+        """MB/h per service: from the first to the last whole market day's peak when the run holds two or
+        more (a daily cycle is no growth), else the least-squares slope after the warm-up."""
+        day_h = DAY_MS / 3_600_000 / self.settings.stack.speed
+        out = {s: g for s, (g, _) in self.rss.items()}
+        for service, peaks in self.rss_day_peaks.items():
+            if len(peaks) >= 2:
+                out[service] = (peaks[-1] - peaks[0]) / ((len(peaks) - 1) * day_h)
         return out
 
     def table(self) -> str:
@@ -287,16 +307,19 @@ def run_chaos(work: Path, settings: ChaosSettings) -> Figures:
             minutes = (time.monotonic() - began) / 60
         finally:
             faults.stop.set()
+            monitor.halt.set()  # no sample of a process winding down (a zombie reads 0)
             code = stop_up(proc)
-            monitor.halt.set()
             if decisions is not None:
                 decisions.close()
         monitor.join(5)
         orders = exchange.order_figures(Path(config.trader.state_dir) / "trader.journal")
     _write_kills(work / "chaos-kills.json", monitor.kills, began)
+    write_rss_samples(work / "chaos-rss.csv", monitor.samples)
     store = BarStore(config.store.path)
     (work / "chaos-decided.json").write_text(json.dumps(sorted(decisions.decided)))
     return Figures(settings, minutes, compare_bars(store, config, work),
                    decisions_lost(store, config.bars.interval_ms, config.collector.symbols, decisions.decided),
                    (len(decisions.tapped), sum(decisions.tapped.values())),
-                   orders, monitor.kills, rss_growth_mb_per_h(monitor.samples, settings.rss_warmup_s), monitor.silences, code)
+                   orders, monitor.kills, rss_growth_mb_per_h(monitor.samples, settings.rss_warmup_s),
+                   rss_growth_mb_per_h(monitor.samples, settings.rss_warmup_s, late_half=True), monitor.silences,
+                   code, rss_period_peaks_mb(monitor.samples, DAY_MS / 1000 / settings.stack.speed))

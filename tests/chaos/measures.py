@@ -106,11 +106,14 @@ class RssSample:
     rss: int
 
 
-def rss_growth_mb_per_h(samples: Iterable[RssSample], warmup_s: float) -> dict[str, tuple[float, float]]:
+def rss_growth_mb_per_h(samples: Iterable[RssSample], warmup_s: float,
+                        late_half: bool = False) -> dict[str, tuple[float, float]]:
     """Per service: (resident memory growth in MB/h, seconds of samples it rests on).
 
     A least-squares slope pooled over the service's process lifetimes (each with its own intercept,
     so a restart's fresh process is not read as a drop), leaving out each lifetime's first ``warmup_s``.
+    ``late_half``: only the second half (in time) of each lifetime's samples after the warm-up; a leak
+    grows as fast there as over the whole, a warm-up flattens out (a soak without kills tells them apart).
     """
     lives: dict[str, dict[int, list[tuple[float, float]]]] = {}
     for s in samples:
@@ -120,6 +123,8 @@ def rss_growth_mb_per_h(samples: Iterable[RssSample], warmup_s: float) -> dict[s
     for service, by_pid in lives.items():
         num = den = span = 0.0
         for points in by_pid.values():
+            if late_half:
+                points = [p for p in points if p[0] >= (points[0][0] + points[-1][0]) / 2]
             if len(points) < 3:
                 continue
             t, r = np.array(points).T
@@ -128,3 +133,30 @@ def rss_growth_mb_per_h(samples: Iterable[RssSample], warmup_s: float) -> dict[s
             span += float(t[-1] - t[0])
         out[service] = (num / den * 3600.0 if den > 0 else math.nan, span)
     return out
+
+
+def rss_period_peaks_mb(samples: Iterable[RssSample], period_s: float) -> dict[str, list[float]]:
+    """Per service: the highest RSS (MB) in each whole ``period_s`` from the first sample on.
+
+    A working set that follows the market's day (a day file growing until midnight, busy hours) is
+    periodic: a slope over part of a period reads its phase, the peak of each whole day does not
+    (flat peaks: bounded; rising peaks: a leak). Meant for a soak (restarts mix lifetimes)."""
+    points = list(samples)
+    if not points or period_s <= 0:
+        return {}
+    start = min(s.wall_s for s in points)
+    whole = int((max(s.wall_s for s in points) - start) // period_s)
+    peaks: dict[str, list[float]] = {}
+    for s in points:
+        k = int((s.wall_s - start) // period_s)
+        if k < whole:
+            row = peaks.setdefault(s.service, [0.0] * whole)
+            row[k] = max(row[k], s.rss / MB)
+    return peaks
+
+
+def write_rss_samples(path: Path, samples: Iterable[RssSample]) -> None:
+    """Every RSS sample as CSV (service, pid, seconds since the process started, wall time, RSS bytes)."""
+    lines = ["service,pid,age_s,wall_s,rss"]
+    lines += [f"{s.service},{s.pid},{s.age_s:.1f},{s.wall_s:.1f},{s.rss}" for s in samples]
+    path.write_text("\n".join(lines) + "\n")

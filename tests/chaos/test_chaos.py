@@ -38,7 +38,7 @@ def test_short_chaos_run_loses_nothing_doubles_nothing_and_heals(tmp_path: Path)
 @pytest.mark.timeout(int(FULL_MINUTES * 60 + 900))
 def test_full_chaos_run_writes_its_figures(tmp_path: Path) -> None:
     """A SIGKILL every ~30 s for ``DOPE_CHAOS_MINUTES``; the figures go to ``DOPE_CHAOS_OUT``."""
-    figures = run_chaos(tmp_path, ChaosSettings(minutes=FULL_MINUTES, check_memory=FULL_MINUTES >= 10))
+    figures = run_chaos(tmp_path, ChaosSettings(minutes=FULL_MINUTES, check_memory=False))
     out = Path(os.environ.get("DOPE_CHAOS_OUT", "var/chaos/figures.md"))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(figures.table())

@@ -17,6 +17,7 @@ from tests.chaos.measures import (
     percentile,
     reference_store,
     rss_growth_mb_per_h,
+    rss_period_peaks_mb,
 )
 
 CONFIG = config_from_dict({"collector": {"source": "synthetic", "symbols": ["BTCUSDT", "ETHUSDT"]},
@@ -54,3 +55,16 @@ def test_memory_growth_is_pooled_over_lifetimes_without_their_warm_up() -> None:
 def test_a_kill_that_never_healed_is_the_worst_percentile() -> None:
     assert percentile([1.0, 2.0, math.inf], 99) == math.inf
     assert percentile([1.0, 2.0, math.nan], 50) == 2.0 and math.isnan(percentile([], 50))
+
+
+def test_a_daily_cycle_has_flat_peaks_a_leak_rising_ones() -> None:
+    """Over 2.5 periods a sawtooth (a day file growing until midnight) has the same peak in each whole
+    period (the half period left over is not counted); a leak's peaks rise."""
+    samples = []
+    for k in range(500):
+        t = 2.0 * k
+        samples.append(RssSample("decoy", 1, t, t, int(200e6 + (t % 400.0) * 1e5)))
+        samples.append(RssSample("leaky", 2, t, t, int(200e6 + t * 1e5)))
+    peaks = rss_period_peaks_mb(samples, 400.0)
+    assert peaks["decoy"] == pytest.approx([239.8, 239.8])
+    assert peaks["leaky"] == pytest.approx([239.8, 279.8])

@@ -191,33 +191,41 @@ class SyntheticSource:
 
     def _hour_batches(self, streams: Mapping[str, _SymbolStream], hour: int,
                       resume: Mapping[str, int]) -> Iterator[list[Trade]]:
-        trades: list[Trade] = []
+        parts: dict[str, TradeArrays] = {}
         for symbol, sym_stream in streams.items():
             floor = max(resume.get(symbol, self.start_ms), self.start_ms)
             if hour + HOUR_MS <= floor:
                 sym_stream.hour(hour)  # advance the model only
                 continue
-            trades.extend(_messages(symbol, sym_stream.trades(hour), floor, self.end_ms))
-        trades.sort(key=lambda t: (t.event_time, t.symbol, t.trade_id))
-        yield from _by_window(trades)
+            parts[symbol] = _kept(sym_stream.trades(hour), floor, self.end_ms)
+        yield from _by_window(parts)
 
 
-def _messages(symbol: str, arrays: TradeArrays, floor: int, end: int | None) -> list[Trade]:
+def _kept(arrays: TradeArrays, floor: int, end: int | None) -> TradeArrays:
+    """The trades at or after ``floor`` and before ``end``."""
     keep = arrays.time >= floor
     if end is not None:
         keep &= arrays.time < end
-    columns = (arrays.time[keep].tolist(), arrays.trade_id[keep].tolist(), arrays.price[keep].tolist(),
-               arrays.qty[keep].tolist(), arrays.is_buyer_maker[keep].tolist())
-    return [Trade(symbol=symbol, event_time=t, trade_id=i, price=p, qty=q, is_buyer_maker=m, source="synthetic")
-            for t, i, p, q, m in zip(*columns, strict=True)]
+    return TradeArrays.raw(arrays.time[keep], arrays.trade_id[keep], arrays.price[keep], arrays.qty[keep],
+                           arrays.is_buyer_maker[keep])
 
 
-def _by_window(trades: list[Trade]) -> Iterator[list[Trade]]:
-    batch: list[Trade] = []
-    for trade in trades:
-        if batch and trade.event_time // STEP_MS != batch[-1].event_time // STEP_MS:
-            yield batch
-            batch = []
-        batch.append(trade)
-    if batch:
-        yield batch
+def _by_window(parts: Mapping[str, TradeArrays]) -> Iterator[list[Trade]]:
+    """The trades of every symbol ordered by (time, symbol, id), as messages one 10 s window at a time:
+    an hour's trades stay arrays (about 33 bytes a trade) and only a window's become Python objects."""
+    names = sorted(parts)
+    if not names:
+        return
+    time = np.concatenate([parts[s].time for s in names])
+    symbol = np.concatenate([np.full(len(parts[s].time), i) for i, s in enumerate(names)])
+    trade_id = np.concatenate([parts[s].trade_id for s in names])
+    order = np.lexsort((trade_id, symbol, time))
+    columns = (time[order], symbol[order], trade_id[order], np.concatenate([parts[s].price for s in names])[order],
+               np.concatenate([parts[s].qty for s in names])[order],
+               np.concatenate([parts[s].is_buyer_maker for s in names])[order])
+    cuts = np.flatnonzero(np.diff(columns[0] // STEP_MS)) + 1
+    for lo, hi in zip(np.r_[0, cuts].tolist(), np.r_[cuts, len(time)].tolist(), strict=True):
+        if hi > lo:
+            yield [Trade(symbol=names[k], event_time=t, trade_id=i, price=p, qty=q, is_buyer_maker=m,
+                         source="synthetic")
+                   for t, k, i, p, q, m in zip(*(c[lo:hi].tolist() for c in columns), strict=True)]

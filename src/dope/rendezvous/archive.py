@@ -22,11 +22,12 @@ True
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Final
 
 import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -59,12 +60,18 @@ class FeatureArchive:
         return sum(self._upsert(path, batch) for path, batch in groups.items())
 
     def _upsert(self, path: Path, batch: list[Features]) -> int:
-        rows = {(r["open_time"], r["feature_version"]): r for r in _read_rows(path)} if path.exists() else {}
+        """Merge ``batch`` into the day file at ``path`` in Arrow columns: only the batch and the stored rows
+        it replaces become Python objects, so a flush costs memory in proportion to the batch, not the day."""
         new = {(vec.open_time, vec.feature_version): _row(vec) for vec in batch}
-        if all(_same(rows.get(key), row) for key, row in new.items()):
+        table = _read_table(path) if path.exists() else SCHEMA.empty_table()
+        replaced = _key_mask(table, new)
+        if len(new) == int(replaced.sum()) and all(
+                _same(new[(row["open_time"], row["feature_version"])], row)
+                for row in table.filter(pa.array(replaced)).to_pylist()):
             return 0
-        rows.update(new)
-        _write_atomic([rows[key] for key in sorted(rows)], path)
+        kept = table.filter(pa.array(~replaced))
+        merged = pa.concat_tables([kept, pa.Table.from_pylist(list(new.values()), schema=SCHEMA)])
+        _write_atomic(merged.sort_by([("open_time", "ascending"), ("feature_version", "ascending")]), path)
         return len(new)
 
     def read(self, feature_set: str, symbol: str, start_ms: int | None = None,
@@ -89,17 +96,28 @@ def _row(vec: Features) -> dict[str, Any]:
             "values": list(vec.values), "seq": vec.seq, "source": vec.source, "v": vec.v}
 
 
-def _read_rows(path: Path) -> list[dict[str, Any]]:
+def _read_table(path: Path) -> pa.Table:
     try:
-        table = pq.read_table(path, schema=SCHEMA)
+        return pq.read_table(path, schema=SCHEMA, use_threads=False)
     except (pa.ArrowException, OSError) as exc:
         raise CorruptFileError(f"corrupt feature archive file {path}: {exc}") from None
-    rows: list[dict[str, Any]] = table.to_pylist()
+
+
+def _read_rows(path: Path) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = _read_table(path).to_pylist()
     return rows
 
 
-def _write_atomic(rows: list[dict[str, Any]], path: Path) -> None:
-    table = pa.Table.from_pylist(rows, schema=SCHEMA)
+def _key_mask(table: pa.Table, keys: Mapping[tuple[int, str], object]) -> npt.NDArray[np.bool_]:
+    """Which rows of ``table`` have a ``(open_time, feature_version)`` among ``keys``."""
+    open_times = table.column("open_time").to_numpy()
+    mask = np.isin(open_times, np.fromiter((t for t, _ in keys), np.int64, len(keys)))
+    for i in np.flatnonzero(mask).tolist():
+        mask[i] = (int(open_times[i]), table.column("feature_version")[i].as_py()) in keys
+    return mask
+
+
+def _write_atomic(table: pa.Table, path: Path) -> None:
     atomic_write(path, lambda handle: pq.write_table(table, handle, compression="snappy", use_dictionary=False))
 
 

@@ -43,6 +43,7 @@ from dope.clock import Clock, LiveClock
 from dope.config import ConfigError, DopeConfig, config_from_dict, load_config
 from dope.errors import UserError
 from dope.logs import ProblemCounter
+from dope.memtrace import start_from_env as start_memory_trace
 from dope.messages import AnyMessage
 from dope.transport import Publisher, Subscriber, ZmqPublisher, ZmqSubscriber, client_curve, server_curve
 
@@ -394,6 +395,7 @@ def service_main(build: Callable[..., Any], argv: Sequence[str] | None, *, prog:
         config = load_service_config(args.pop("config"))
         level = args.pop("log_level") or config.log_level
         setup_service_logging(args.get("name") or default_name or prog.rsplit(".", 1)[-1], level)
+        start_memory_trace(args.get("name") or default_name or prog.rsplit(".", 1)[-1])
         service = build(config, **{k: v for k, v in args.items() if v is not None})
         if args.get("name") is None and getattr(service, "name", None):
             setup_service_logging(service.name, level)

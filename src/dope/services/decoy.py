@@ -41,6 +41,8 @@ from dope.transport import Publisher, Subscriber
 IDLE_FLUSH_MS: Final = 1_000
 HEARD_TOPICS: Final = ("bar.", "late_trades.", "score.", "prediction.", "decision.", "fill.")
 """Besides ``features.``: what the monitor reads and what the archive keeps."""
+MAX_PENDING_BATCHES: Final = 100
+"""While the archive cannot be written, at most this many batches wait (the oldest vectors go first)."""
 
 
 class DecoyService(Service):
@@ -56,6 +58,7 @@ class DecoyService(Service):
         self.flush_every = flush_every
         self.pending: list[AnyMessage] = []
         self.pending_vectors = 0  # the batch size counts vectors: a bar's scores etc. ride along, no more writes
+        self.max_pending = flush_every * MAX_PENDING_BATCHES  # vectors waiting while the archive fails
         self._last_flush_ms = self.clock.now_ms()
         self.counters.update(archived=0, flushes=0)
 
@@ -65,8 +68,23 @@ class DecoyService(Service):
             self.pending_vectors += isinstance(msg, Features)
             if self.pending_vectors >= self.flush_every:
                 self.flush()
+            if self.pending_vectors > self.max_pending:
+                self._drop_oldest()
         if self.monitor is not None:
             self.publish_health(self._monitor(self.monitor, msg))
+
+    def _drop_oldest(self) -> None:
+        """Bounded memory while the archive fails: the oldest waiting vectors (with the messages that came
+        with them) are dropped, counted, logged."""
+        first, excess, cut = self.pending[0], self.pending_vectors - self.max_pending, 0
+        while excess > 0:
+            excess -= isinstance(self.pending[cut], Features)
+            cut += 1
+        del self.pending[:cut]
+        self.pending_vectors = self.max_pending
+        self.count("dropped", cut)
+        self.problems.report("dropped", f"archive unwritable: dropped {cut} message(s) from {first.symbol} "
+                                        f"{first.event_time} on (more than {self.max_pending} vectors waiting)")
 
     @staticmethod
     def _monitor(monitor: HealthMonitor, msg: AnyMessage) -> list[ModelHealth]:
