@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -27,8 +28,10 @@ KIND = "hist_gbm"
 @pytest.fixture(scope="module")
 def plugin_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     target = tmp_path_factory.mktemp("plugin-site")
+    source = tmp_path_factory.mktemp("plugin-source") / PACKAGE.name  # a build writes build/ beside its source
+    shutil.copytree(PACKAGE, source, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--no-index",
-                    "--target", str(target), str(PACKAGE)], check=True, timeout=120,
+                    "--target", str(target), str(source)], check=True, timeout=120,
                    env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"})
     path = os.pathsep.join([str(REPO / "src"), str(REPO), str(target)])
     return {**os.environ, **test_up.ENV, "PYTHONPATH": path}

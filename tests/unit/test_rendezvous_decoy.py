@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from dope.clock import SimulatedClock
-from dope.messages import Features, encode
+from dope.messages import Features, Score, encode
 from dope.rendezvous.archive import FeatureArchive
 from dope.rendezvous.records import LiveArchive
 from dope.services.decoy import DecoyService
@@ -159,3 +159,19 @@ def test_an_unwritable_archive_keeps_the_decoys_buffer_bounded(tmp_path: Path) -
         decoy.handle(vector(i))
     assert len(decoy.pending) == 200 and decoy.pending[0].open_time == vector(300).open_time
     assert decoy.counters["dropped"] == 300 and decoy.counters["write_errors"] == 500 - 1
+
+
+def test_dropping_for_a_full_disk_takes_each_vector_with_the_messages_that_came_with_it(tmp_path: Path) -> None:
+    """The bound counts vectors; the scores riding along with a dropped vector go with it."""
+    decoy = DecoyService("decoy", InMemoryBus().publisher("decoy"), [], FailingArchive(tmp_path), flush_every=2,
+                         clock=SimulatedClock(0))
+    for i in range(300):
+        features = vector(i)
+        decoy.handle(features)
+        decoy.handle(Score(symbol="BTCUSDT", event_time=features.event_time, open_time=features.open_time,
+                           model_id="rf", model_kind="random_forest", feature_version="v1", prediction=0.0,
+                           latency_us=5))
+    assert decoy.pending_vectors == 200 == sum(isinstance(m, Features) for m in decoy.pending)
+    assert isinstance(decoy.pending[0], Features) and decoy.pending[0].open_time == vector(100).open_time  # their
+    # scores went with the first 100 vectors
+    assert decoy.counters["dropped"] == 200 and len(decoy.pending) == 400

@@ -80,6 +80,8 @@ class DecoyService(Service):
         while excess > 0:
             excess -= isinstance(self.pending[cut], Features)
             cut += 1
+        while cut < len(self.pending) and not isinstance(self.pending[cut], Features):
+            cut += 1  # what came after the last dropped vector goes with it
         del self.pending[:cut]
         self.pending_vectors = self.max_pending
         self.count("dropped", cut)
