@@ -152,9 +152,11 @@ class Prediction(Message, frozen=True, tag="prediction"):
 
     ``prediction`` is None ("no prediction") when no eligible model answered in
     time; ``chosen_by`` says why the chosen model won (``champion``, ``fallback``
-    or ``none``); ``answered``/``missed`` list model ids; ``latencies_us`` maps
-    every answering model to its latency; ``roles`` maps every model the round waited
-    for to its role when the round opened (what ``chosen_by`` was decided on).
+    or ``none``); ``answered``/``missed`` list model ids; ``pending`` the models whose
+    scores were still awaited when the choice was made (live, a prediction leaves as soon as
+    no later score could change it); ``latencies_us`` maps every answering model to its
+    latency; ``roles`` maps every model the round waited for to its role when the round
+    opened (what ``chosen_by`` was decided on).
     """
 
     open_time: int
@@ -166,6 +168,7 @@ class Prediction(Message, frozen=True, tag="prediction"):
     missed: list[str] = []
     latencies_us: dict[str, int] = {}
     roles: dict[str, str] = {}
+    pending: list[str] = []
 
 
 class Decision(Message, frozen=True, tag="decision"):

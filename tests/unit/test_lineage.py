@@ -417,3 +417,26 @@ def test_an_answered_score_missing_from_the_archive_is_not_reproduced(world: Wor
     rows = {r["model_id"]: r for r in found["scores"]}
     assert (rows[world.ids["zero"]]["archived"], rows[world.ids["zero"]]["status"]) == (False, "answered")
     assert rows[world.ids["ridge"]]["reproduced"] is True and found["reproduced"]["scores"] is False
+
+
+def test_a_live_prediction_decided_before_a_score_came_shows_it_as_after_the_decision(world: World,
+                                                                                       tmp_path: Path) -> None:
+    import shutil
+
+    store = tmp_path / "store"
+    shutil.copytree(world.config.store.path, store)
+    decision = trades(world)[0]
+    archive = MessageArchive(store)
+    ridge, zero = world.ids["ridge"], world.ids["zero"]
+    predictions = archive.read("prediction", SYMBOL)
+    early = [p if p.open_time != decision.open_time else msgspec.structs.replace(
+        p, answered=[m for m in p.answered if m not in (ridge, zero)], pending=[ridge, zero]) for p in predictions]
+    archive.day_file("prediction", SYMBOL, decision.open_time).unlink()
+    archive.write(early)
+    scores = [s for s in archive.read("score", SYMBOL) if (s.open_time, s.model_id) != (decision.open_time, zero)]
+    archive.day_file("score", SYMBOL, decision.open_time).unlink()
+    archive.write(scores)
+    rows = {r["model_id"]: r for r in lineage(sources_of(world.config, store=str(store)), SYMBOL,
+                                              decision.open_time)["scores"]}
+    assert (rows[ridge]["status"], rows[ridge]["reproduced"]) == ("after the decision", True)
+    assert (rows[zero]["status"], rows[zero]["archived"]) == ("awaited at the decision", False)

@@ -49,20 +49,66 @@ def make(clock: SimulatedClock, roles: Roles = ROLES, **config: object) -> Rende
     return Rendezvous(RendezvousConfig(deadline_ms=50, **config), roles, clock, rule=RULE)  # type: ignore[arg-type]
 
 
-def test_champion_in_time_is_chosen_as_soon_as_everyone_answered(clock: SimulatedClock) -> None:
+def test_champion_in_time_is_chosen_at_once_and_the_round_closes_when_everyone_answered(
+        clock: SimulatedClock) -> None:
     rv = make(clock)
     rv.open_round(feats(0))
-    for i, model in enumerate(("gbm", "rf", "ridge", "lstm", "zero")):
-        clock.advance_to(clock.now_ms() + 1)
-        rv.add_score(score(model, 0, 0.001 * (i + 1), latency=10 * (i + 1)))
-        if model != "zero":
-            assert rv.due(clock.now_ms()) == []  # still waiting for someone, deadline far
-    [p] = rv.due(clock.now_ms())
+    clock.advance_to(clock.now_ms() + 1)
+    rv.add_score(score("gbm", 0, 0.001, latency=10))
+    assert rv.due(clock.now_ms()) == []  # a challenger's answer cannot decide while the champion may answer
+    clock.advance_to(clock.now_ms() + 1)
+    rv.add_score(score("rf", 0, 0.002, latency=20))
+    [p] = rv.due(clock.now_ms())  # live: nothing later can change the choice, so it leaves now
     assert (p.model_id, p.chosen_by, p.prediction) == ("rf", "champion", 0.002)
-    assert p.answered == ["rf", "gbm", "ridge", "zero", "lstm"] and p.missed == []
-    assert p.latencies_us == {"gbm": 10, "rf": 20, "ridge": 30, "lstm": 40, "zero": 50}
+    assert p.answered == ["rf", "gbm"] and p.missed == [] and p.pending == ["ridge", "zero", "lstm"]
+    assert p.latencies_us == {"gbm": 10, "rf": 20}
     assert p.deadline_ms == 50 and p.open_time == 0 and p.event_time == IV - 1 and p.symbol == SYM
-    assert rv.open_rounds() == 0
+    for i, model in enumerate(("ridge", "lstm", "zero")):
+        clock.advance_to(clock.now_ms() + 1)
+        rv.add_score(score(model, 0, 0.01 * (i + 1), latency=30 + 10 * i))
+        assert rv.due(clock.now_ms()) == []  # one prediction per round
+    assert rv.open_rounds() == 0  # closed once everyone answered, before the deadline
+    cards = {mid: rv.book.card(mid, SYM) for mid in ("rf", "gbm", "ridge", "lstm", "zero")}
+    assert {mid: (c.rounds, c.answered, c.misses, c.chosen) for mid, c in cards.items()} == {
+        "rf": (1, 1, 0, 1), "gbm": (1, 1, 0, 0), "ridge": (1, 1, 0, 0), "lstm": (1, 1, 0, 0), "zero": (1, 1, 0, 0)}
+    assert rv.counters["chosen_champion"] == 1 and rv.counters["rounds_closed"] == 1
+
+
+def test_a_settled_round_still_scores_the_models_that_miss_its_deadline(clock: SimulatedClock) -> None:
+    rv = make(clock)
+    rv.open_round(feats(0))
+    rv.add_score(score("rf", 0, 0.002))
+    [p] = rv.due(clock.now_ms())
+    assert p.pending == ["gbm", "ridge", "zero", "lstm"]
+    rv.add_score(score("gbm", 0, 0.001))
+    clock.advance_to(clock.now_ms() + 50)
+    assert rv.due(clock.now_ms()) == [] and rv.open_rounds() == 0  # the deadline closes it: no second prediction
+    assert [(m, rv.book.card(m, SYM).misses) for m in ("rf", "gbm", "ridge", "zero", "lstm")] == [
+        ("rf", 0), ("gbm", 0), ("ridge", 1), ("zero", 1), ("lstm", 1)]
+
+
+def test_when_the_champion_abstains_the_first_challenger_decides_not_a_lower_one(clock: SimulatedClock) -> None:
+    rv = make(clock)
+    rv.open_round(feats(0))
+    rv.add_score(score("ridge", 0, 0.3))
+    rv.add_score(Score(symbol=SYM, event_time=IV - 1, open_time=0, model_id="rf", model_kind="k",
+                       feature_version="v1", prediction=math.nan, latency_us=0, abstained="warmup"))
+    assert rv.due(clock.now_ms()) == []  # gbm comes before ridge and may still answer
+    rv.add_score(score("gbm", 0, 0.2))
+    [p] = rv.due(clock.now_ms())
+    assert (p.model_id, p.chosen_by, p.answered, p.pending) == ("gbm", "fallback", ["gbm", "ridge"], ["zero", "lstm"])
+
+
+def test_with_event_deadlines_a_round_is_decided_only_when_complete(clock: SimulatedClock) -> None:
+    rv = Rendezvous(RendezvousConfig(deadline_ms=50), Roles(champion="rf", challengers=("gbm",)), clock, rule=RULE,
+                    event_deadlines=True)
+    rv.open_round(feats(0))
+    rv.add_score(score("rf", 0, 0.002))
+    clock.advance_to(clock.now_ms() + 5_000)
+    assert rv.due(clock.now_ms()) == []  # a replay's predictions must not depend on which score came first
+    rv.add_score(score("gbm", 0, 0.001))
+    [p] = rv.due(clock.now_ms())
+    assert (p.model_id, p.answered, p.pending) == ("rf", ["rf", "gbm"], [])
 
 
 def test_champion_late_falls_back_to_first_challenger_in_configured_order(clock: SimulatedClock) -> None:

@@ -138,7 +138,7 @@ def _vector_scored(vectors: list[Features], scores: list[Score]) -> Features:
 def _by_model(prediction: Prediction, scores: list[Score]) -> dict[str, Score | None]:
     """Every model of the round (answered, missed, then any other that scored) with its archived score."""
     archived = {s.model_id: s for s in scores}
-    order = [*prediction.answered, *prediction.missed, *prediction.roles, *sorted(archived)]
+    order = [*prediction.answered, *prediction.missed, *prediction.pending, *prediction.roles, *sorted(archived)]
     return {mid: archived.get(mid) for mid in dict.fromkeys(order)}
 
 
@@ -147,6 +147,8 @@ def _status(model_id: str, score: Score | None, prediction: Prediction) -> str:
         return "answered"
     if model_id in prediction.missed:
         return "missed"
+    if model_id in prediction.pending and (score is None or not score.abstained):
+        return "after the decision" if score is not None else "awaited at the decision"
     if score is not None and score.abstained:
         return "abstained"
     return "not waited for"

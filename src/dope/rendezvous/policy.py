@@ -11,6 +11,12 @@ challenger's (configured order) in time, else a canary's if ``canary_fallback``,
 explicit "no prediction" (``prediction=None``, ``chosen_by="none"``). Shadows score but are
 never chosen. A model that *abstains* (warm-up, bad input) is not waited for and not missed.
 
+With wall-clock deadlines (live) the prediction does not wait for scores that cannot change it:
+it leaves as soon as the first model of the priority order that can still answer has answered
+(the champion's score is in: at once). The round stays open for the scorecards until it is
+complete or its deadline passes; the prediction lists the models still awaited in ``pending``.
+Nothing a shadow, a canary or a lower challenger does then delays the trade.
+
 With ``event_deadlines`` (replays) no wall-clock deadline decides: a round waits until every
 expected model answered, abstained, or answered a later bar of the symbol (it skipped this one:
 models answer in order). Only a model silent for ``liveness_ms`` is given up on; it is then
@@ -76,6 +82,8 @@ class Round:
     late: set[str] = field(default_factory=set)
     abstained: set[str] = field(default_factory=set)
     passed: set[str] = field(default_factory=set)
+    decided: bool = False
+    chosen: str = ""
     closed: bool = False
 
     @property
@@ -85,6 +93,16 @@ class Round:
     def waiting_for(self) -> set[str]:
         """The expected models that neither answered, abstained nor were passed over."""
         return set(self.expected - self.answers.keys() - self.abstained - self.passed)
+
+    def settled(self, priority: tuple[str, ...]) -> bool:
+        """Whether no score still to come can change the choice: the first model of ``priority`` that
+        has not abstained (or been passed over, or come late) has answered, or there is none."""
+        for mid in priority:
+            if mid in self.answers:
+                return True
+            if mid not in self.abstained and mid not in self.passed and mid not in self.late:
+                return False
+        return True
 
 
 class Rendezvous:
@@ -106,6 +124,7 @@ class Rendezvous:
         self._open: dict[Key, Round] = {}
         self._queue: deque[Round] = deque()
         self._ready: list[Round] = []
+        self._settled: list[Round] = []
         self._closed: OrderedDict[Key, frozenset[str]] = OrderedDict()
         self._newest_closed: dict[str, int] = {}
         self._early: OrderedDict[Key, list[tuple[Score, int]]] = OrderedDict()
@@ -140,8 +159,7 @@ class Rendezvous:
             self._answer(rnd, score, arrival)
         if self.event_deadlines:
             self._pass_over(rnd)
-        if rnd.complete:
-            self._ready.append(rnd)
+        self._note_answered(rnd)
 
     def add_score(self, score: Score) -> None:
         """A model's score: recorded in its round, or counted as late, early or rejected."""
@@ -152,12 +170,22 @@ class Rendezvous:
             self._note_progress(score)
         rnd = self._open.get(key)
         if rnd is not None:
-            if self._answer(rnd, score, now) and rnd.complete:
-                self._ready.append(rnd)
+            if self._answer(rnd, score, now):
+                self._note_answered(rnd)
         elif key in self._closed or score.open_time <= self._newest_closed.get(score.symbol, -1):
             self._late(score, now)
         else:
             self._keep_early(key, score, now)
+
+    def _note_answered(self, rnd: Round) -> None:
+        """After an answer: the round is ready to close when complete; live, ready to decide when settled."""
+        if rnd.complete:
+            self._ready.append(rnd)
+        elif not self.event_deadlines and not rnd.decided and rnd.settled(self._priority(rnd)):
+            self._settled.append(rnd)
+
+    def _priority(self, rnd: Round) -> tuple[str, ...]:
+        return rnd.roles.priority(self.config.canary_fallback)
 
     def _answer(self, rnd: Round, score: Score, arrival_ms: int) -> bool:
         """Accept ``score`` into the open ``rnd`` if valid; True if accepted."""
@@ -278,13 +306,18 @@ class Rendezvous:
         return self._queue[0].deadline_at if self._queue else None
 
     def due(self, now_ms: int) -> list[Prediction]:
-        """Close every round that is complete or past its deadline; return their predictions."""
-        out = [self._close(rnd) for rnd in self._ready if not rnd.closed]
+        """Decide every settled round, close every round that is complete or past its deadline; return
+        the predictions decided now (each round's exactly once)."""
+        out = [self._decide(rnd) for rnd in self._settled if not rnd.decided]
+        self._settled.clear()
+        for rnd in self._ready:
+            if not rnd.closed:
+                out += self._close(rnd)
         self._ready.clear()
         while self._queue and (self._queue[0].closed or self._head_due(self._queue[0], now_ms)):
             rnd = self._queue.popleft()
             if not rnd.closed:
-                out.append(self._close(rnd))
+                out += self._close(rnd)
         return out
 
     def _head_due(self, rnd: Round, now_ms: int) -> bool:
@@ -299,14 +332,23 @@ class Rendezvous:
             return rnd.complete
         return False
 
-    def _close(self, rnd: Round) -> Prediction:
+    def _close(self, rnd: Round) -> list[Prediction]:
+        """Close ``rnd`` (its scorecards); its prediction too unless it was decided before."""
+        decided = [] if rnd.decided else [self._decide(rnd, closing=True)]
         rnd.closed = True
         key = (rnd.symbol, rnd.open_time)
         del self._open[key]
         missed = rnd.expected - rnd.answers.keys() - rnd.abstained
         self._remember_closed(key, frozenset(missed - rnd.late))
-        prediction = self._choose(rnd, missed)
-        self._score_round(rnd, missed, prediction.model_id)
+        self._score_round(rnd, missed, rnd.chosen)
+        return decided
+
+    def _decide(self, rnd: Round, closing: bool = False) -> Prediction:
+        """The round's prediction from its answers; before it closes, those still awaited are ``pending``."""
+        pending = frozenset() if closing else rnd.waiting_for() - rnd.late
+        missed = rnd.expected - rnd.answers.keys() - rnd.abstained - pending
+        prediction = self._choose(rnd, frozenset(missed), frozenset(pending))
+        rnd.decided, rnd.chosen = True, prediction.model_id
         return prediction
 
     def _remember_closed(self, key: Key, missed: frozenset[str]) -> None:
@@ -315,8 +357,8 @@ class Rendezvous:
             self._closed.popitem(last=False)
         self._newest_closed[key[0]] = max(self._newest_closed.get(key[0], -1), key[1])
 
-    def _choose(self, rnd: Round, missed: frozenset[str]) -> Prediction:
-        priority = rnd.roles.priority(self.config.canary_fallback)
+    def _choose(self, rnd: Round, missed: frozenset[str], pending: frozenset[str]) -> Prediction:
+        priority = self._priority(rnd)
         chosen = next((mid for mid in priority if mid in rnd.answers), None)
         order = priority + tuple(m for m in rnd.roles.shadows if m not in priority)
         by = "none" if chosen is None else "champion" if chosen == rnd.roles.champion else "fallback"
@@ -326,6 +368,7 @@ class Rendezvous:
             prediction=None if chosen is None else rnd.answers[chosen].prediction, model_id=chosen or "",
             chosen_by=by, deadline_ms=self.config.deadline_ms,
             answered=[m for m in order if m in rnd.answers], missed=[m for m in order if m in missed],
+            pending=[m for m in order if m in pending],
             latencies_us={m: rnd.answers[m].latency_us for m in order if m in rnd.answers},
             roles={m: rnd.roles.role_of(m) for m in order})
 
