@@ -1,22 +1,27 @@
 """The whole stack under ``dope up``: bar close -> decision latency, and full-speed replay throughput.
 
-Every service runs as its own process over ZeroMQ on loopback (the supervisor starts them):
-collector -> featurizer -> model services (random forest, LSTM and the zero baseline in parallel)
--> rendezvous -> trader, with the default rendezvous (event deadlines off the live exchange) and
-flow control. A tap in this process subscribes to every hop (bars, features, scores, predictions,
-decisions) and stamps each message on arrival, so the latency is "bar published -> decision
-published" as one observer sees it, and the per-hop deltas say where the time goes.
+Every service runs as its own process over ZeroMQ on loopback (the supervisor starts them, with its
+default settings): collector -> featurizer -> model services (random forest champion, LSTM challenger
+and zero canary in parallel) -> rendezvous -> trader, with flow control. A tap in this process
+subscribes to every hop (bars, features, scores, predictions, decisions) and stamps each message on
+arrival, so the latency is "bar published -> decision published" as one observer sees it, and the
+per-hop deltas (``--hops``) say where the time goes. Endpoints are ``ipc://`` sockets, as ``dope up``
+places them by default.
 
 1. Latency: the synthetic market (2 symbols, 10 s bars) paced (``--speed``) so the stack is never
-   backlogged; p50/p99 over every bar decided on a prediction (``--latency-minutes`` gives >= 2,000).
-   Target: p50 <= 2 ms, p99 <= 10 ms.
+   backlogged, with the rendezvous of a live run (``deadline_mode = "wall"``: a prediction leaves as
+   soon as the champion's score is in); p50/p99 over every bar decided on a prediction
+   (``--latency-minutes`` gives >= 2,000). Target: p50 <= 2 ms, p99 <= 10 ms.
 2. Throughput: ``dope up --replay --speed 0`` of the real recorded trades bundled with DOPE (BTCUSDT and
-   ETHUSDT, 11 minutes) at 1 s bars; bars/s from the first bar to the last decision, and how many
-   bars after the feature warm-up went without a prediction (target: none). Target: >= 1,000 bars/s.
+   ETHUSDT, 11 minutes) at 1 s bars, with the default rendezvous (event deadlines: deterministic);
+   bars/s from the first bar to the last decision, and how many bars after the feature warm-up went
+   without a prediction (target: none). Target: >= 1,000 bars/s.
 
 Baseline, measured in the same run: the same frames (a Bar's msgpack) forwarded by raw ZeroMQ
 through the same number of process hops (collector -> featurizer -> model -> rendezvous ->
-trader: 4 forwarding processes), latency and throughput; the ratios are printed.
+trader: 4 forwarding processes, ``ipc://``), latency and throughput; the ratios are printed. The
+latency baseline is paced as the stack is: two frames (two symbols) at once every bar interval /
+``--speed``, because a hop costs more when the processes woke from idle than in a tight loop.
 
     .venv/bin/python -m bench.bench_stack [--latency-minutes 200] [--speed 100]
 """
@@ -75,15 +80,20 @@ def train_models(root: Path, interval_ms: int) -> dict[str, str]:
     return ids
 
 
-def stack_config(work: Path, registry: Path, ids: dict[str, str], source: dict[str, object]) -> DopeConfig:
-    """The stack on free ports with the models of ``ids``; ``source``: sections naming the market."""
+def stack_config(work: Path, registry: Path, ids: dict[str, str], source: dict[str, object],
+                 deadline_mode: str = "auto", lstm_delay_ms: int = 0) -> DopeConfig:
+    """The stack on ``ipc://`` sockets under ``work`` with the models of ``ids``; ``source``: sections naming
+    the market."""
+    bus = work / "bus"
+    bus.mkdir(parents=True, exist_ok=True)
     raw = {
         "store": {"path": str(work / "store")}, "registry": {"path": str(registry)},
-        "bus": {"publish": "tcp://127.0.0.1:0", "snapshot": "tcp://127.0.0.1:0", "heartbeat_ms": 500},
-        "services": {k: "tcp://127.0.0.1:0" for k in ("featurizer", "decoy", "rendezvous", "trader", "dashboard")},
-        "models": {"deploy": [{"model": mid, "endpoint": "tcp://127.0.0.1:0", "name": f"model-{kind}"}
-                              for kind, mid in ids.items()]},
-        "rendezvous": {"persist_every": 1000},
+        "bus": {"publish": f"ipc://{bus}/collector.sock", "snapshot": f"ipc://{bus}/snapshot.sock",
+                "heartbeat_ms": 500},
+        "services": {k: f"ipc://{bus}/{k}.sock" for k in ("featurizer", "decoy", "rendezvous", "trader", "dashboard")},
+        "models": {"deploy": [{"model": mid, "endpoint": f"ipc://{bus}/{kind}.sock", "name": f"model-{kind}",
+                               "delay_ms": lstm_delay_ms if kind == "lstm" else 0} for kind, mid in ids.items()]},
+        "rendezvous": {"persist_every": 1000, "deadline_mode": deadline_mode},
         "decoy": {"flush_every": 1000},
         "trader": {"upper": 0.0, "lower": 0.0, "state_dir": str(work / "trader"), "journal_fsync": False},
         "supervisor": {"services": ["featurizer", "models", "decoy", "rendezvous", "trader", "collector"],
@@ -202,12 +212,11 @@ def _forward(inbound: str, outbound: str) -> None:
     ctx.term()
 
 
-def raw_baseline(n_latency: int, n_throughput: int) -> tuple[np.ndarray, float]:
-    """Latency (ms) of single frames and frames/s of a burst through ``HOPS`` forwarding processes."""
-    from dope.services.supervisor import free_port
-
-    ports = [free_port() for _ in range(HOPS + 1)]
-    urls = [f"tcp://127.0.0.1:{p}" for p in ports]
+def raw_baseline(n_latency: int, n_throughput: int, tick_s: float, folder: Path) -> tuple[np.ndarray, float]:
+    """Latency (ms) of frames sent two at a time every ``tick_s``, and frames/s of a burst, through ``HOPS``
+    forwarding processes on ``ipc://`` sockets in ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    urls = [f"ipc://{folder}/raw-{i}.sock" for i in range(HOPS + 1)]
     workers = [multiprocessing.Process(target=_forward, args=(urls[i], urls[i + 1]), daemon=True) for i in range(HOPS)]
     for w in workers:
         w.start()
@@ -224,12 +233,14 @@ def raw_baseline(n_latency: int, n_throughput: int) -> tuple[np.ndarray, float]:
     while sub.poll(200):
         sub.recv_multipart()
     lat = []
-    for _ in range(n_latency):
+    for _ in range(n_latency // 2):  # two symbols' bars close together
         began = time.perf_counter_ns()
         pub.send_multipart([b"bar.BTCUSDT", body])
-        sub.recv_multipart()
-        lat.append((time.perf_counter_ns() - began) / 1e6)
-        time.sleep(0.002)
+        pub.send_multipart([b"bar.ETHUSDT", body])
+        for _ in range(2):
+            sub.recv_multipart()
+            lat.append((time.perf_counter_ns() - began) / 1e6)
+        time.sleep(tick_s)
     burst = time.perf_counter()
     for _ in range(n_throughput):
         pub.send_multipart([b"bar.BTCUSDT", body])
@@ -254,20 +265,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--speed", type=float, default=100.0, help="market speed of the latency run")
     parser.add_argument("--hops", action="store_true", help="also tap every hop and print where the time goes")
     parser.add_argument("--no-replay", action="store_true", help="skip the throughput run")
+    parser.add_argument("--lstm-delay-ms", type=int, default=0,
+                        help="make the LSTM (the challenger) this much slower: live, no decision waits for it")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         began = time.perf_counter()
         ids = train_models(root / "registry", INTERVAL)
-        replay_ids = train_models(root / "registry", REPLAY_INTERVAL)
+        replay_ids = train_models(root / "registry-1s", REPLAY_INTERVAL)  # its own roles: RF champion too
         print(f"trained {', '.join(ids)} at 10 s and 1 s in {time.perf_counter() - began:.1f} s")
-        config = stack_config(root / "lat", root / "registry", ids, synthetic_market(args.latency_minutes, args.speed))
+        config = stack_config(root / "lat", root / "registry", ids, synthetic_market(args.latency_minutes, args.speed),
+                              "wall", args.lstm_delay_ms)
         lat, hops = latencies_ms(run_stack(config, root / "lat", args.hops))
-        raw_lat, raw_rate = raw_baseline(500, 20_000)
+        raw_lat, raw_rate = raw_baseline(600, 20_000, INTERVAL / 1000 / args.speed, root / "raw")
         report_latency(lat, hops, raw_lat)
         if args.no_replay:
             return
-        config = stack_config(root / "tp", root / "registry", replay_ids, real_replay())
+        config = stack_config(root / "tp", root / "registry-1s", replay_ids, real_replay())
         tap = run_stack(config, root / "tp")
     first, last = min(tap.bars.values()), max(tap.decisions.values())
     bars_per_s = len(tap.decisions) / ((last - first) / 1e9)
@@ -288,7 +302,7 @@ def report_latency(lat: np.ndarray, hops: list[np.ndarray], raw_lat: np.ndarray)
     met = p50 <= 2 and p99 <= 10
     print(f"bar -> decision (RF + LSTM + zero in parallel), {len(lat)} bars: p50 {p50:.2f} ms, p99 {p99:.2f} ms "
           f"(target p50 <= 2 ms, p99 <= 10 ms: {'met' if met else 'NOT met'}); raw zmq through {HOPS} forwarding "
-          f"processes: p50 {r50:.3f} ms, p99 {r99:.3f} ms; stack / raw: p50 x{p50 / r50:.1f}, p99 x{p99 / r99:.1f}")
+          f"processes, paced as the stack: p50 {r50:.3f} ms, p99 {r99:.3f} ms; stack / raw: p50 x{p50 / r50:.1f}, p99 x{p99 / r99:.1f}")
     for name, hop in zip(HOP_NAMES, hops, strict=False):  # with --hops only
         h50, h99 = np.percentile(hop, [50, 99])
         print(f"  hop {name:<26} p50 {h50:6.3f} ms  p99 {h99:6.3f} ms")
