@@ -247,8 +247,9 @@ def test_scorecard_waits_for_the_open_its_order_fills_at() -> None:
 
 
 def test_a_round_closing_after_a_newer_one_is_too_late_to_trade() -> None:
-    """Wall deadlines: bar 1's round completes while bar 0's still waits for ``gbm``; bar 0's decision then
-    comes after bar 1's and is counted stale instead of trading out of order."""
+    """Wall deadlines: bar 1's round completes while bar 0's still waits for ``gbm``; bar 0's round then closes
+    after bar 1's, and its shadow trade is counted stale instead of trading out of order (its prediction left
+    as soon as the champion answered)."""
     clock = SimulatedClock(0)
     rv = Rendezvous(RendezvousConfig(deadline_ms=50), Roles(champion="rf", challengers=("gbm",)), clock, rule=RULE)
     rv.add_bar(bar(0, 100.0))
@@ -258,8 +259,9 @@ def test_a_round_closing_after_a_newer_one_is_too_late_to_trade() -> None:
     rv.open_round(feats(IV))
     rv.add_score(score("rf", IV, 0.01))
     rv.add_score(score("gbm", IV, 0.01))
-    assert [p.open_time for p in rv.due(clock.now_ms())] == [IV]
+    assert [p.open_time for p in rv.due(clock.now_ms())] == [0, IV]  # both settled: rf answered
+    assert rv.open_rounds() == 1 and rv.book.card("rf", SYM).shadow.stale == 0  # bar 0's still waits for gbm
     clock.advance_to(50)
-    assert [p.open_time for p in rv.due(clock.now_ms())] == [0]
+    assert rv.due(clock.now_ms()) == [] and rv.open_rounds() == 0
     shadow = rv.book.card("rf", SYM).shadow
     assert shadow.stale == 1 and list(shadow.queue) == [] and shadow.order == 1  # long from bar 1, waiting
