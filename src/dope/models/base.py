@@ -277,6 +277,25 @@ def skops_load(path: Path, trusted: Sequence[str]) -> Any:
     return sio.load(path, trusted=sorted(untrusted))
 
 
+def save_arrays(path: Path, arrays: dict[str, npt.NDArray[Any]]) -> None:
+    """Write named arrays as an ``.npz`` (no pickled objects): what a service needs to serve a model,
+    read back by :func:`load_arrays` without importing the library that fitted it."""
+    with path.open("wb") as stream:
+        np.savez(stream, allow_pickle=False, **arrays)
+
+
+def load_arrays(path: Path, names: Sequence[str]) -> dict[str, npt.NDArray[Any]]:
+    """The arrays ``names`` of an ``.npz`` written by :func:`save_arrays` (objects refused)."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            missing = [n for n in names if n not in data.files]
+            if missing:
+                raise ModelError(f"{path} lacks the arrays {missing}")
+            return {n: data[n] for n in names}
+    except (OSError, ValueError) as exc:  # a zip that is no zip, an object array, a truncated member
+        raise ModelError(f"{path} is not a readable array file: {exc}") from exc
+
+
 def model_class(kind: str, *, trusted: bool = True) -> type[BaseModel[Any]]:
     """The class of a model kind: built-in, installed entry point or ``module:Class`` (see
     :mod:`dope.models.kinds`; ``trusted=False`` refuses a ``module:Class`` that is not allowed)."""
