@@ -48,7 +48,6 @@ from typing import Final, Literal
 import msgspec
 import numpy as np
 import numpy.typing as npt
-from scipy.special import stdtr
 
 from dope.types import FloatArray
 
@@ -199,6 +198,8 @@ def _dm(diff: FloatArray, lag: int, cfg: GateConfig) -> tuple[float, float]:
         statistic = mean / math.sqrt(variance / n)
         if cfg.small_sample:
             statistic *= hln_factor(n, cfg.horizon)
+    from scipy.special import stdtr  # here: the config of every service imports this module
+
     p_value = float(stdtr(degrees_of_freedom(n, lag), -statistic))
     return statistic, p_value
 

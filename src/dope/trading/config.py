@@ -11,10 +11,12 @@ Costs(fee_rate=0.001, slippage=0.0, fraction=1.0)
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import msgspec
 
-from dope.trading.rule import Costs, Thresholds
+if TYPE_CHECKING:  # the rule imports numba: loaded when a strategy asks, not by every service's config
+    from dope.trading.rule import Costs, Thresholds
 
 
 class StrategyConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -59,10 +61,14 @@ class StrategyConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
 
     def thresholds(self) -> Thresholds:
         """The strategy's thresholds, as the trading rule takes them."""
+        from dope.trading.rule import Thresholds
+
         return Thresholds(self.upper, self.lower, self.allow_short)
 
     def costs(self) -> Costs:
         """Fees, slippage and sizing, as the trading rule takes them."""
+        from dope.trading.rule import Costs
+
         return Costs(self.fee_rate, self.slippage, self.fraction)
 
     def strategy(self) -> StrategyConfig:
