@@ -172,7 +172,7 @@ class SupervisorConfig(_Config, frozen=True):
     """
 
     services: tuple[str, ...] = ("featurizer", "models", "decoy", "rendezvous", "trader", "dashboard", "collector")
-    restart_min_ms: int = 500
+    restart_min_ms: int = 100
     restart_max_ms: int = 30_000
     stop_timeout_ms: int = 5_000
     heartbeat_timeout_ms: int = 5_000
