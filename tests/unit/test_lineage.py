@@ -85,23 +85,36 @@ def test_archive_round_trips_every_kind_bit_for_bit_across_days(tmp_path: Path) 
         back = archive.read(kind, SYMBOL)
         expected = sorted((m for m in messages if isinstance(m, cls)), key=lambda m: (m.event_time, str(m)))
         assert sorted(encode(m) for m in back) == sorted(encode(m) for m in expected), kind
-    assert len(list((tmp_path / "live" / "score" / SYMBOL).glob("date=*/score.parquet"))) == 2
+    assert len(list((tmp_path / "live" / "score" / SYMBOL).glob("date=*/part-*.parquet"))) == 2
     assert [s.open_time for s in archive.read("score", SYMBOL, midnight, midnight + 10_000)] == [midnight] * 2
     assert math.isnan(archive.read("score", SYMBOL, times[0], times[0] + 1)[0].prediction)  # lstm sorts first
 
 
-def test_archive_writes_are_upserts(tmp_path: Path) -> None:
+def test_archive_writes_append_and_the_last_write_of_a_key_is_read(tmp_path: Path) -> None:
     archive = MessageArchive(tmp_path)
     assert archive.write([score(0), score(0, "zero", 0.0)]) == 2
-    assert archive.write([score(0)]) == 0  # the same message again: nothing changes
+    assert archive.write([score(0)]) == 1  # the same message again: read back once
+    assert [(s.model_id, s.prediction) for s in archive.read("score", SYMBOL)] == [("rf", 0.001), ("zero", 0.0)]
     assert archive.write([score(0, prediction=0.002)]) == 1  # a re-published score replaces the stored one
     assert [(s.model_id, s.prediction) for s in archive.read("score", SYMBOL)] == [("rf", 0.002), ("zero", 0.0)]
+    assert [p.name for p in archive.day_files("score", SYMBOL, 0)] == [
+        "part-000001.parquet", "part-000002.parquet", "part-000003.parquet"]  # none rewritten
+
+
+def test_a_message_day_written_as_one_file_by_dope_0_1_is_read_before_its_new_parts(tmp_path: Path) -> None:
+    archive = MessageArchive(tmp_path)
+    archive.write([score(0), score(0, "zero", 0.0)])
+    day = archive.day_folder("score", SYMBOL, 0)
+    (day / "part-000001.parquet").rename(day / "score.parquet")
+    archive.write([score(0, prediction=0.003)])
+    assert [p.name for p in archive.day_files("score", SYMBOL, 0)] == ["score.parquet", "part-000001.parquet"]
+    assert [(s.model_id, s.prediction) for s in archive.read("score", SYMBOL)] == [("rf", 0.003), ("zero", 0.0)]
 
 
 def test_a_corrupt_archive_file_is_a_clear_error_naming_it(tmp_path: Path) -> None:
     archive = MessageArchive(tmp_path)
     archive.write([score(0)])
-    path = archive.day_file("score", SYMBOL, 0)
+    path = archive.day_files("score", SYMBOL, 0)[0]
     path.write_bytes(b"not parquet")
     with pytest.raises(CorruptFileError, match=str(path)):
         archive.read("score", SYMBOL)
@@ -332,7 +345,7 @@ def test_dope_lineage_names_a_corrupt_archive_file(world: World, tmp_path: Path,
     store = tmp_path / "store"
     shutil.copytree(world.config.store.path, store)
     decision = trades(world)[0]
-    broken = MessageArchive(store).day_file("prediction", SYMBOL, decision.open_time)
+    broken = MessageArchive(store).day_files("prediction", SYMBOL, decision.open_time)[-1]
     broken.write_bytes(broken.read_bytes()[:40])
     path = tmp_path / "dope.toml"
     path.write_text(tomli_w.dumps(msgspec.to_builtins(world.config)))
@@ -411,7 +424,8 @@ def test_an_answered_score_missing_from_the_archive_is_not_reproduced(world: Wor
     archive = MessageArchive(store)
     keep = [s for s in archive.read("score", SYMBOL)
             if (s.open_time, s.model_id) != (decision.open_time, world.ids["zero"])]
-    archive.day_file("score", SYMBOL, decision.open_time).unlink()
+    for path in archive.day_files("score", SYMBOL, decision.open_time):
+        path.unlink()
     archive.write(keep)
     found = lineage(sources_of(world.config, store=str(store)), SYMBOL, decision.open_time)
     rows = {r["model_id"]: r for r in found["scores"]}
@@ -431,10 +445,12 @@ def test_a_live_prediction_decided_before_a_score_came_shows_it_as_after_the_dec
     predictions = archive.read("prediction", SYMBOL)
     early = [p if p.open_time != decision.open_time else msgspec.structs.replace(
         p, answered=[m for m in p.answered if m not in (ridge, zero)], pending=[ridge, zero]) for p in predictions]
-    archive.day_file("prediction", SYMBOL, decision.open_time).unlink()
+    for path in archive.day_files("prediction", SYMBOL, decision.open_time):
+        path.unlink()
     archive.write(early)
     scores = [s for s in archive.read("score", SYMBOL) if (s.open_time, s.model_id) != (decision.open_time, zero)]
-    archive.day_file("score", SYMBOL, decision.open_time).unlink()
+    for path in archive.day_files("score", SYMBOL, decision.open_time):
+        path.unlink()
     archive.write(scores)
     rows = {r["model_id"]: r for r in lineage(sources_of(world.config, store=str(store)), SYMBOL,
                                               decision.open_time)["scores"]}

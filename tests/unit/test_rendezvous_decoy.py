@@ -46,16 +46,32 @@ def test_archive_round_trips_bit_for_bit_across_days(tmp_path: Path) -> None:
     assert [encode(v) for v in archive.read("default", "ETHUSDT")] == [encode(vectors[5])]
 
 
-def test_archive_is_idempotent_and_keeps_each_version(tmp_path: Path) -> None:
+def test_archive_is_idempotent_keeps_each_version_and_the_last_write_of_a_key(tmp_path: Path) -> None:
     archive = FeatureArchive(tmp_path)
     archive.write([vector(i) for i in range(3)])
     files = sorted((tmp_path / "features").rglob("*.parquet"))
-    stamps = [f.stat().st_mtime_ns for f in files]
-    assert archive.write([vector(1), vector(2)]) == 0  # the same vectors again (NaN included): no rewrite
-    assert [f.stat().st_mtime_ns for f in files] == stamps
+    stamps = [(f, f.stat().st_mtime_ns, f.read_bytes()) for f in files]
+    first = [encode(v) for v in archive.read("default", "BTCUSDT")]
+    assert archive.write([vector(1), vector(2)]) == 2  # the same vectors again (NaN included): a new part
+    assert [(f, f.stat().st_mtime_ns, f.read_bytes()) for f in files] == stamps  # earlier parts never rewritten
+    assert [encode(v) for v in archive.read("default", "BTCUSDT")] == first
     archive.write([vector(1, version="v2")])
     assert [(v.open_time, v.feature_version) for v in archive.read("default", "BTCUSDT")] == [
         (T0, "v1"), (T0 + 10_000, "v1"), (T0 + 10_000, "v2"), (T0 + 20_000, "v1")]
+    republished = vector(2).__replace__(seq=99)  # a vector published again (a restarted featurizer)
+    archive.write([republished])
+    assert encode(archive.read("default", "BTCUSDT", T0 + 20_000)[0]) == encode(republished)
+
+
+def test_a_day_written_as_one_file_by_dope_0_1_is_read_first_then_its_new_parts(tmp_path: Path) -> None:
+    archive = FeatureArchive(tmp_path)
+    archive.write([vector(2), vector(3)])  # one day: T0 + 20 s is midnight
+    day = archive.day_folder("default", "BTCUSDT", vector(2).open_time)
+    (day / "part-000001.parquet").rename(day / "features.parquet")
+    archive.write([vector(3).__replace__(seq=7), vector(4)])
+    assert sorted(p.name for p in day.iterdir()) == ["features.parquet", "part-000001.parquet"]
+    assert [(v.open_time, v.seq) for v in archive.read("default", "BTCUSDT")] == [
+        (T0 + 20_000, 3), (T0 + 30_000, 7), (T0 + 40_000, 5)]
 
 
 def test_archive_refuses_bad_names_and_corrupt_files(tmp_path: Path) -> None:
@@ -65,7 +81,7 @@ def test_archive_refuses_bad_names_and_corrupt_files(tmp_path: Path) -> None:
     archive.write([vector(0)])
     path = next((tmp_path / "features").rglob("*.parquet"))
     path.write_bytes(b"not parquet")
-    with pytest.raises(CorruptFileError, match="features.parquet"):
+    with pytest.raises(CorruptFileError, match=r"part-000001\.parquet"):
         archive.read("default", "BTCUSDT")
 
 
@@ -102,9 +118,9 @@ def day_vectors(first: int, count: int) -> list[Features]:
                      seq=i + 1, source="featurizer") for i in range(first, first + count)]
 
 
-def test_a_flush_into_a_full_day_file_costs_memory_for_the_batch_not_the_day(tmp_path: Path) -> None:
-    """The decoy upserts every batch into the day's file: the stored rows stay Arrow columns (about
-    170 bytes a row here), only the batch becomes Python objects (a day as dicts: ~10 MB at 8,000 rows)."""
+def test_a_flush_into_a_full_day_costs_memory_for_the_batch_not_the_day(tmp_path: Path) -> None:
+    """The decoy appends every batch as a part of the day: the stored rows are never read back, only the
+    batch becomes Python objects (a day as dicts: ~10 MB at 8,000 rows)."""
     archive = FeatureArchive(tmp_path)
     archive.write(day_vectors(0, 8_000))
     batch = day_vectors(8_000, 100)
@@ -114,7 +130,7 @@ def test_a_flush_into_a_full_day_file_costs_memory_for_the_batch_not_the_day(tmp
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    assert peak < 3_000_000, f"{peak / 1e6:.1f} MB of Python objects for a batch of 100"
+    assert peak < 1_000_000, f"{peak / 1e6:.1f} MB of Python objects for a batch of 100"
     back = archive.read("default", "BTCUSDT")
     assert [encode(v) for v in back] == [encode(v) for v in day_vectors(0, 8_100)]
 

@@ -2,11 +2,14 @@
 
 Layout::
 
-    <store>/features/<feature_set>/<symbol>/date=<UTC day of open_time>/features.parquet
+    <store>/features/<feature_set>/<symbol>/date=<UTC day of open_time>/part-<n>.parquet
 
-One row per ``(open_time, feature_version)`` (a re-published vector replaces the stored one, so
-writing twice is harmless), sorted, with every field of the :class:`~dope.messages.Features`
-message: ``read`` gives back messages equal, field for field and bit for bit, to the ones published.
+Each write appends its batch as the day's next part (atomic; earlier parts are never rewritten), so a
+flush costs time and memory for its batch, whatever the day holds. One row per ``(open_time,
+feature_version)`` is read back: a re-published vector replaces the stored one (the last write wins),
+so writing twice is harmless. Every field of the :class:`~dope.messages.Features` message is kept:
+``read`` gives back messages equal, field for field and bit for bit, to the ones published. A day
+written by an earlier DOPE as one ``features.parquet`` is read as the day's first part.
 
 >>> import tempfile
 >>> from dope.messages import Features
@@ -22,12 +25,10 @@ True
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Final
 
-import numpy as np
-import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -35,7 +36,9 @@ from dope.fileio import atomic_write
 from dope.messages import Features
 from dope.store.bars import CorruptFileError, check_symbol
 
-FILE_NAME: Final = "features.parquet"
+LEGACY_FILE: Final = "features.parquet"
+"""A day written by DOPE 0.1 (one file, rewritten at every flush)."""
+PART_PREFIX: Final = "part-"
 SCHEMA: Final = pa.schema([
     ("open_time", pa.int64()), ("event_time", pa.int64()), ("feature_version", pa.string()),
     ("values", pa.list_(pa.float64())), ("seq", pa.int64()), ("source", pa.string()), ("v", pa.int64()),
@@ -48,31 +51,20 @@ class FeatureArchive:
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root) / "features"
 
-    def day_file(self, feature_set: str, symbol: str, open_time: int) -> Path:
-        """The file holding the vectors of ``symbol`` whose bar opens on the UTC day of ``open_time``."""
-        return self.root / check_symbol(feature_set) / check_symbol(symbol) / f"date={utc_day(open_time)}" / FILE_NAME
+    def day_folder(self, feature_set: str, symbol: str, open_time: int) -> Path:
+        """The folder of the vectors of ``symbol`` whose bar opens on the UTC day of ``open_time``."""
+        return self.root / check_symbol(feature_set) / check_symbol(symbol) / f"date={utc_day(open_time)}"
 
     def write(self, vectors: Iterable[Features]) -> int:
-        """Upsert ``vectors`` (by feature set, symbol, open time and version); return how many rows changed hands."""
-        groups: dict[Path, list[Features]] = {}
+        """Append ``vectors`` (the last of a key in the batch wins) as a part of each day they fall on;
+        return how many rows were written."""
+        groups: dict[Path, dict[tuple[int, str], dict[str, Any]]] = {}
         for vec in vectors:
-            groups.setdefault(self.day_file(vec.feature_set, vec.symbol, vec.open_time), []).append(vec)
-        return sum(self._upsert(path, batch) for path, batch in groups.items())
-
-    def _upsert(self, path: Path, batch: list[Features]) -> int:
-        """Merge ``batch`` into the day file at ``path`` in Arrow columns: only the batch and the stored rows
-        it replaces become Python objects, so a flush costs memory in proportion to the batch, not the day."""
-        new = {(vec.open_time, vec.feature_version): _row(vec) for vec in batch}
-        table = _read_table(path) if path.exists() else SCHEMA.empty_table()
-        replaced = _key_mask(table, new)
-        if len(new) == int(replaced.sum()) and all(
-                _same(new[(row["open_time"], row["feature_version"])], row)
-                for row in table.filter(pa.array(replaced)).to_pylist()):
-            return 0
-        kept = table.filter(pa.array(~replaced))
-        merged = pa.concat_tables([kept, pa.Table.from_pylist(list(new.values()), schema=SCHEMA)])
-        _write_atomic(merged.sort_by([("open_time", "ascending"), ("feature_version", "ascending")]), path)
-        return len(new)
+            day = self.day_folder(vec.feature_set, vec.symbol, vec.open_time)
+            groups.setdefault(day, {})[(vec.open_time, vec.feature_version)] = _row(vec)
+        for day, rows in groups.items():
+            write_part(day, pa.Table.from_pylist([rows[k] for k in sorted(rows)], schema=SCHEMA))
+        return sum(len(rows) for rows in groups.values())
 
     def read(self, feature_set: str, symbol: str, start_ms: int | None = None,
              end_ms: int | None = None) -> list[Features]:
@@ -80,10 +72,28 @@ class FeatureArchive:
         folder = self.root / check_symbol(feature_set) / check_symbol(symbol)
         lo, hi = start_ms if start_ms is not None else -(2**63), end_ms if end_ms is not None else 2**63 - 1
         out: list[Features] = []
-        for path in sorted(folder.glob(f"date=*/{FILE_NAME}")):
-            out.extend(Features(symbol=symbol, feature_set=feature_set, **row)
-                       for row in _read_rows(path) if lo <= row["open_time"] < hi)
+        for day in sorted(folder.glob("date=*")):
+            rows = {(r["open_time"], r["feature_version"]): r
+                    for path in day_parts(day, LEGACY_FILE) for r in _read_rows(path) if lo <= r["open_time"] < hi}
+            out.extend(Features(symbol=symbol, feature_set=feature_set, **rows[k]) for k in sorted(rows))
         return out
+
+
+def day_parts(day: Path, legacy: str) -> list[Path]:
+    """The files of one day folder in the order they were written: ``legacy`` (one file for the whole day,
+    as DOPE 0.1 wrote it) first, then the parts."""
+    old = day / legacy
+    return ([old] if old.exists() else []) + sorted(day.glob(f"{PART_PREFIX}*.parquet"))
+
+
+def write_part(day: Path, table: pa.Table) -> Path:
+    """Write ``table`` as the next part of ``day`` (created if needed), atomically; return its path."""
+    day.mkdir(parents=True, exist_ok=True)
+    numbers = [int(n) for p in day.glob(f"{PART_PREFIX}*.parquet")
+               if (n := p.stem.removeprefix(PART_PREFIX)).isdigit()]
+    path = day / f"{PART_PREFIX}{max(numbers, default=0) + 1:06d}.parquet"
+    atomic_write(path, lambda handle: pq.write_table(table, handle, compression="snappy", use_dictionary=False))
+    return path
 
 
 def utc_day(time_ms: int) -> str:
@@ -96,33 +106,9 @@ def _row(vec: Features) -> dict[str, Any]:
             "values": list(vec.values), "seq": vec.seq, "source": vec.source, "v": vec.v}
 
 
-def _read_table(path: Path) -> pa.Table:
+def _read_rows(path: Path) -> list[dict[str, Any]]:
     try:
-        return pq.read_table(path, schema=SCHEMA, use_threads=False)
+        rows: list[dict[str, Any]] = pq.read_table(path, schema=SCHEMA, use_threads=False).to_pylist()
     except (pa.ArrowException, OSError) as exc:
         raise CorruptFileError(f"corrupt feature archive file {path}: {exc}") from None
-
-
-def _read_rows(path: Path) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = _read_table(path).to_pylist()
     return rows
-
-
-def _key_mask(table: pa.Table, keys: Mapping[tuple[int, str], object]) -> npt.NDArray[np.bool_]:
-    """Which rows of ``table`` have a ``(open_time, feature_version)`` among ``keys``."""
-    open_times = table.column("open_time").to_numpy()
-    mask = np.isin(open_times, np.fromiter((t for t, _ in keys), np.int64, len(keys)))
-    for i in np.flatnonzero(mask).tolist():
-        mask[i] = (int(open_times[i]), table.column("feature_version")[i].as_py()) in keys
-    return mask
-
-
-def _write_atomic(table: pa.Table, path: Path) -> None:
-    atomic_write(path, lambda handle: pq.write_table(table, handle, compression="snappy", use_dictionary=False))
-
-
-def _same(a: dict[str, Any] | None, b: dict[str, Any]) -> bool:
-    """Rows equal field for field, values compared bit for bit (so NaN equals NaN)."""
-    if a is None or any(a[k] != b[k] for k in b if k != "values"):
-        return False
-    return np.asarray(a["values"], np.float64).tobytes() == np.asarray(b["values"], np.float64).tobytes()

@@ -4,13 +4,15 @@ Beside the feature archive (:mod:`dope.rendezvous.archive`), every ``Score`` (ea
 abstentions included), ``Prediction`` (the rendezvous' choice with its provenance and the roles in
 force), ``Decision`` and ``Fill`` (the trader's) is kept exactly as published. Layout::
 
-    <store>/live/<kind>/<symbol>/date=<UTC day of time>/<kind>.parquet
+    <store>/live/<kind>/<symbol>/date=<UTC day of time>/part-<n>.parquet
 
 with ``kind`` one of ``score``, ``prediction``, ``decision``, ``fill``. Columns: ``time`` (the bar's
 open time; a fill's event time), ``key`` (a score's model id, a fill's client order id, else ``""``)
 and ``message`` (the message's msgpack bytes, :func:`dope.messages.encode`), so ``read`` gives back
-messages equal, bit for bit, to the ones published (NaN predictions included). One row per
-``(time, key)``: writes are upserts (writing twice changes nothing) and atomic.
+messages equal, bit for bit, to the ones published (NaN predictions included). Each write appends its
+batch as the day's next part, atomically, as the feature archive does; one row per ``(time, key)`` is
+read back, the last written (writing twice changes nothing). A day written by an earlier DOPE as one
+``<kind>.parquet`` is read as its first part.
 
 >>> import tempfile
 >>> from dope.messages import Score
@@ -33,7 +35,6 @@ import msgspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from dope.fileio import atomic_write
 from dope.messages import (
     AnyMessage,
     Decision,
@@ -45,7 +46,7 @@ from dope.messages import (
     decode,
     encode,
 )
-from dope.rendezvous.archive import FeatureArchive, utc_day
+from dope.rendezvous.archive import FeatureArchive, day_parts, utc_day, write_part
 from dope.store.bars import CorruptFileError, check_symbol
 
 ArchivedMessage = Score | Prediction | Decision | Fill
@@ -70,9 +71,13 @@ class MessageArchive:
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root) / "live"
 
-    def day_file(self, kind: str, symbol: str, time_ms: int) -> Path:
-        """The file of ``kind`` messages of ``symbol`` whose time falls on the UTC day of ``time_ms``."""
-        return self.folder(kind, symbol) / f"date={utc_day(time_ms)}" / f"{kind}.parquet"
+    def day_folder(self, kind: str, symbol: str, time_ms: int) -> Path:
+        """The folder of ``kind`` messages of ``symbol`` whose time falls on the UTC day of ``time_ms``."""
+        return self.folder(kind, symbol) / f"date={utc_day(time_ms)}"
+
+    def day_files(self, kind: str, symbol: str, time_ms: int) -> list[Path]:
+        """The files of that day, in the order they were written."""
+        return day_parts(self.day_folder(kind, symbol, time_ms), f"{kind}.parquet")
 
     def folder(self, kind: str, symbol: str) -> Path:
         """The folder of one kind and symbol (``kind``: ``score``, ``prediction``, ``decision``, ``fill``)."""
@@ -81,36 +86,31 @@ class MessageArchive:
         return self.root / kind / check_symbol(symbol)
 
     def write(self, messages: Iterable[ArchivedMessage]) -> int:
-        """Upsert ``messages`` (by kind, symbol, time and key); return how many rows changed."""
+        """Append ``messages`` (the last of a key in the batch wins) as a part of each day and kind they
+        fall on; return how many rows were written."""
         groups: dict[Path, dict[tuple[int, str], bytes]] = {}
         for msg in messages:
             key = row_key(msg)
-            groups.setdefault(self.day_file(KINDS[type(msg)], msg.symbol, key[0]), {})[key] = encode(msg)
-        return sum(self._upsert(path, rows) for path, rows in groups.items())
-
-    def _upsert(self, path: Path, new: dict[tuple[int, str], bytes]) -> int:
-        rows = {(r["time"], r["key"]): r["message"] for r in _read_rows(path)} if path.exists() else {}
-        changed = {key: data for key, data in new.items() if rows.get(key) != data}
-        if not changed:
-            return 0
-        rows.update(changed)
-        table = pa.Table.from_pylist([{"time": t, "key": k, "message": rows[(t, k)]} for t, k in sorted(rows)],
-                                     schema=SCHEMA)
-        atomic_write(path, lambda handle: pq.write_table(table, handle, compression="snappy"))
-        return len(changed)
+            groups.setdefault(self.day_folder(KINDS[type(msg)], msg.symbol, key[0]), {})[key] = encode(msg)
+        for day, rows in groups.items():
+            write_part(day, pa.Table.from_pylist([{"time": t, "key": k, "message": rows[(t, k)]}
+                                                  for t, k in sorted(rows)], schema=SCHEMA))
+        return sum(len(rows) for rows in groups.values())
 
     def read(self, kind: str, symbol: str, start_ms: int | None = None,
              end_ms: int | None = None) -> list[Any]:
         """The archived ``kind`` messages of ``symbol`` with ``start_ms <= time < end_ms``, by time then key."""
         lo, hi = start_ms if start_ms is not None else -(2**63), end_ms if end_ms is not None else 2**63 - 1
-        first = utc_day(lo) if start_ms is not None else ""  # only the day files that can hold the range
+        first = utc_day(lo) if start_ms is not None else ""  # only the days that can hold the range
         last = utc_day(hi - 1) if end_ms is not None else "~"
         out: list[Any] = []
-        for path in sorted(self.folder(kind, symbol).glob(f"date=*/{kind}.parquet")):
-            if first <= path.parent.name.removeprefix("date=") <= last:
-                out.extend(_decode(path, row) for row in _read_rows(path) if lo <= row["time"] < hi)
+        for day in sorted(self.folder(kind, symbol).glob("date=*")):
+            if not first <= day.name.removeprefix("date=") <= last:
+                continue
+            rows = {(r["time"], r["key"]): (path, r) for path in day_parts(day, f"{kind}.parquet")
+                    for r in _read_rows(path) if lo <= r["time"] < hi}
+            out.extend(_decode(*rows[k]) for k in sorted(rows))
         return out
-
 
     def referenced_models(self) -> set[str]:
         """Every model id an archived prediction names (chosen, answered, missed or holding a role), of any
