@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -150,8 +151,10 @@ def fake_spec(name: str, port_config: dict[str, str], behaviour: str = "ok") -> 
 
 
 def supervise(tmp_path: Path, behaviours: dict[str, str], body: object, *, run_id: str = "",
-              endpoints: dict[str, str] | None = None, **settings: int) -> Supervisor:
-    """Run a supervisor over fake services in a thread; ``body(supervisor)`` acts, then it is stopped."""
+              endpoints: dict[str, str] | None = None, sources: frozenset[str] = frozenset(),
+              **settings: int) -> Supervisor:
+    """Run a supervisor over fake services in a thread; ``body(supervisor)`` acts, then it is stopped.
+    ``sources`` start only once the others are running, as the collector does."""
     ports = resolve_ports(config_from_dict({"models": {"deploy": [
         {"model": n, "endpoint": "tcp://127.0.0.1:0", "name": n} for n in behaviours]}}))
     endpoints = {**{d.name: d.endpoint for d in ports.models.deploy}, **(endpoints or {})}
@@ -159,7 +162,7 @@ def supervise(tmp_path: Path, behaviours: dict[str, str], body: object, *, run_i
         "metrics": "127.0.0.1:0", "restart_min_ms": 200, "restart_max_ms": 800, "stop_timeout_ms": 1_500,
         "start_timeout_ms": 20_000, **settings}})
     config = resolve_ports(config)
-    specs = [fake_spec(n, endpoints, b) for n, b in behaviours.items()]
+    specs = [dataclasses.replace(fake_spec(n, endpoints, b), is_source=n in sources) for n, b in behaviours.items()]
     supervisor = Supervisor(config, tmp_path / "run", specs=specs, env={"PYTHONPATH": PYTHONPATH})
     stop = threading.Event()
     thread = threading.Thread(target=lambda: setattr(supervisor, "rc", supervisor.run(stop)))
@@ -234,7 +237,8 @@ def test_status_without_a_run_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_the_supervisor_never_takes_another_runs_heartbeats_for_its_services(tmp_path: Path) -> None:
     """The issue's cross-talk: another run's "ghost" holds the endpoint this run's ghost should bind. This
-    run's ghost fails with a clear bind error; the other run's heartbeats are dropped and counted."""
+    run's ghost fails with a clear bind error; the other run's heartbeats are dropped and counted. (The ghost
+    starts as a source, once ``a`` runs: a service failing while the others start stops the start.)"""
     other = ZmqPublisher("tcp://127.0.0.1:0", "ghost", linger_ms=0, heartbeat_ms=50, run_id="run-other")
     seen: dict[str, object] = {}
 
@@ -251,7 +255,7 @@ def test_the_supervisor_never_takes_another_runs_heartbeats_for_its_services(tmp
 
     try:
         sup = supervise(tmp_path, {"a": "ok", "ghost": "ok"}, body, run_id="run-mine",
-                        endpoints={"ghost": other.endpoint})
+                        endpoints={"ghost": other.endpoint}, sources=frozenset({"ghost"}))
     finally:
         other.close()
     status = seen["status"]
