@@ -4,6 +4,8 @@ imports the backtester, and domain packages never import the application-wide co
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -123,3 +125,19 @@ def test_the_map_names_every_package() -> None:
     top = {p.stem if p.is_file() else p.name for p in PACKAGE.iterdir()
            if (p.suffix == ".py" or (p / "__init__.py").exists()) and p.name != "__init__.py"}
     assert top - set(MAY_IMPORT) - BASE - {"services", "commands", "cli", "compile_notice"} == set()
+
+
+def test_a_services_configuration_imports_no_heavy_library() -> None:
+    """Every service imports ``dope.config`` first: pandas, numba and scipy there would cost each restart
+    0.2-0.7 s. The packages it reads from give their other names on first use (``dope.lazy``)."""
+    code = ("import sys, dope.config; heavy = [m for m in ('pandas', 'numba', 'scipy', 'sklearn') if m in sys.modules]; "
+            "import dope.bars, dope.rendezvous, dope.trading; "
+            "print(heavy, dope.bars.parse_interval('10s'), dope.rendezvous.Roles.__name__, dope.trading.HOLD)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    from dope.trading.accounting import HOLD
+
+    assert out.stdout.split() == ["[]", "10000", "Roles", str(HOLD)]
+    with pytest.raises(AttributeError, match="module 'dope.bars' has no attribute 'nope'"):
+        import dope.bars
+
+        dope.bars.nope  # noqa: B018

@@ -74,6 +74,16 @@ def test_a_day_written_as_one_file_by_dope_0_1_is_read_first_then_its_new_parts(
         (T0 + 20_000, 3), (T0 + 30_000, 7), (T0 + 40_000, 5)]
 
 
+def test_parts_are_read_in_the_order_they_were_written_past_a_million(tmp_path: Path) -> None:
+    archive = FeatureArchive(tmp_path)
+    archive.write([vector(2)])
+    day = archive.day_folder("default", "BTCUSDT", vector(2).open_time)
+    (day / "part-000001.parquet").rename(day / "part-999999.parquet")
+    archive.write([vector(2).__replace__(seq=50)])
+    assert sorted(p.name for p in day.iterdir()) == ["part-1000000.parquet", "part-999999.parquet"]
+    assert [v.seq for v in archive.read("default", "BTCUSDT")] == [50]  # the newer part wins
+
+
 def test_archive_refuses_bad_names_and_corrupt_files(tmp_path: Path) -> None:
     archive = FeatureArchive(tmp_path)
     with pytest.raises(StoreError, match="bad symbol"):

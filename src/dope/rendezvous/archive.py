@@ -83,17 +83,21 @@ def day_parts(day: Path, legacy: str) -> list[Path]:
     """The files of one day folder in the order they were written: ``legacy`` (one file for the whole day,
     as DOPE 0.1 wrote it) first, then the parts."""
     old = day / legacy
-    return ([old] if old.exists() else []) + sorted(day.glob(f"{PART_PREFIX}*.parquet"))
+    return ([old] if old.exists() else []) + [path for _, path in sorted(_numbered_parts(day))]
 
 
 def write_part(day: Path, table: pa.Table) -> Path:
     """Write ``table`` as the next part of ``day`` (created if needed), atomically; return its path."""
     day.mkdir(parents=True, exist_ok=True)
-    numbers = [int(n) for p in day.glob(f"{PART_PREFIX}*.parquet")
-               if (n := p.stem.removeprefix(PART_PREFIX)).isdigit()]
-    path = day / f"{PART_PREFIX}{max(numbers, default=0) + 1:06d}.parquet"
+    last = max((n for n, _ in _numbered_parts(day)), default=0)
+    path = day / f"{PART_PREFIX}{last + 1:06d}.parquet"
     atomic_write(path, lambda handle: pq.write_table(table, handle, compression="snappy", use_dictionary=False))
     return path
+
+
+def _numbered_parts(day: Path) -> list[tuple[int, Path]]:
+    """The parts of ``day`` with their numbers (ordered by number, not by name, past part 999999 too)."""
+    return [(int(n), p) for p in day.glob(f"{PART_PREFIX}*.parquet") if (n := p.stem.removeprefix(PART_PREFIX)).isdigit()]
 
 
 def utc_day(time_ms: int) -> str:
