@@ -659,6 +659,48 @@ def test_an_order_call_that_waits_lets_the_trader_heartbeat() -> None:
     assert max(b - a for a, b in zip(ticks, ticks[1:], strict=False)) < 4 * WAIT_TICK_S
 
 
+def test_a_trader_reconciling_at_its_start_heartbeats_meanwhile(exchange: tuple[FakeBinance, OrderDesk],
+                                                                tmp_path: Path) -> None:
+    """Restarted after an order with no known outcome, the trader looks it up before it trades, for as long as
+    the exchange takes to show it: it heartbeats meanwhile, so the supervisor sees a live process."""
+    from dope.config import TraderConfig
+    from dope.services.trader import BinanceRuntime, TraderService, journal_path
+    from dope.transport.memory import InMemoryBus
+
+    fake, desk = exchange
+    config = TraderConfig(broker="binance", state_dir=str(tmp_path), symbols=[SYMBOL])
+    cid = client_order_id(SYMBOL, 9, "open")
+    desk.inject(OrderFault("late", late_ms=2_000))
+
+    async def send_and_die(client: BinanceOrderClient, broker: BinanceBroker) -> Any:
+        broker.journal(IntentRecord(symbol=SYMBOL, client_order_id=cid, side="BUY", qty="0.001", open_time=9,
+                                    time_ms=client.clock.now_ms()))
+        params = {"symbol": SYMBOL, "side": "BUY", "type": "MARKET", "quantity": "0.001", "newClientOrderId": cid}
+        return await client._attempt("POST", "/api/v3/order", params)
+
+    with Journal(journal_path(config, "trader")) as journal:
+        assert run(fake, send_and_die, journal=journal).status == 503
+    bus = InMemoryBus()
+    beats = bus.subscriber(["heartbeat."])
+    runtime = BinanceRuntime(config, fake.rest_url, CREDS)
+    runtime.start()
+    began = time.monotonic()
+    service = TraderService("trader", bus.publisher("trader"), [], config, [SYMBOL], heartbeat_ms=200,
+                            binance=runtime)
+    took = time.monotonic() - began
+    try:
+        assert desk.client_ids() == [cid] and service.traders[SYMBOL].portfolio.direction == 1
+        assert not service.traders[SYMBOL].risk.state.killed   # found, booked: nothing for a human to look at
+        heartbeats = []
+        while (msg := beats.receive(0)) is not None:
+            heartbeats.append(msg)
+        times = [beat.event_time for beat in heartbeats]
+        assert took >= 1.0 and len(times) >= took, (took, times)
+        assert max(b - a for a, b in zip(times, times[1:], strict=False)) < 1_000   # never silent for long
+    finally:
+        service.close()
+
+
 def test_a_trader_restarted_during_a_journaled_ban_refuses_to_start(tmp_path: Path) -> None:
     from dope.config import TraderConfig
     from dope.services.trader import journal_path, refuse_during_ban

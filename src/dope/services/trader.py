@@ -183,9 +183,10 @@ class TraderService(Service):
             self._lock.close()
             raise
         self.journal = Journal(self.journal_file, fsync=config.journal_fsync)
-        self.traders = {s: self._symbol_trader(s, histories.get(s)) for s in symbols}
-        if binance is not None:  # from now on (its heartbeat needs the traders)
+        self.traders: dict[str, SymbolTrader] = {}
+        if binance is not None:  # heartbeats while the reconciliation below, and later orders, wait on the exchange
             binance.thread.on_wait = self._beat_while_waiting
+        self.traders = {s: self._symbol_trader(s, histories.get(s)) for s in symbols}
         self._next_reset_check = 0
         resumed = {s: t.last_open_time for s, t in self.traders.items() if t.last_open_time >= 0}
         if resumed:
