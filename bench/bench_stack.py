@@ -23,7 +23,10 @@ trader: 4 forwarding processes, ``ipc://``), latency and throughput; the ratios 
 latency baseline is paced as the stack is: two frames (two symbols) at once every bar interval /
 ``--speed``, because a hop costs more when the processes woke from idle than in a tight loop.
 
-    .venv/bin/python -m bench.bench_stack [--latency-minutes 200] [--speed 100]
+    .venv/bin/python -m bench.bench_stack [--latency-minutes 200] [--speed 100] [--floor]
+
+``--floor`` also times the path alone (the champion's service only, no LSTM, zero or decoy beside it):
+what the five process hops cost on this machine before any parallel model competes for its cores.
 """
 
 from __future__ import annotations
@@ -81,9 +84,9 @@ def train_models(root: Path, interval_ms: int) -> dict[str, str]:
 
 
 def stack_config(work: Path, registry: Path, ids: dict[str, str], source: dict[str, object],
-                 deadline_mode: str = "auto", lstm_delay_ms: int = 0) -> DopeConfig:
+                 deadline_mode: str = "auto", lstm_delay_ms: int = 0, decoy: bool = True) -> DopeConfig:
     """The stack on ``ipc://`` sockets under ``work`` with the models of ``ids``; ``source``: sections naming
-    the market."""
+    the market; ``decoy=False`` leaves the decoy out."""
     bus = work / "bus"
     bus.mkdir(parents=True, exist_ok=True)
     raw = {
@@ -96,7 +99,8 @@ def stack_config(work: Path, registry: Path, ids: dict[str, str], source: dict[s
         "rendezvous": {"persist_every": 1000, "deadline_mode": deadline_mode},
         "decoy": {"flush_every": 1000},
         "trader": {"upper": 0.0, "lower": 0.0, "state_dir": str(work / "trader"), "journal_fsync": False},
-        "supervisor": {"services": ["featurizer", "models", "decoy", "rendezvous", "trader", "collector"],
+        "supervisor": {"services": ["featurizer", "models", *(["decoy"] if decoy else []), "rendezvous", "trader",
+                                    "collector"],
                        "metrics": "", "stop_timeout_ms": 5_000},
         **source,
     }
@@ -265,6 +269,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--speed", type=float, default=100.0, help="market speed of the latency run")
     parser.add_argument("--hops", action="store_true", help="also tap every hop and print where the time goes")
     parser.add_argument("--no-replay", action="store_true", help="skip the throughput run")
+    parser.add_argument("--floor", action="store_true",
+                        help="also time the path alone (the champion only: no LSTM, zero or decoy beside it)")
     parser.add_argument("--lstm-delay-ms", type=int, default=0,
                         help="make the LSTM (the challenger) this much slower: live, no decision waits for it")
     args = parser.parse_args(argv)
@@ -279,6 +285,8 @@ def main(argv: list[str] | None = None) -> None:
         lat, hops = latencies_ms(run_stack(config, root / "lat", args.hops))
         raw_lat, raw_rate = raw_baseline(600, 20_000, INTERVAL / 1000 / args.speed, root / "raw")
         report_latency(lat, hops, raw_lat)
+        if args.floor:
+            report_floor(root, ids, args)
         if args.no_replay:
             return
         config = stack_config(root / "tp", root / "registry-1s", replay_ids, real_replay())
@@ -306,6 +314,16 @@ def report_latency(lat: np.ndarray, hops: list[np.ndarray], raw_lat: np.ndarray)
     for name, hop in zip(HOP_NAMES, hops, strict=False):  # with --hops only
         h50, h99 = np.percentile(hop, [50, 99])
         print(f"  hop {name:<26} p50 {h50:6.3f} ms  p99 {h99:6.3f} ms")
+
+
+def report_floor(root: Path, ids: dict[str, str], args: argparse.Namespace) -> None:
+    """The same latency run with nothing beside the path: collector, featurizer, the champion's service,
+    rendezvous and trader. What this machine's five process hops cost before any parallel model competes."""
+    config = stack_config(root / "floor", root / "registry", {"random_forest": ids["random_forest"]},
+                          synthetic_market(args.latency_minutes, args.speed), "wall", decoy=False)
+    lat, _ = latencies_ms(run_stack(config, root / "floor"))
+    p50, p99 = np.percentile(lat, [50, 99])
+    print(f"  the path alone (RF only, no LSTM, zero or decoy), {len(lat)} bars: p50 {p50:.2f} ms, p99 {p99:.2f} ms")
 
 
 if __name__ == "__main__":

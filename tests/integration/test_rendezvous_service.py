@@ -70,6 +70,28 @@ def test_scorecards_wait_for_a_quiet_bus_so_they_never_delay_a_prediction(tmp_pa
     service.close()
 
 
+def test_the_rendezvous_sleeps_until_its_next_deadline_not_on_a_fixed_tick() -> None:
+    """Idle, it waits IDLE_WAIT_MS per receive (was: poll_ms, 200 wake-ups a second); with a round open, until
+    that round's deadline and never past poll_ms, so a deadline is met as before."""
+    from dope.services.rendezvous import IDLE_WAIT_MS
+
+    bus, clock = InMemoryBus(), SimulatedClock(0)
+    config = RendezvousConfig(champion="rf", challengers=("gbm",), deadline_ms=12, poll_ms=5, watch_registry=False)
+    service = RendezvousService("rendezvous", bus.publisher("rendezvous"), [], config, rule=RULE, clock=clock,
+                                scorecards=None)
+    assert service.wait_ms() == IDLE_WAIT_MS > config.poll_ms
+    clock.advance_to(IV)  # the vector of the bar at 0 arrives
+    service.dispatch(feats(0))
+    assert service.wait_ms() == 5           # deadline 12 ms away: poll_ms first
+    clock.advance_to(IV + 9)
+    assert service.wait_ms() == 3           # then exactly until the deadline
+    clock.advance_to(IV + 30)
+    assert service.wait_ms() == 1           # overdue: at once (the next quiet receive closes it)
+    service.on_idle()
+    assert service.wait_ms() == IDLE_WAIT_MS
+    service.close()
+
+
 def drain_one(service: RendezvousService) -> AnyMessage:
     msg = service.subscribers[0].receive(0)
     assert msg is not None

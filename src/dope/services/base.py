@@ -183,6 +183,10 @@ class Service:
     def on_idle(self) -> None:
         """Called after each receive that timed out (override for deadlines and timers)."""
 
+    def wait_ms(self) -> int:
+        """How long the next receive may wait (override to sleep until a deadline); ``receive_timeout_ms``."""
+        return self.receive_timeout_ms
+
     async def setup(self) -> None:
         """Called once before the loop (override: catch up, load models)."""
 
@@ -254,7 +258,7 @@ class Service:
             self.started = True
             self.counters["starting"] = 0
             self.send_heartbeat()
-            await receive_loop(self.subscribers, stop, self.dispatch, timeout_ms=self.receive_timeout_ms,
+            await receive_loop(self.subscribers, stop, self.dispatch, timeout_ms=self.wait_ms,
                                on_idle=self._safe_idle)
         finally:
             beats.cancel()
@@ -288,25 +292,28 @@ class Service:
 
 
 async def receive_loop(subscribers: Sequence[Subscriber], stop: asyncio.Event, handle: Handler, *,
-                       timeout_ms: int = 20, on_idle: Callable[[], None] | None = None) -> None:
+                       timeout_ms: int | Callable[[], int] = 20, on_idle: Callable[[], None] | None = None) -> None:
     """Deliver every message of ``subscribers`` to ``handle`` until ``stop`` is set.
 
-    Waits at most ``timeout_ms`` per receive. ``on_idle`` runs after a receive that timed out, and
-    at least every ``timeout_ms`` while messages keep coming; the loop yields to the event loop
-    (heartbeats, signal handlers) as often. A message that arrives is handled at once, and nothing
-    else runs before the next wait: each wake-up on the path of a bar costs only what its message
-    needs. With no subscriber it only idles.
+    Waits at most ``timeout_ms`` per receive (a callable: asked before every wait). ``on_idle`` runs
+    after a receive that timed out, and at least every ``timeout_ms`` while messages keep coming; the
+    loop yields to the event loop (heartbeats, signal handlers) as often. A message that arrives is
+    handled at once, and nothing else runs before the next wait: each wake-up on the path of a bar
+    costs only what its message needs. With no subscriber it only idles.
     """
-    period = timeout_ms / 1000
-    due = time.monotonic() + period
+    def wait_ms() -> int:
+        return timeout_ms() if callable(timeout_ms) else timeout_ms
+
+    due = time.monotonic() + wait_ms() / 1000
     while not stop.is_set():
         got = sum(_drain(sub, handle) for sub in subscribers)
+        wait = wait_ms()
         if not got:
-            got = _wait_one(subscribers, handle, timeout_ms)
+            got = _wait_one(subscribers, handle, wait)
         now = time.monotonic()
         if got and now < due:
             continue
-        due = now + period
+        due = now + wait / 1000
         if on_idle is not None:
             on_idle()
         await asyncio.sleep(0)

@@ -40,6 +40,8 @@ from dope.transport import Publisher, Subscriber
 ROLE_PREFIX = "role:"
 OVERDUE = 10
 EVENT_POLL_MS = 50
+IDLE_WAIT_MS = 100
+"""The longest receive wait while no round is open (with one open: ``poll_ms``, or until its deadline)."""
 
 
 def scorecard_path(config: DopeConfig, name: str | None = None) -> Path:
@@ -111,6 +113,13 @@ class RendezvousService(Service):
     def on_idle(self) -> None:
         self.close_due()
         self.keep_books(1)
+
+    def wait_ms(self) -> int:
+        """Until the oldest open round's deadline (at most ``poll_ms``); ``IDLE_WAIT_MS`` when none is open."""
+        deadline = self.core.next_deadline()
+        if deadline is None:
+            return max(self.receive_timeout_ms, IDLE_WAIT_MS)
+        return max(1, min(self.receive_timeout_ms, deadline - self.clock.now_ms()))
 
     def refresh_roles(self) -> None:
         """Take the registry's roles if ``roles.json`` changed (one ``stat``)."""
