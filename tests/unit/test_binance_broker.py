@@ -397,6 +397,18 @@ def test_reconcile_books_an_order_whose_answer_was_lost(exchange: tuple[FakeBina
     assert after.open_intents == {} and after.baseline is not None and after.baseline.amount == pytest.approx(0.0)
 
 
+def send_and_die(cid: str) -> Scenario:
+    """Journal the intent of a MARKET buy with id ``cid``, send it once, and stop: a trader killed right after
+    sending (the answer, if any, is never read back into the journal)."""
+    async def go(client: BinanceOrderClient, broker: BinanceBroker) -> Any:
+        broker.journal(IntentRecord(symbol=SYMBOL, client_order_id=cid, side="BUY", qty="0.001", open_time=9,
+                                    time_ms=client.clock.now_ms()))
+        params = {"symbol": SYMBOL, "side": "BUY", "type": "MARKET", "quantity": "0.001", "newClientOrderId": cid}
+        return await client._attempt("POST", "/api/v3/order", params)
+
+    return go
+
+
 def test_reconcile_waits_for_an_order_still_on_its_way(exchange: tuple[FakeBinance, OrderDesk],
                                                        tmp_path: Path) -> None:
     """Killed right after sending: at the restart the order is not on the books yet, but will be."""
@@ -405,14 +417,8 @@ def test_reconcile_waits_for_an_order_still_on_its_way(exchange: tuple[FakeBinan
     cid = client_order_id(SYMBOL, 9, "open")
     desk.inject(OrderFault("late", late_ms=3_000))
 
-    async def send_and_die(client: BinanceOrderClient, broker: BinanceBroker) -> Any:
-        broker.journal(IntentRecord(symbol=SYMBOL, client_order_id=cid, side="BUY", qty="0.001", open_time=9,
-                                    time_ms=client.clock.now_ms()))
-        params = {"symbol": SYMBOL, "side": "BUY", "type": "MARKET", "quantity": "0.001", "newClientOrderId": cid}
-        return await client._attempt("POST", "/api/v3/order", params)
-
     with Journal(path) as journal:
-        answer = run(fake, send_and_die, journal=journal)
+        answer = run(fake, send_and_die(cid), journal=journal)
     assert answer is not None and answer.status == 503 and desk.orders == []
     history = fold(read_journal(path))[SYMBOL]
 
@@ -672,14 +678,8 @@ def test_a_trader_reconciling_at_its_start_heartbeats_meanwhile(exchange: tuple[
     cid = client_order_id(SYMBOL, 9, "open")
     desk.inject(OrderFault("late", late_ms=2_000))
 
-    async def send_and_die(client: BinanceOrderClient, broker: BinanceBroker) -> Any:
-        broker.journal(IntentRecord(symbol=SYMBOL, client_order_id=cid, side="BUY", qty="0.001", open_time=9,
-                                    time_ms=client.clock.now_ms()))
-        params = {"symbol": SYMBOL, "side": "BUY", "type": "MARKET", "quantity": "0.001", "newClientOrderId": cid}
-        return await client._attempt("POST", "/api/v3/order", params)
-
     with Journal(journal_path(config, "trader")) as journal:
-        assert run(fake, send_and_die, journal=journal).status == 503
+        assert run(fake, send_and_die(cid), journal=journal).status == 503
     bus = InMemoryBus()
     beats = bus.subscriber(["heartbeat."])
     runtime = BinanceRuntime(config, fake.rest_url, CREDS)
