@@ -134,6 +134,37 @@ def test_receive_loop_delivers_from_several_subscribers_and_idles() -> None:
     assert len(got) == 1 and len(idles) == 3
 
 
+def test_a_service_waits_as_long_as_its_wait_ms_says_before_every_receive() -> None:
+    """``Service.wait_ms`` is asked before each wait and the wait honours it (the rendezvous sleeps until a
+    deadline this way): three waits of 60 ms, then waits of 1 ms."""
+    import time
+
+    class Sleeper(Service):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.asked: list[float] = []
+            self.idles: list[float] = []
+            self.stop = asyncio.Event()
+
+        def wait_ms(self) -> int:
+            self.asked.append(time.monotonic())
+            return 60 if len(self.asked) <= 4 else 1  # the loop asks once at its start, then before each wait
+
+        def on_idle(self) -> None:
+            self.idles.append(time.monotonic())
+            if len(self.idles) >= 8:
+                self.stop.set()
+
+    bus = InMemoryBus()
+    service = Sleeper("sleeper", bus.publisher("sleeper"), [bus.subscriber(["bar."])], heartbeat_ms=1_000)
+
+    asyncio.run(asyncio.wait_for(service.run(service.stop), 10))
+    gaps = [b - a for a, b in zip(service.idles, service.idles[1:], strict=False)]
+    assert len(service.asked) >= 8
+    assert all(gap >= 0.05 for gap in gaps[:2])      # the first waits: 60 ms each
+    assert all(gap < 0.05 for gap in gaps[3:])       # then 1 ms each
+
+
 class _Stream:
     """A subscriber stub: ``receive(0)`` gives ``ready()``'s message (None: nothing queued), a timed receive
     always gets one (a message that arrives while the loop waits)."""
