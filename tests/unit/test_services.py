@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 from pathlib import Path
@@ -28,7 +29,7 @@ from dope.services.base import (
 )
 from dope.services.featurizer import FeaturizerService
 from dope.services.model import ModelService
-from dope.transport import InMemoryBus, Subscriber
+from dope.transport import InMemoryBus, Subscriber, ZmqPublisher, ZmqSubscriber
 
 INTERVAL = 10_000
 START = 1_704_067_200_000  # 2024-01-01
@@ -132,6 +133,61 @@ def test_receive_loop_delivers_from_several_subscribers_and_idles() -> None:
 
     asyncio.run(main())
     assert len(got) == 1 and len(idles) == 3
+
+
+def _two_subscribers(kind: str, stack: contextlib.ExitStack) -> tuple[list[Subscriber], Any]:
+    """Two subscribers (``zmq``: real SUB sockets on loopback; ``memory``: one in-memory bus) and a publisher
+    that only the second one hears."""
+    if kind == "memory":
+        bus = InMemoryBus()
+        return [bus.subscriber(["features."]), bus.subscriber(["bar."])], bus.publisher("p")
+    silent = stack.enter_context(ZmqPublisher("tcp://127.0.0.1:*", "silent"))
+    pub = stack.enter_context(ZmqPublisher("tcp://127.0.0.1:*", "p"))
+    subs = [stack.enter_context(ZmqSubscriber([silent.endpoint], ["features."])),
+            stack.enter_context(ZmqSubscriber([pub.endpoint], ["bar."]))]
+    assert pub.wait_for_subscriptions(1, 5_000)
+    return cast(list[Subscriber], subs), pub
+
+
+@pytest.mark.parametrize("kind", ["zmq", "memory"])
+def test_the_receive_loop_waits_on_all_its_subscribers_at_once(kind: str) -> None:
+    """A message on the second of two subscribers wakes the loop at once, and an idle loop waits its whole
+    timeout on both. (Polling each in turn for a share of the timeout did neither: it woke eight times a
+    timeout, and a message on the other subscriber waited up to a share, 50 ms here.)"""
+    import threading
+    import time
+
+    bar = synthetic_bars(["BTCUSDT"], 1)["BTCUSDT"][0]
+    idles: list[float] = []
+    handled: list[float] = []
+    with contextlib.ExitStack() as stack:
+        subs, pub = _two_subscribers(kind, stack)
+
+        async def main() -> None:
+            stop = asyncio.Event()
+
+            def on_idle() -> None:
+                idles.append(time.monotonic())
+                if len(idles) >= 4:
+                    stop.set()
+
+            await receive_loop(subs, stop, lambda m: handled.append(time.monotonic()), timeout_ms=400,
+                               on_idle=on_idle)
+
+        sent: list[float] = []
+
+        def send_later() -> None:
+            time.sleep(0.5)  # while the loop waits (idles come 400 ms apart)
+            sent.append(time.monotonic())
+            pub.publish(bar)
+
+        sender = threading.Thread(target=send_later)
+        sender.start()
+        asyncio.run(asyncio.wait_for(main(), 10))
+        sender.join()
+    assert len(handled) == 1 and handled[0] - sent[0] < 0.025
+    gaps = [b - a for a, b in zip(idles, idles[1:], strict=False)]
+    assert all(gap >= 0.3 for gap in gaps), gaps
 
 
 def test_a_service_waits_as_long_as_its_wait_ms_says_before_every_receive() -> None:

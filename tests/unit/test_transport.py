@@ -209,3 +209,17 @@ def test_memory_bus_unsubscribe_unbounded_queue_and_threads() -> None:
     assert msg is not None and msg.symbol == "ETHUSDT"
     pub.close()
     assert bus.snapshots("bar.") == []
+
+
+def test_one_wait_covers_subscribers_of_one_kind_only() -> None:
+    first, second = InMemoryBus(), InMemoryBus()
+    with pytest.raises(BusError, match="one in-memory bus"):
+        transport.any_waiter([first.subscriber(["bar."]), second.subscriber(["bar."])])
+    with ZmqPublisher("tcp://127.0.0.1:*", "p") as pub, transport.ZmqSubscriber([pub.endpoint], ["bar."]) as sub:
+        with pytest.raises(BusError, match="InMemorySubscriber, ZmqSubscriber"):
+            transport.any_waiter([sub, first.subscriber(["bar."])])
+        wait = transport.any_waiter([sub])
+        assert pub.wait_for_subscriptions(1, 5_000)
+        assert not wait(10)
+        pub.publish(make_bar("BTCUSDT", 1))
+        assert wait(5_000) and sub.receive(0) is not None

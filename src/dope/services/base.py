@@ -31,7 +31,6 @@ import ctypes
 import gc
 import json
 import logging
-import math
 import signal
 import sys
 import time
@@ -45,7 +44,15 @@ from dope.errors import UserError
 from dope.logs import ProblemCounter
 from dope.memtrace import start_from_env as start_memory_trace
 from dope.messages import AnyMessage
-from dope.transport import Publisher, Subscriber, ZmqPublisher, ZmqSubscriber, client_curve, server_curve
+from dope.transport import (
+    Publisher,
+    Subscriber,
+    ZmqPublisher,
+    ZmqSubscriber,
+    any_waiter,
+    client_curve,
+    server_curve,
+)
 
 SERVICE_LOG_FORMAT: Final = "%(asctime)s %(levelname)s %(service)s[%(symbol)s] %(name)s: %(message)s"
 SERVICE_NAMES: Final = ("collector", "featurizer", "decoy", "rendezvous", "trader", "dashboard", "trainer")
@@ -295,21 +302,23 @@ async def receive_loop(subscribers: Sequence[Subscriber], stop: asyncio.Event, h
                        timeout_ms: int | Callable[[], int] = 20, on_idle: Callable[[], None] | None = None) -> None:
     """Deliver every message of ``subscribers`` to ``handle`` until ``stop`` is set.
 
-    Waits at most ``timeout_ms`` per receive (a callable: asked before every wait). ``on_idle`` runs
-    after a receive that timed out, and at least every ``timeout_ms`` while messages keep coming; the
-    loop yields to the event loop (heartbeats, signal handlers) as often. A message that arrives is
-    handled at once, and nothing else runs before the next wait: each wake-up on the path of a bar
-    costs only what its message needs. With no subscriber it only idles.
+    Waits at most ``timeout_ms`` per receive (a callable: asked before every wait), on all subscribers at
+    once: whichever has a message first wakes the loop. ``on_idle`` runs after a receive that timed out,
+    and at least every ``timeout_ms`` while messages keep coming; the loop yields to the event loop
+    (heartbeats, signal handlers) as often. A message that arrives is handled at once, and nothing else
+    runs before the next wait: each wake-up on the path of a bar costs only what its message needs. With
+    no subscriber it only idles.
     """
     def wait_ms() -> int:
         return timeout_ms() if callable(timeout_ms) else timeout_ms
 
+    wait_one = _one_waiter(subscribers, handle)
     due = time.monotonic() + wait_ms() / 1000
     while not stop.is_set():
         got = sum(_drain(sub, handle) for sub in subscribers)
         wait = wait_ms()
         if not got:
-            got = _wait_one(subscribers, handle, wait)
+            got = wait_one(wait)
         now = time.monotonic()
         if got and now < due:
             continue
@@ -328,18 +337,29 @@ def _drain(sub: Subscriber, handle: Handler) -> int:
     return _DRAIN_BATCH
 
 
-def _wait_one(subscribers: Sequence[Subscriber], handle: Handler, timeout_ms: int) -> int:
-    """Wait for one message (at most ``timeout_ms``) and handle it; 1 if one came, else 0."""
-    if not subscribers:
-        time.sleep(timeout_ms / 1000)
+def _one_waiter(subscribers: Sequence[Subscriber], handle: Handler) -> Callable[[int], int]:
+    """Wait for one message of any of ``subscribers`` (at most ``timeout_ms``) and handle it: 1 if one came,
+    else 0. One subscriber is waited on directly (the path of most services: no extra call per bar)."""
+    if len(subscribers) == 1:
+        return lambda timeout_ms: _handled(subscribers[0].receive(timeout_ms), handle)
+    wait_any = any_waiter(subscribers) if subscribers else None
+
+    def wait_one(timeout_ms: int) -> int:
+        if wait_any is None:
+            time.sleep(timeout_ms / 1000)
+        elif wait_any(timeout_ms):
+            for sub in subscribers:
+                if _handled(sub.receive(0), handle):
+                    return 1
         return 0
-    share = timeout_ms if len(subscribers) == 1 else max(1, math.ceil(timeout_ms / len(subscribers) / 4))
-    for sub in subscribers:
-        msg = sub.receive(share)
-        if msg is not None:
-            handle(msg)
-            return 1
-    return 0
+    return wait_one
+
+
+def _handled(msg: AnyMessage | None, handle: Handler) -> int:
+    if msg is None:
+        return 0
+    handle(msg)
+    return 1
 
 
 # ---- running a service as a process ----------------------------------------------------------

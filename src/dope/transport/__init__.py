@@ -15,7 +15,7 @@ True
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from dope.clock import Clock
 from dope.transport.base import (
@@ -32,9 +32,9 @@ from dope.transport.base import (
 )
 from dope.transport.config import BusConfig
 from dope.transport.curve import CurveClient, CurveKeyError, CurveServer, client_curve, server_curve
-from dope.transport.memory import InMemoryBus, InMemoryPublisher, InMemorySubscriber
+from dope.transport.memory import InMemoryBus, InMemoryPublisher, InMemorySubscriber, memory_waiter
 from dope.transport.snapshot import SnapshotProtocolError
-from dope.transport.zmq_bus import ZmqPublisher, ZmqSubscriber, check_endpoint
+from dope.transport.zmq_bus import ZmqPublisher, ZmqSubscriber, check_endpoint, zmq_waiter
 
 __all__ = [
     "BasePublisher",
@@ -56,6 +56,7 @@ __all__ = [
     "TopicRing",
     "ZmqPublisher",
     "ZmqSubscriber",
+    "any_waiter",
     "check_endpoint",
     "client_curve",
     "open_publisher",
@@ -83,3 +84,19 @@ def open_subscriber(config: BusConfig, topics: Iterable[str], *, endpoints: Sequ
     snapshots = snapshot_endpoints if snapshot_endpoints is not None else [e for e in [config.snapshot] if e]
     return ZmqSubscriber(endpoints or [config.publish], topics, receive_hwm=config.receive_hwm,
                          snapshot_endpoint=snapshots, curve=client_curve(config), run_id=config.run_id)
+
+
+Waiter = Callable[[int], bool]
+"""Waits at most ``timeout_ms`` for a frame at any of several subscribers: True as soon as one has one."""
+
+
+def any_waiter(subscribers: Sequence[Subscriber]) -> Waiter:
+    """One wait that covers every one of ``subscribers`` (ZeroMQ ones, or in-memory ones of one bus), so a
+    service that reads several is woken by whichever has a message first, and only then."""
+    if subscribers and all(isinstance(sub, ZmqSubscriber) for sub in subscribers):
+        return zmq_waiter([sub for sub in subscribers if isinstance(sub, ZmqSubscriber)])
+    if subscribers and all(isinstance(sub, InMemorySubscriber) for sub in subscribers):
+        return memory_waiter([sub for sub in subscribers if isinstance(sub, InMemorySubscriber)])
+    kinds = sorted({type(sub).__name__ for sub in subscribers})
+    raise BusError(f"no one wait covers subscribers of kinds {', '.join(kinds) or '(none)'}: "
+                   "use ZeroMQ subscribers, or in-memory ones of one bus")

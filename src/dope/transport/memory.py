@@ -18,10 +18,17 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from dope.clock import Clock
-from dope.transport.base import DEFAULT_SNAPSHOT_KINDS, BasePublisher, BaseSubscriber, Frames, Snapshot
+from dope.transport.base import (
+    DEFAULT_SNAPSHOT_KINDS,
+    BasePublisher,
+    BaseSubscriber,
+    BusError,
+    Frames,
+    Snapshot,
+)
 
 
 class InMemoryBus:
@@ -87,6 +94,19 @@ class InMemoryBus:
             self.changed.notify_all()
 
 
+def memory_waiter(subscribers: Sequence[InMemorySubscriber]) -> Callable[[int], bool]:
+    """A wait of at most ``timeout_ms`` that ends (True) as soon as one of ``subscribers`` (all on one bus) has a
+    frame waiting."""
+    bus = subscribers[0].bus
+    if any(sub.bus is not bus for sub in subscribers):
+        raise BusError("one wait covers the subscribers of one in-memory bus only")
+
+    def wait(timeout_ms: int) -> bool:
+        with bus.changed:
+            return bus.changed.wait_for(lambda: any(sub.queue for sub in subscribers), max(timeout_ms, 0) / 1000)
+    return wait
+
+
 class InMemoryPublisher(BasePublisher):
     """Publishes on an :class:`InMemoryBus` (make it with ``bus.publisher(name)``)."""
 
@@ -124,6 +144,10 @@ class InMemorySubscriber(BaseSubscriber):
 
     def full(self) -> bool:
         return 0 < self.hwm <= len(self.queue)
+
+    @property
+    def bus(self) -> InMemoryBus:
+        return self._bus
 
     def _subscribe(self, prefix: str) -> None:
         with self._bus.changed:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Final, cast
 
 import zmq
@@ -249,6 +249,10 @@ class ZmqSubscriber(BaseSubscriber):
         except zmq.Again:
             return None
 
+    def watch(self, poller: zmq.Poller) -> None:
+        """Register this subscriber's SUB socket on ``poller``, so one wait can cover several subscribers."""
+        poller.register(self._socket, zmq.POLLIN)
+
     def _fetch_snapshots(self, prefixes: Sequence[str], timeout_ms: int) -> list[Snapshot]:
         deadline = time.monotonic() + timeout_ms / 1000
         snapshots: list[Snapshot] = []
@@ -285,6 +289,14 @@ class ZmqSubscriber(BaseSubscriber):
         self._socket.close()
         if self._own_context:
             self._context.term()
+
+
+def zmq_waiter(subscribers: Sequence[ZmqSubscriber]) -> Callable[[int], bool]:
+    """A wait of at most ``timeout_ms`` that ends (True) as soon as one of ``subscribers`` has a frame waiting."""
+    poller = zmq.Poller()
+    for sub in subscribers:
+        sub.watch(poller)
+    return lambda timeout_ms: bool(poller.poll(timeout_ms))
 
 
 def warn_if_plaintext_remote(endpoint: str, *, curve: bool) -> bool:
