@@ -121,6 +121,28 @@ def test_decoy_service_archives_what_a_model_receives(tmp_path: Path) -> None:
     assert len(back) == 10 and decoy.counters["flushes"] == 3
 
 
+def test_the_decoy_writes_a_partial_batch_when_the_bus_is_quiet_or_its_first_message_waited_ten_seconds(
+        tmp_path: Path) -> None:
+    """Not in the middle of a burst: a bar's messages (the path of a decision) come within milliseconds,
+    and a write then would compete with them for the CPU."""
+    clock = SimulatedClock(0)
+    decoy = DecoyService("decoy", InMemoryBus().publisher("decoy"), [], LiveArchive(tmp_path), flush_every=1_000,
+                         clock=clock)
+    flushes = []
+    for i in range(40):  # a message every 300 ms: never a quiet second
+        clock.advance_to(300 * (i + 1))
+        decoy.handle(vector(i))
+        decoy.on_idle()
+        flushes.append(decoy.counters["flushes"])
+    assert flushes.index(1) == 34 and decoy.counters["archived"] == 35  # at 10.5 s: 10 s after the first one
+    clock.advance_to(12_000 + 999)
+    decoy.on_idle()
+    assert decoy.counters["flushes"] == 1  # quiet for 999 ms only
+    clock.advance_to(13_000)
+    decoy.on_idle()
+    assert decoy.counters["flushes"] == 2 and decoy.counters["archived"] == 40 and not decoy.pending
+
+
 def day_vectors(first: int, count: int) -> list[Features]:
     t0 = 1_704_067_200_000  # a UTC midnight: 8,640 bars of 10 s fit in its day file
     return [Features(symbol="BTCUSDT", event_time=t0 + i * 10_000 + 9_999, open_time=t0 + i * 10_000,

@@ -3,7 +3,8 @@
 It subscribes to ``features.*`` on the featurizer's endpoint, like every model service, and to
 ``score.*`` (every model service), ``prediction.*`` (the rendezvous), ``decision.*`` and ``fill.*``
 (the trader), and writes them in batches of ``decoy.flush_every`` feature vectors (with the messages
-that came with them; whatever is left on stop, or after a quiet second) under the store: vectors to
+that came with them; a smaller batch after a quiet second or when its first message has waited 10 s,
+and whatever is left on stop) under the store: vectors to
 :class:`dope.rendezvous.archive.FeatureArchive`, the rest to :class:`dope.rendezvous.records.MessageArchive`.
 Any live decision can be replayed later from them (``dope lineage``). Off the critical path: nothing
 waits for the decoy.
@@ -39,6 +40,9 @@ from dope.services.base import (
 from dope.transport import Publisher, Subscriber
 
 IDLE_FLUSH_MS: Final = 1_000
+"""A batch smaller than ``flush_every`` is written once nothing has come for this long (the bus is quiet)..."""
+MAX_FLUSH_DELAY_MS: Final = 10_000
+"""...or once its first message has waited this long, while messages keep coming."""
 HEARD_TOPICS: Final = ("bar.", "late_trades.", "score.", "prediction.", "decision.", "fill.")
 """Besides ``features.``: what the monitor reads and what the archive keeps."""
 MAX_PENDING_BATCHES: Final = 100
@@ -59,11 +63,14 @@ class DecoyService(Service):
         self.pending: list[AnyMessage] = []
         self.pending_vectors = 0  # the batch size counts vectors: a bar's scores etc. ride along, no more writes
         self.max_pending = flush_every * MAX_PENDING_BATCHES  # vectors waiting while the archive fails
-        self._last_flush_ms = self.clock.now_ms()
+        self._last_heard_ms = self._first_pending_ms = self._last_try_ms = self.clock.now_ms()
         self.counters.update(archived=0, flushes=0)
 
     def handle(self, msg: AnyMessage) -> None:
         if isinstance(msg, ARCHIVED):
+            self._last_heard_ms = self.clock.now_ms()
+            if not self.pending:
+                self._first_pending_ms = self._last_heard_ms
             self.pending.append(msg)
             self.pending_vectors += isinstance(msg, Features)
             if self.pending_vectors >= self.flush_every:
@@ -106,14 +113,21 @@ class DecoyService(Service):
             self.count("health_reports")
 
     def on_idle(self) -> None:
-        if self.pending and self.clock.now_ms() - self._last_flush_ms >= IDLE_FLUSH_MS:
+        if self._partial_batch_due(self.clock.now_ms()):
             self.flush()
         if self.monitor is not None:
             self.publish_health(self.monitor.tick())
 
+    def _partial_batch_due(self, now: int) -> bool:
+        """Whether to write a batch smaller than ``flush_every``: once the bus has been quiet for a second (not
+        in the middle of a bar's burst of messages, the path of a decision), or its first message has waited
+        ten; at most one try a second (a failing archive is not hammered)."""
+        return (bool(self.pending) and now - self._last_try_ms >= IDLE_FLUSH_MS
+                and (now - self._last_heard_ms >= IDLE_FLUSH_MS or now - self._first_pending_ms >= MAX_FLUSH_DELAY_MS))
+
     def flush(self) -> None:
         """Write the buffered messages now (a failed write is counted and logged; the batch is kept)."""
-        self._last_flush_ms = self.clock.now_ms()
+        self._last_try_ms = self.clock.now_ms()
         if not self.pending:
             return
         try:
