@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from dope.clock import SimulatedClock
-from dope.messages import Features, Score, encode
+from dope.messages import AnyMessage, Features, Score, encode
 from dope.rendezvous.archive import FeatureArchive
 from dope.rendezvous.records import LiveArchive
 from dope.services.decoy import DecoyService
@@ -141,6 +141,44 @@ def test_the_decoy_writes_a_partial_batch_when_the_bus_is_quiet_or_its_first_mes
     clock.advance_to(13_000)
     decoy.on_idle()
     assert decoy.counters["flushes"] == 2 and decoy.counters["archived"] == 40 and not decoy.pending
+
+
+def test_the_decoy_leaves_a_bars_messages_queued_until_its_burst_has_settled(tmp_path: Path) -> None:
+    """Off the path: the vector that wakes the decoy waits SETTLE_MS (the decision is out by then)."""
+    import threading
+    import time
+
+    from dope.services.decoy import SETTLE_MS
+
+    bus = InMemoryBus()
+    featurizer = bus.publisher("featurizer")
+    handled: list[float] = []
+
+    class Timed(DecoyService):
+        def handle(self, msg: AnyMessage) -> None:
+            handled.append(time.monotonic())
+            super().handle(msg)
+
+    decoy = Timed("decoy", bus.publisher("decoy"), [bus.subscriber(["features."])], LiveArchive(tmp_path),
+                  flush_every=100)
+    sent: list[float] = []
+    stop = asyncio.Event()
+
+    def send() -> None:
+        while not decoy.started:
+            time.sleep(0.001)
+        time.sleep(0.05)  # the decoy waits for messages
+        sent.append(time.monotonic())
+        featurizer.publish(vector(0).__replace__(seq=0, source=""))
+        time.sleep(0.3)
+        stop.set()
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    asyncio.run(asyncio.wait_for(decoy.run(stop), timeout=10))
+    sender.join()
+    decoy.close()
+    assert SETTLE_MS >= 10 and len(handled) == 1 and handled[0] - sent[0] >= (SETTLE_MS - 5) / 1000
 
 
 def day_vectors(first: int, count: int) -> list[Features]:

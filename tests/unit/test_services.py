@@ -190,6 +190,53 @@ def test_the_receive_loop_waits_on_all_its_subscribers_at_once(kind: str) -> Non
     assert all(gap >= 0.3 for gap in gaps), gaps
 
 
+@pytest.mark.parametrize("kind", ["zmq", "memory"])
+def test_a_settling_loop_handles_a_burst_together_once_it_has_settled(kind: str) -> None:
+    """``settle_ms`` (off-path services): three messages 10 ms apart are all handled 60 ms after the first
+    arrived, in one go, and the event loop (heartbeats) runs while the burst settles."""
+    import threading
+    import time
+
+    bars = synthetic_bars(["BTCUSDT"], 3)["BTCUSDT"]
+    handled: list[float] = []
+    sent: list[float] = []
+    ticks: list[float] = []
+    with contextlib.ExitStack() as stack:
+        subs, pub = _two_subscribers(kind, stack)
+
+        async def main() -> None:
+            stop = asyncio.Event()
+
+            def handle(msg: AnyMessage) -> None:
+                handled.append(time.monotonic())
+                if len(handled) == len(bars):
+                    stop.set()
+
+            async def heartbeats() -> None:
+                while not stop.is_set():
+                    ticks.append(time.monotonic())
+                    await asyncio.sleep(0.005)
+
+            beats = asyncio.create_task(heartbeats())
+            await receive_loop(subs, stop, handle, timeout_ms=1_000, settle_ms=60)
+            await beats
+
+        def send_burst() -> None:
+            time.sleep(0.2)
+            for bar in bars:
+                sent.append(time.monotonic())
+                pub.publish(bar)
+                time.sleep(0.01)
+
+        sender = threading.Thread(target=send_burst)
+        sender.start()
+        asyncio.run(asyncio.wait_for(main(), 10))
+        sender.join()
+    assert len(handled) == 3 and handled[0] - sent[0] >= 0.055  # left queued while the burst settled
+    assert handled[-1] - handled[0] < 0.005  # then handled together
+    assert sum(sent[0] < t < handled[0] for t in ticks) >= 5  # the event loop ran all along
+
+
 def test_a_service_waits_as_long_as_its_wait_ms_says_before_every_receive() -> None:
     """``Service.wait_ms`` is asked before each wait and the wait honours it (the rendezvous sleeps until a
     deadline this way): three waits of 60 ms, then waits of 1 ms."""

@@ -183,6 +183,11 @@ class Service:
         self.started = False
         self.counters["starting"] = 1
 
+    settle_ms: int = 0
+    """Off the path of a decision (the decoy, the dashboard): when a message arrives after a quiet spell, wait
+    this long, then handle the whole burst at once, so the service's work never competes for the CPU with
+    the processes that carry a bar to its decision (0: handle every message at once)."""
+
     # -- hooks -------------------------------------------------------------------------------
     def handle(self, msg: AnyMessage) -> None:
         """Act on one valid message (override)."""
@@ -266,7 +271,7 @@ class Service:
             self.counters["starting"] = 0
             self.send_heartbeat()
             await receive_loop(self.subscribers, stop, self.dispatch, timeout_ms=self.wait_ms,
-                               on_idle=self._safe_idle)
+                               on_idle=self._safe_idle, settle_ms=self.settle_ms)
         finally:
             beats.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -299,7 +304,8 @@ class Service:
 
 
 async def receive_loop(subscribers: Sequence[Subscriber], stop: asyncio.Event, handle: Handler, *,
-                       timeout_ms: int | Callable[[], int] = 20, on_idle: Callable[[], None] | None = None) -> None:
+                       timeout_ms: int | Callable[[], int] = 20, on_idle: Callable[[], None] | None = None,
+                       settle_ms: int = 0) -> None:
     """Deliver every message of ``subscribers`` to ``handle`` until ``stop`` is set.
 
     Waits at most ``timeout_ms`` per receive (a callable: asked before every wait), on all subscribers at
@@ -307,17 +313,22 @@ async def receive_loop(subscribers: Sequence[Subscriber], stop: asyncio.Event, h
     and at least every ``timeout_ms`` while messages keep coming; the loop yields to the event loop
     (heartbeats, signal handlers) as often. A message that arrives is handled at once, and nothing else
     runs before the next wait: each wake-up on the path of a bar costs only what its message needs. With
-    no subscriber it only idles.
+    no subscriber it only idles. With ``settle_ms``, a message that ends a wait is left queued for that
+    long (the event loop runs meanwhile), then it and everything that came after it are handled together.
     """
     def wait_ms() -> int:
         return timeout_ms() if callable(timeout_ms) else timeout_ms
 
     wait_one = _one_waiter(subscribers, handle)
+    ready = any_waiter(subscribers) if settle_ms > 0 and subscribers else None
     due = time.monotonic() + wait_ms() / 1000
     while not stop.is_set():
         got = sum(_drain(sub, handle) for sub in subscribers)
         wait = wait_ms()
-        if not got:
+        if not got and ready is not None and ready(wait):
+            await asyncio.sleep(settle_ms / 1000)  # the burst settles; the next pass drains it
+            continue
+        if not got and ready is None:
             got = wait_one(wait)
         now = time.monotonic()
         if got and now < due:

@@ -45,6 +45,9 @@ MAX_FLUSH_DELAY_MS: Final = 10_000
 """...or once its first message has waited this long, while messages keep coming."""
 HEARD_TOPICS: Final = ("bar.", "late_trades.", "score.", "prediction.", "decision.", "fill.")
 """Besides ``features.``: what the monitor reads and what the archive keeps."""
+SETTLE_MS: Final = 30
+"""The decoy hears every hop of a bar (bar, vector, scores, prediction, decision, fill): it handles them in one
+burst this long after the first, once the decision is out, instead of waking beside each process on its path."""
 MAX_PENDING_BATCHES: Final = 100
 """While the archive cannot be written, at most this many batches wait (the oldest vectors go first)."""
 
@@ -52,6 +55,8 @@ MAX_PENDING_BATCHES: Final = 100
 class DecoyService(Service):
     """Buffers feature vectors, scores, predictions, decisions and fills; writes them to the archive in batches;
     monitors the champion's health."""
+
+    settle_ms = SETTLE_MS
 
     def __init__(self, name: str, publisher: Publisher, subscribers: Sequence[Subscriber], archive: LiveArchive,
                  *, flush_every: int = 100, heartbeat_ms: int = 1_000, clock: Clock | None = None,
