@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import logging
 import math
+import threading
+import time
 from pathlib import Path
 from typing import Any, cast
 
@@ -149,14 +151,28 @@ def _two_subscribers(kind: str, stack: contextlib.ExitStack) -> tuple[list[Subsc
     return cast(list[Subscriber], subs), pub
 
 
+def _publish_later(pub: Any, msgs: list[Bar], after_s: float, gap_s: float = 0.0) -> tuple[threading.Thread, list[float]]:
+    """Publish ``msgs`` from another thread, the first ``after_s`` from now, then ``gap_s`` apart; and the
+    times they were sent."""
+    sent: list[float] = []
+
+    def send() -> None:
+        time.sleep(after_s)
+        for msg in msgs:
+            sent.append(time.monotonic())
+            pub.publish(msg)
+            time.sleep(gap_s)
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    return sender, sent
+
+
 @pytest.mark.parametrize("kind", ["zmq", "memory"])
 def test_the_receive_loop_waits_on_all_its_subscribers_at_once(kind: str) -> None:
     """A message on the second of two subscribers wakes the loop at once, and an idle loop waits its whole
     timeout on both. (Polling each in turn for a share of the timeout did neither: it woke eight times a
     timeout, and a message on the other subscriber waited up to a share, 50 ms here.)"""
-    import threading
-    import time
-
     bar = synthetic_bars(["BTCUSDT"], 1)["BTCUSDT"][0]
     idles: list[float] = []
     handled: list[float] = []
@@ -174,15 +190,7 @@ def test_the_receive_loop_waits_on_all_its_subscribers_at_once(kind: str) -> Non
             await receive_loop(subs, stop, lambda m: handled.append(time.monotonic()), timeout_ms=400,
                                on_idle=on_idle)
 
-        sent: list[float] = []
-
-        def send_later() -> None:
-            time.sleep(0.5)  # while the loop waits (idles come 400 ms apart)
-            sent.append(time.monotonic())
-            pub.publish(bar)
-
-        sender = threading.Thread(target=send_later)
-        sender.start()
+        sender, sent = _publish_later(pub, [bar], 0.5)  # while the loop waits (idles come 400 ms apart)
         asyncio.run(asyncio.wait_for(main(), 10))
         sender.join()
     assert len(handled) == 1 and handled[0] - sent[0] < 0.025
@@ -194,12 +202,8 @@ def test_the_receive_loop_waits_on_all_its_subscribers_at_once(kind: str) -> Non
 def test_a_settling_loop_handles_a_burst_together_once_it_has_settled(kind: str) -> None:
     """``settle_ms`` (off-path services): three messages 10 ms apart are all handled 60 ms after the first
     arrived, in one go, and the event loop (heartbeats) runs while the burst settles."""
-    import threading
-    import time
-
     bars = synthetic_bars(["BTCUSDT"], 3)["BTCUSDT"]
     handled: list[float] = []
-    sent: list[float] = []
     ticks: list[float] = []
     with contextlib.ExitStack() as stack:
         subs, pub = _two_subscribers(kind, stack)
@@ -221,15 +225,7 @@ def test_a_settling_loop_handles_a_burst_together_once_it_has_settled(kind: str)
             await receive_loop(subs, stop, handle, timeout_ms=1_000, settle_ms=60)
             await beats
 
-        def send_burst() -> None:
-            time.sleep(0.2)
-            for bar in bars:
-                sent.append(time.monotonic())
-                pub.publish(bar)
-                time.sleep(0.01)
-
-        sender = threading.Thread(target=send_burst)
-        sender.start()
+        sender, sent = _publish_later(pub, bars, 0.2, 0.01)
         asyncio.run(asyncio.wait_for(main(), 10))
         sender.join()
     assert len(handled) == 3 and handled[0] - sent[0] >= 0.055  # left queued while the burst settled
@@ -240,7 +236,6 @@ def test_a_settling_loop_handles_a_burst_together_once_it_has_settled(kind: str)
 def test_a_service_waits_as_long_as_its_wait_ms_says_before_every_receive() -> None:
     """``Service.wait_ms`` is asked before each wait and the wait honours it (the rendezvous sleeps until a
     deadline this way): three waits of 60 ms, then waits of 1 ms."""
-    import time
 
     class Sleeper(Service):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
