@@ -47,6 +47,7 @@ from dope.messages import AnyMessage
 from dope.transport import (
     Publisher,
     Subscriber,
+    Waiter,
     ZmqPublisher,
     ZmqSubscriber,
     any_waiter,
@@ -184,7 +185,7 @@ class Service:
         self.counters["starting"] = 1
 
     settle_ms: int = 0
-    """Off the path of a decision (the decoy, the dashboard): when a message arrives after a quiet spell, wait
+    """Off the path of a decision (the decoy): when a message arrives after a quiet spell, wait
     this long, then handle the whole burst at once, so the service's work never competes for the CPU with
     the processes that carry a bar to its decision (0: handle every message at once)."""
 
@@ -319,17 +320,13 @@ async def receive_loop(subscribers: Sequence[Subscriber], stop: asyncio.Event, h
     def wait_ms() -> int:
         return timeout_ms() if callable(timeout_ms) else timeout_ms
 
-    wait_one = _one_waiter(subscribers, handle)
-    ready = any_waiter(subscribers) if settle_ms > 0 and subscribers else None
+    wait_any = any_waiter(subscribers) if len(subscribers) > 1 or (settle_ms > 0 and subscribers) else None
     due = time.monotonic() + wait_ms() / 1000
     while not stop.is_set():
         got = sum(_drain(sub, handle) for sub in subscribers)
         wait = wait_ms()
-        if not got and ready is not None and ready(wait):
-            await asyncio.sleep(settle_ms / 1000)  # the burst settles; the next pass drains it
-            continue
-        if not got and ready is None:
-            got = wait_one(wait)
+        if not got:
+            got = await _wait_and_handle(subscribers, handle, wait, wait_any, settle_ms)
         now = time.monotonic()
         if got and now < due:
             continue
@@ -348,29 +345,24 @@ def _drain(sub: Subscriber, handle: Handler) -> int:
     return _DRAIN_BATCH
 
 
-def _one_waiter(subscribers: Sequence[Subscriber], handle: Handler) -> Callable[[int], int]:
-    """Wait for one message of any of ``subscribers`` (at most ``timeout_ms``) and handle it: 1 if one came,
-    else 0. One subscriber is waited on directly (the path of most services: no extra call per bar)."""
-    if len(subscribers) == 1:
-        return lambda timeout_ms: _handled(subscribers[0].receive(timeout_ms), handle)
-    wait_any = any_waiter(subscribers) if subscribers else None
-
-    def wait_one(timeout_ms: int) -> int:
-        if wait_any is None:
+async def _wait_and_handle(subscribers: Sequence[Subscriber], handle: Handler, timeout_ms: int,
+                           wait_any: Waiter | None, settle_ms: int) -> int:
+    """Wait at most ``timeout_ms`` for a message and handle what came (``settle_ms`` later: the burst); how
+    many. A lone subscriber without settling is waited on directly (most services: nothing extra per bar)."""
+    if wait_any is None:
+        if not subscribers:
             time.sleep(timeout_ms / 1000)
-        elif wait_any(timeout_ms):
-            for sub in subscribers:
-                if _handled(sub.receive(0), handle):
-                    return 1
+            return 0
+        msg = subscribers[0].receive(timeout_ms)
+        if msg is None:
+            return 0
+        handle(msg)
+        return 1
+    if not wait_any(timeout_ms):
         return 0
-    return wait_one
-
-
-def _handled(msg: AnyMessage | None, handle: Handler) -> int:
-    if msg is None:
-        return 0
-    handle(msg)
-    return 1
+    if settle_ms > 0:
+        await asyncio.sleep(settle_ms / 1000)  # the event loop (heartbeats) runs while the burst settles
+    return sum(_drain(sub, handle) for sub in subscribers)
 
 
 # ---- running a service as a process ----------------------------------------------------------
