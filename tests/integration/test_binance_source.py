@@ -62,9 +62,13 @@ async def collect(source: BinanceSource, resume: dict[str, int], last_ids: dict[
 
 
 def run_source(fake_config: FakeConfig, faults: FaultPlan | None = None, *, from_end_s: float | None = None,
-               raw: bool = False, **client: object) -> tuple[dict[str, list[Trade]], dict[str, list[Trade]],
-                                                            BinanceSource, FakeBinance]:
-    """Replay (the last ``from_end_s`` exchange seconds of) the data through a BinanceSource."""
+               raw: bool = False, clock_waits_for_live: bool = False,
+               **client: object) -> tuple[dict[str, list[Trade]], dict[str, list[Trade]], BinanceSource, FakeBinance]:
+    """Replay (the last ``from_end_s`` exchange seconds of) the data through a BinanceSource.
+
+    ``clock_waits_for_live`` holds the exchange clock until the source has backfilled and streams, so every
+    stream message (and every fault on one) comes after the start-up backfill, however slow the machine.
+    """
     async def main() -> tuple[dict[str, list[Trade]], dict[str, list[Trade]], BinanceSource, FakeBinance]:
         fake = FakeBinance(config=fake_config, faults=faults)
         start = fake.first_time_ms if from_end_s is None else fake.last_time_ms - int(from_end_s * 1000)
@@ -74,9 +78,22 @@ def run_source(fake_config: FakeConfig, faults: FaultPlan | None = None, *, from
             source = BinanceSource(config, SYMBOLS, rng_seed=11)
             expected = reference(fake, start, raw)
             last_ids = {s: trades[-1].trade_id for s, trades in expected.items()}
-            got = await collect(source, dict.fromkeys(SYMBOLS, start), last_ids)
+            starter = asyncio.create_task(_start_clock_when_live(fake, source)) if clock_waits_for_live else None
+            try:
+                got = await collect(source, dict.fromkeys(SYMBOLS, start), last_ids)
+            finally:
+                if starter is not None:
+                    starter.cancel()
             return got, expected, source, fake
     return asyncio.run(main())
+
+
+async def _start_clock_when_live(fake: FakeBinance, source: BinanceSource) -> None:
+    speed = fake.clock.speed
+    fake.clock.set_speed(0)
+    while not source.is_live:
+        await asyncio.sleep(0.005)
+    fake.clock.set_speed(speed)
 
 
 def bars_vectorized(trades: list[Trade], symbol: str) -> pd.DataFrame:
@@ -144,7 +161,7 @@ def test_server_shutdown_reconnects_without_loss() -> None:
 
 def test_lost_message_is_backfilled_after_the_gap_timeout() -> None:
     faults = FaultPlan(streams=[StreamFaults(lose={30, 31, 90})])
-    got, expected, source, fake = run_source(FakeConfig(speed=100), faults, from_end_s=40)
+    got, expected, source, fake = run_source(FakeConfig(speed=100), faults, from_end_s=40, clock_waits_for_live=True)
     assert_same_trades_and_bars(got, expected)
     assert source.counters["connects"] == 1 and source.counters["gap_backfills"] >= 1
     assert source.counters["backfill_requests"] >= 3
@@ -189,7 +206,7 @@ def test_a_request_binance_refuses_is_a_configuration_error_not_retried() -> Non
 def test_a_rejected_frame_does_not_take_the_genuine_trades_id() -> None:
     """A frame with a bad price and id N arrives first: it is rejected, and the genuine trade N is kept."""
     faults = FaultPlan(default=StreamFaults(poisoned={200: "NaN", 400: "0.00000000", 600: "-1.5"}))
-    got, expected, source, _ = run_source(FakeConfig(speed=SPEED), faults, from_end_s=200)
+    got, expected, source, _ = run_source(FakeConfig(speed=SPEED), faults, from_end_s=200, clock_waits_for_live=True)
     assert_same_trades_and_bars(got, expected)
     assert source.counters["malformed"] == 3
 
