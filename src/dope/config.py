@@ -144,9 +144,19 @@ class ModelDeployConfig(_Config, frozen=True):
 
 
 class ModelsConfig(_Config, frozen=True):
-    """The deployed models (``[[models.deploy]]``): one model service process each."""
+    """The deployed models (``[[models.deploy]]``): one model service process each.
+
+    ``yield_ms``: live (wall-clock deadlines), a model the prediction does not wait for first (a challenger,
+    shadow or canary while the champion answers) scores a vector this long after it arrived, so the
+    champion's path to the decision has the CPUs (0: at once; below ``rendezvous.deadline_ms``).
+    """
 
     deploy: tuple[ModelDeployConfig, ...] = ()
+    yield_ms: int = 10
+
+    def __post_init__(self) -> None:
+        if self.yield_ms < 0:
+            raise ValueError(f"models.yield_ms must be >= 0, got {self.yield_ms}")
 
 
 class FeaturizerConfig(_Config, frozen=True):
@@ -274,6 +284,12 @@ class DopeConfig(_Config, frozen=True):
     decoy: DecoyConfig = DecoyConfig()
     loop: LoopConfig = LoopConfig()
     log_level: str = "INFO"
+
+    def __post_init__(self) -> None:
+        if self.models.yield_ms and self.models.yield_ms >= self.rendezvous.deadline_ms:
+            raise ValueError(f"models.yield_ms ({self.models.yield_ms}) must be below rendezvous.deadline_ms "
+                             f"({self.rendezvous.deadline_ms}): a model standing in for the champion would always "
+                             "miss the deadline (0 turns yielding off)")
 
 
 def load_config(path: str | Path | None = None, environ: Mapping[str, str] | None = None) -> DopeConfig:

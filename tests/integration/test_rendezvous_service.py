@@ -20,7 +20,7 @@ from dope.config import RendezvousConfig, TraderConfig
 from dope.messages import AnyMessage, Heartbeat, Prediction, Scorecard
 from dope.rendezvous import RolesWatcher, ShadowAccount
 from dope.rendezvous.scorecard import read_state
-from dope.services.rendezvous import RendezvousService, config_roles
+from dope.services.rendezvous import LiveRoles, RendezvousService, config_roles
 from dope.transport import InMemoryBus, ZmqPublisher, ZmqSubscriber
 from tests.unit.test_rendezvous_policy import IV, RULE, bar, feats, score, write_roles
 
@@ -32,7 +32,7 @@ def test_promotion_in_the_registry_switches_the_next_round_without_restart(tmp_p
     bus, clock = InMemoryBus(), SimulatedClock(0)
     config = RendezvousConfig(deadline_ms=50, publish_every=1)
     service = RendezvousService("rendezvous", bus.publisher("rendezvous"), [bus.subscriber(["features.", "score."])],
-                                config, rule=RULE, clock=clock, watcher=RolesWatcher(tmp_path),
+                                config, rule=RULE, clock=clock, roles=LiveRoles(config, RolesWatcher(tmp_path), ()),
                                 scorecards=tmp_path / "cards.json")
     out = bus.subscriber(["prediction.", "scorecard."])
     upstream = bus.publisher("upstream")

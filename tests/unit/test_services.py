@@ -528,3 +528,79 @@ def test_a_role_deployment_stops_scoring_when_its_role_is_taken_away(tmp_path: P
     scores = [m for m in drain(out) if isinstance(m, Score)]
     assert [s.model_id for s in scores] == [ids["ridge"]] * 2
     assert service.counters["unloads"] == 1 and service.counters["no_model"] == 2
+
+
+def test_live_a_model_not_first_in_line_yields_to_the_champion_until_it_is_promoted(tmp_path: Path) -> None:
+    """``models.yield_ms``: the champion scores a vector at once; the challenger beside it only ``yield_ms``
+    later (its work never competes with the champion's path for the CPU). A promotion in the registry swaps
+    them without a restart. Each service runs its own loop in its own thread, as in its own process."""
+    from dope.config import RendezvousConfig
+    from dope.rendezvous import RolesWatcher
+    from dope.services.rendezvous import LiveRoles
+
+    ids = register_models(tmp_path, {"ridge": {}, "zero": {}}, roles={"ridge": "champion", "zero": "challenger"})
+    bus = InMemoryBus(hwm=10_000)
+    upstream = bus.publisher("featurizer")
+    handled: dict[str, list[float]] = {"ridge": [], "zero": []}
+
+    class Timed(ModelService):
+        def handle(self, msg: AnyMessage) -> None:
+            handled[self.name].append(time.monotonic())
+            super().handle(msg)
+
+    def service(kind: str) -> Timed:
+        lead = LiveRoles(RendezvousConfig(), RolesWatcher(tmp_path), ())
+        return Timed(kind, bus.publisher(kind), [bus.subscriber(["features."])], Registry(tmp_path), ids[kind],
+                     default_feature_set(INTERVAL).version, lead=lead, yield_ms=60)
+
+    services = [service("ridge"), service("zero")]
+    stops = [asyncio.Event() for _ in services]
+    threads = [threading.Thread(target=asyncio.run, args=(s.run(stop),)) for s, stop in zip(services, stops, strict=True)]
+    for thread in threads:
+        thread.start()
+    vectors = features_stream(2)
+    sent: list[float] = []
+
+    def send(vector: Features) -> None:
+        sent.append(time.monotonic())
+        upstream.publish(vector)
+        deadline = time.monotonic() + 5
+        while min(len(h) for h in handled.values()) < len(sent) and time.monotonic() < deadline:
+            time.sleep(0.005)
+
+    try:
+        while not all(s.started for s in services):
+            time.sleep(0.005)
+        assert [s.settle_ms for s in services] == [0, 60]
+        send(vectors[0])
+        Registry(tmp_path).promote(ids["zero"], "champion")  # ridge becomes a challenger
+        deadline = time.monotonic() + 5
+        while [s.settle_ms for s in services] != [60, 0] and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert [s.counters["yield_ms"] for s in services] == [60, 0]
+        time.sleep(0.05)  # both back in a wait
+        send(vectors[1])
+    finally:
+        for stop in stops:
+            stop.set()
+        for thread in threads:
+            thread.join(5)
+    ridge, zero = ([t - s for t, s in zip(handled[k], sent, strict=True)] for k in ("ridge", "zero"))
+    assert ridge[0] < 0.03 <= 0.055 <= zero[0]  # champion ridge at once, challenger zero after its yield
+    assert zero[1] < 0.03 <= 0.055 <= ridge[1]  # promoted: the other way round
+
+
+def test_models_yield_only_to_wall_clock_deadlines_and_only_below_the_deadline() -> None:
+    """A replay's rounds wait for every model (event deadlines): yielding would only slow it, so only a live
+    rendezvous (wall-clock deadlines) is followed; a yield as long as the deadline is a configuration error."""
+    from dope.services.model import lead_of_config
+
+    live = config_from_dict({"collector": {"source": "binance"}})
+    assert live.models.yield_ms == 10 and lead_of_config(live) is not None
+    assert lead_of_config(config_from_dict({"rendezvous": {"deadline_mode": "wall"}})) is not None
+    assert lead_of_config(config_from_dict({})) is None  # the synthetic market, deadline_mode auto: event
+    assert lead_of_config(config_from_dict({"collector": {"source": "binance"}, "models": {"yield_ms": 0}})) is None
+    with pytest.raises(Exception, match=r"models.yield_ms \(50\) must be below rendezvous.deadline_ms \(50\)"):
+        config_from_dict({"models": {"yield_ms": 50}})
+    with pytest.raises(Exception, match="models.yield_ms must be >= 0"):
+        config_from_dict({"models": {"yield_ms": -1}})

@@ -185,9 +185,10 @@ class Service:
         self.counters["starting"] = 1
 
     settle_ms: int = 0
-    """Off the path of a decision (the decoy): when a message arrives after a quiet spell, wait
-    this long, then handle the whole burst at once, so the service's work never competes for the CPU with
-    the processes that carry a bar to its decision (0: handle every message at once)."""
+    """Off the path of a decision (the decoy; live, a model the prediction does not wait for): when a message
+    arrives after a quiet spell, wait this long, then handle the whole burst at once, so the service's work never
+    competes for the CPU with the processes that carry a bar to its decision (0: handle every message at once).
+    Read before every wait: a service may change it while it runs."""
 
     # -- hooks -------------------------------------------------------------------------------
     def handle(self, msg: AnyMessage) -> None:
@@ -272,7 +273,7 @@ class Service:
             self.counters["starting"] = 0
             self.send_heartbeat()
             await receive_loop(self.subscribers, stop, self.dispatch, timeout_ms=self.wait_ms,
-                               on_idle=self._safe_idle, settle_ms=self.settle_ms)
+                               on_idle=self._safe_idle, settle_ms=lambda: self.settle_ms)
         finally:
             beats.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -306,7 +307,7 @@ class Service:
 
 async def receive_loop(subscribers: Sequence[Subscriber], stop: asyncio.Event, handle: Handler, *,
                        timeout_ms: int | Callable[[], int] = 20, on_idle: Callable[[], None] | None = None,
-                       settle_ms: int = 0) -> None:
+                       settle_ms: int | Callable[[], int] = 0) -> None:
     """Deliver every message of ``subscribers`` to ``handle`` until ``stop`` is set.
 
     Waits at most ``timeout_ms`` per receive (a callable: asked before every wait), on all subscribers at
@@ -315,18 +316,22 @@ async def receive_loop(subscribers: Sequence[Subscriber], stop: asyncio.Event, h
     (heartbeats, signal handlers) as often. A message that arrives is handled at once, and nothing else
     runs before the next wait: each wake-up on the path of a bar costs only what its message needs. With
     no subscriber it only idles. With ``settle_ms``, a message that ends a wait is left queued for that
-    long (the event loop runs meanwhile), then it and everything that came after it are handled together.
+    long (the event loop runs meanwhile), then it and everything that came after it are handled together
+    (a callable: asked before every wait).
     """
     def wait_ms() -> int:
         return timeout_ms() if callable(timeout_ms) else timeout_ms
 
-    wait_any = any_waiter(subscribers) if len(subscribers) > 1 or (settle_ms > 0 and subscribers) else None
+    def settle() -> int:
+        return settle_ms() if callable(settle_ms) else settle_ms
+
+    wait_any = _waiter_made_on_first_use(subscribers) if subscribers else None
     due = time.monotonic() + wait_ms() / 1000
     while not stop.is_set():
         got = sum(_drain(sub, handle) for sub in subscribers)
         wait = wait_ms()
         if not got:
-            got = await _wait_and_handle(subscribers, handle, wait, wait_any, settle_ms)
+            got = await _wait_and_handle(subscribers, handle, wait, wait_any, settle())
         now = time.monotonic()
         if got and now < due:
             continue
@@ -345,14 +350,26 @@ def _drain(sub: Subscriber, handle: Handler) -> int:
     return _DRAIN_BATCH
 
 
+def _waiter_made_on_first_use(subscribers: Sequence[Subscriber]) -> Waiter:
+    """:func:`any_waiter` of ``subscribers``, made at the first wait that needs it (several subscribers, or
+    settling), so a lone subscriber read directly never needs one."""
+    made: list[Waiter] = []
+
+    def wait(timeout_ms: int) -> bool:
+        if not made:
+            made.append(any_waiter(subscribers))
+        return made[0](timeout_ms)
+    return wait
+
+
 async def _wait_and_handle(subscribers: Sequence[Subscriber], handle: Handler, timeout_ms: int,
                            wait_any: Waiter | None, settle_ms: int) -> int:
     """Wait at most ``timeout_ms`` for a message and handle what came (``settle_ms`` later: the burst); how
     many. A lone subscriber without settling is waited on directly (most services: nothing extra per bar)."""
     if wait_any is None:
-        if not subscribers:
-            time.sleep(timeout_ms / 1000)
-            return 0
+        time.sleep(timeout_ms / 1000)
+        return 0
+    if len(subscribers) == 1 and settle_ms <= 0:
         msg = subscribers[0].receive(timeout_ms)
         if msg is None:
             return 0

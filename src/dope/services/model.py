@@ -43,9 +43,9 @@ from dope.services.base import (
     service_subscriber,
 )
 from dope.services.featurizer import feature_set_of_config
+from dope.services.rendezvous import ROLE_PREFIX, LiveRoles, event_deadlines, live_roles
 from dope.transport import Publisher, Subscriber
 
-ROLE_PREFIX = "role:"
 LABEL_WAIT_MS = 10  # an online model's vector waits at most this (once the bus is quiet) for its own bar
 ONLINE_FOLDER = "online"  # <registry>/online/<service name>/<symbol>/: snapshots of online models
 
@@ -56,7 +56,7 @@ class ModelService(Service):
     def __init__(self, name: str, publisher: Publisher, subscribers: Sequence[Subscriber], registry: Registry,
                  target: str, feature_version: str, *, heartbeat_ms: int = 1_000, delay_ms: int = 0,
                  nan_every: int = 0, horizon: int = 1, snapshots: SnapshotStore | None = None,
-                 snapshot_every: int = 1) -> None:
+                 snapshot_every: int = 1, lead: LiveRoles | None = None, yield_ms: int = 0) -> None:
         super().__init__(name, publisher, subscribers, heartbeat_ms=heartbeat_ms)
         self.registry = registry
         self.target = target
@@ -70,7 +70,9 @@ class ModelService(Service):
         self.online: OnlineTracks | None = None
         self.windows: dict[str, deque[np.ndarray]] = {}
         self._roles_stamp: tuple[int, int] | None = None
-        self.counters.update(scores=0, reloads=0, no_model=0)
+        self.lead = lead
+        self.yield_ms = yield_ms
+        self.counters.update(scores=0, reloads=0, no_model=0, yield_ms=0)
 
     @property
     def role(self) -> str | None:
@@ -83,6 +85,20 @@ class ModelService(Service):
             self._install(self.target)
         else:
             self.refresh_roles()
+        self.follow_lead()
+
+    def follow_lead(self) -> None:
+        """Live (``lead``): a model the prediction does not wait for first yields the CPU to the one it does,
+        scoring ``yield_ms`` after a vector arrived (``settle_ms``); the model first in line scores at once."""
+        if self.lead is None:
+            return
+        self.lead.refresh()
+        first = self.lead.first_in_line()
+        settle = 0 if self.loaded is not None and self.loaded.model_id == first else self.yield_ms
+        if settle != self.settle_ms:
+            self.log.info("%s: %s, scores %d ms after a vector arrives", self.name,
+                          "first in line" if settle == 0 else f"yields to {first or 'no model'}", settle)
+        self.settle_ms = self.counters["yield_ms"] = settle
 
     def refresh_roles(self) -> None:
         """Reload when ``roles.json`` changed and the role's holder is another model."""
@@ -153,8 +169,9 @@ class ModelService(Service):
 
     def on_idle(self) -> None:
         """Between vectors: pick up a promotion early, so the next vector finds the model loaded; an online
-        model's vectors whose bar did not come (lost) are scored without waiting longer."""
+        model's vectors whose bar did not come (lost) are scored without waiting longer; live, whether to yield."""
         self.refresh_roles()
+        self.follow_lead()
         if self.online is not None:
             self._publish_scores(self.online.release_late(time.perf_counter_ns(), LABEL_WAIT_MS))
 
@@ -267,7 +284,13 @@ def build(config: DopeConfig, **overrides: Any) -> ModelService:
                         fs.version, heartbeat_ms=config.bus.heartbeat_ms,
                         delay_ms=int(overrides.get("delay_ms", deploy.delay_ms)), nan_every=deploy.nan_every,
                         horizon=config.rendezvous.horizon_bars, snapshots=snapshots,
-                        snapshot_every=deploy.snapshot_every)
+                        snapshot_every=deploy.snapshot_every, lead=lead_of_config(config), yield_ms=config.models.yield_ms)
+
+
+def lead_of_config(config: DopeConfig) -> LiveRoles | None:
+    """The rendezvous' roles, followed to yield to the model first in line: live only (a replay's rounds wait
+    for every model, so yielding would only slow it)."""
+    return live_roles(config) if config.models.yield_ms and not event_deadlines(config) else None
 
 
 def _arguments(parser: argparse.ArgumentParser) -> None:

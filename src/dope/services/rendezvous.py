@@ -77,23 +77,51 @@ def deployed_roles(roles: Roles, deploys: Sequence[str]) -> Roles:
     return roles.restrict(keep)
 
 
+class LiveRoles:
+    """The deployed models' roles as the rendezvous plays them: the configured ones, replaced by the registry's
+    whenever its ``roles.json`` changes (``watcher``: with ``watch_registry``), restricted to ``deploys``."""
+
+    def __init__(self, config: RendezvousConfig, watcher: RolesWatcher | None, deploys: Sequence[str]) -> None:
+        self.canary_fallback = config.canary_fallback
+        self.watcher = watcher
+        self.deploys = tuple(deploys)
+        self.all = config_roles(config)
+        self.current = deployed_roles(self.all, self.deploys)
+
+    def refresh(self) -> bool:
+        """Take the registry's roles if ``roles.json`` changed (one ``stat``); True when the roles changed."""
+        roles = None if self.watcher is None else self.watcher.poll()
+        if roles is None or roles == self.all:
+            return False
+        self.all, self.current = roles, deployed_roles(roles, self.deploys)
+        return True
+
+    def first_in_line(self) -> str | None:
+        """The model a live prediction waits for first: the champion, else the first model standing in."""
+        priority = self.current.priority(self.canary_fallback)
+        return priority[0] if priority else None
+
+
+def live_roles(config: DopeConfig) -> LiveRoles:
+    """The roles the rendezvous of ``config`` plays, as it reads them."""
+    rv = config.rendezvous
+    watcher = RolesWatcher(config.registry.path, rv.challengers) if rv.watch_registry else None
+    return LiveRoles(rv, watcher, [d.model for d in config.models.deploy])
+
+
 class RendezvousService(Service):
     """Runs the rendezvous core on the bus."""
 
     def __init__(self, name: str, publisher: Publisher, subscribers: Sequence[Subscriber],
                  config: RendezvousConfig, *, rule: ShadowRule, clock: Clock | None = None,
-                 heartbeat_ms: int = 1_000,
-                 watcher: RolesWatcher | None = None, deploys: Sequence[str] = (),
-                 scorecards: Path | None = None, event_deadlines: bool = False) -> None:
+                 heartbeat_ms: int = 1_000, roles: LiveRoles | None = None, scorecards: Path | None = None,
+                 event_deadlines: bool = False) -> None:
         poll_ms = max(config.poll_ms, EVENT_POLL_MS) if event_deadlines else config.poll_ms  # only liveness to watch
         super().__init__(name, publisher, subscribers, heartbeat_ms=heartbeat_ms, receive_timeout_ms=poll_ms,
                          clock=clock)
         self.config = config
-        self.deploys = tuple(deploys)
-        self.watcher = watcher
-        self.all_roles = config_roles(config)
-        self.core = Rendezvous(config, deployed_roles(self.all_roles, self.deploys), self.clock, rule=rule,
-                               event_deadlines=event_deadlines)
+        self.roles = roles or LiveRoles(config, None, ())
+        self.core = Rendezvous(config, self.roles.current, self.clock, rule=rule, event_deadlines=event_deadlines)
         self.scorecard_file = scorecards
         self._closed_at_publish = self._closed_at_persist = 0
         if scorecards is not None:
@@ -123,12 +151,8 @@ class RendezvousService(Service):
 
     def refresh_roles(self) -> None:
         """Take the registry's roles if ``roles.json`` changed (one ``stat``)."""
-        if self.watcher is None:
-            return
-        roles = self.watcher.poll()
-        if roles is not None and roles != self.all_roles:
-            self.all_roles = roles
-            self.core.set_roles(deployed_roles(roles, self.deploys))
+        if self.roles.refresh():
+            self.core.set_roles(self.roles.current)
 
     def close_due(self) -> None:
         """Publish the predictions of every round due now; the scorecards only when long overdue."""
@@ -184,10 +208,9 @@ def build(config: DopeConfig, **overrides: Any) -> RendezvousService:
     subscriber = service_subscriber(config, ["features.", "score.", "bar."], list(dict.fromkeys(sources)))
     publisher = service_publisher(config, name, overrides.get("endpoint") or endpoint_of(config, "rendezvous"),
                                   clock=clock)
-    watcher = RolesWatcher(config.registry.path, rv.challengers) if rv.watch_registry else None
     return RendezvousService(
-        name, publisher, [subscriber], rv, rule=shadow_rule(config.trader), clock=clock, heartbeat_ms=config.bus.heartbeat_ms, watcher=watcher,
-        deploys=[d.model for d in config.models.deploy],
+        name, publisher, [subscriber], rv, rule=shadow_rule(config.trader), clock=clock,
+        heartbeat_ms=config.bus.heartbeat_ms, roles=live_roles(config),
         scorecards=overrides.get("scorecards", scorecard_path(config, name)), event_deadlines=event_deadlines(config))
 
 
