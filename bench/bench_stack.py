@@ -10,8 +10,9 @@ places them by default.
 
 1. Latency: the synthetic market (2 symbols, 10 s bars) paced (``--speed``) so the stack is never
    backlogged, with the rendezvous of a live run (``deadline_mode = "wall"``: a prediction leaves as
-   soon as the champion's score is in); p50/p99 over every bar decided on a prediction
-   (``--latency-minutes`` gives >= 2,000). Target: p50 <= 2 ms, p99 <= 10 ms.
+   soon as the champion's score is in, and the LSTM and zero models yield ``models.yield_ms`` to it);
+   p50/p99 over every bar decided on a prediction (``--latency-minutes`` gives >= 2,000).
+   Target: p50 <= 2 ms, p99 <= 10 ms.
 2. Throughput: ``dope up --replay --speed 0`` of the real recorded trades bundled with DOPE (BTCUSDT and
    ETHUSDT, 11 minutes) at 1 s bars, with the default rendezvous (event deadlines: deterministic);
    bars/s from the first bar to the last decision, and how many bars after the feature warm-up went
@@ -23,10 +24,11 @@ trader: 4 forwarding processes, ``ipc://``), latency and throughput; the ratios 
 latency baseline is paced as the stack is: two frames (two symbols) at once every bar interval /
 ``--speed``, because a hop costs more when the processes woke from idle than in a tight loop.
 
-    .venv/bin/python -m bench.bench_stack [--latency-minutes 200] [--speed 100] [--floor]
+    .venv/bin/python -m bench.bench_stack [--latency-minutes 200] [--speed 100] [--floor] [--yield-ms N]
 
 ``--floor`` also times the path alone (the champion's service only, no LSTM, zero or decoy beside it):
 what the five process hops cost on this machine before any parallel model competes for its cores.
+``--yield-ms 0`` times the stack with every model scoring at once (no model yields to the champion).
 """
 
 from __future__ import annotations
@@ -84,9 +86,10 @@ def train_models(root: Path, interval_ms: int) -> dict[str, str]:
 
 
 def stack_config(work: Path, registry: Path, ids: dict[str, str], source: dict[str, object],
-                 deadline_mode: str = "auto", lstm_delay_ms: int = 0, decoy: bool = True) -> DopeConfig:
+                 deadline_mode: str = "auto", lstm_delay_ms: int = 0, decoy: bool = True,
+                 yield_ms: int | None = None) -> DopeConfig:
     """The stack on ``ipc://`` sockets under ``work`` with the models of ``ids``; ``source``: sections naming
-    the market; ``decoy=False`` leaves the decoy out."""
+    the market; ``decoy=False`` leaves the decoy out; ``yield_ms``: ``models.yield_ms`` (None: the default)."""
     bus = work / "bus"
     bus.mkdir(parents=True, exist_ok=True)
     raw = {
@@ -95,7 +98,8 @@ def stack_config(work: Path, registry: Path, ids: dict[str, str], source: dict[s
                 "heartbeat_ms": 500},
         "services": {k: f"ipc://{bus}/{k}.sock" for k in ("featurizer", "decoy", "rendezvous", "trader", "dashboard")},
         "models": {"deploy": [{"model": mid, "endpoint": f"ipc://{bus}/{kind}.sock", "name": f"model-{kind}",
-                               "delay_ms": lstm_delay_ms if kind == "lstm" else 0} for kind, mid in ids.items()]},
+                               "delay_ms": lstm_delay_ms if kind == "lstm" else 0} for kind, mid in ids.items()],
+                   **({} if yield_ms is None else {"yield_ms": yield_ms})},
         "rendezvous": {"persist_every": 1000, "deadline_mode": deadline_mode},
         "decoy": {"flush_every": 1000},
         "trader": {"upper": 0.0, "lower": 0.0, "state_dir": str(work / "trader"), "journal_fsync": False},
@@ -273,6 +277,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="also time the path alone (the champion only: no LSTM, zero or decoy beside it)")
     parser.add_argument("--lstm-delay-ms", type=int, default=0,
                         help="make the LSTM (the challenger) this much slower: live, no decision waits for it")
+    parser.add_argument("--yield-ms", type=int, default=None,
+                        help="models.yield_ms of the latency run (default: the configuration's; 0: no model yields)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -281,7 +287,7 @@ def main(argv: list[str] | None = None) -> None:
         replay_ids = train_models(root / "registry-1s", REPLAY_INTERVAL)  # its own roles: RF champion too
         print(f"trained {', '.join(ids)} at 10 s and 1 s in {time.perf_counter() - began:.1f} s")
         config = stack_config(root / "lat", root / "registry", ids, synthetic_market(args.latency_minutes, args.speed),
-                              "wall", args.lstm_delay_ms)
+                              "wall", args.lstm_delay_ms, yield_ms=args.yield_ms)
         lat, hops = latencies_ms(run_stack(config, root / "lat", args.hops))
         raw_lat, raw_rate = raw_baseline(600, 20_000, INTERVAL / 1000 / args.speed, root / "raw")
         report_latency(lat, hops, raw_lat)
