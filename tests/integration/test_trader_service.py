@@ -237,3 +237,44 @@ def test_bars_missed_live_are_recovered_from_the_store_before_the_next_one(tmp_p
         service.close()
     assert decided[:6] == [b.open_time for b in bars[:6]]  # 6 waits for its prediction
     assert service.counters["missed_bars"] == 4
+
+
+def test_a_restarted_trader_recovers_the_bars_before_its_first_caught_up_one_from_the_store(tmp_path: Path) -> None:
+    """Killed with the collector: the new collector's snapshot starts after bars the old one had stored but this
+    trader never stepped. Caught up at start, the snapshot's first bar must not skip them: they are read back
+    from the store and stepped first (held), so every stored bar keeps its step."""
+    from dope.bars import bars_to_frame
+    from dope.config import TraderConfig
+    from dope.store import BarStore
+    from dope.transport import InMemoryBus
+
+    bars, preds = walk(8)
+    store = BarStore(tmp_path / "store")
+    store.write_bars(bars_to_frame(bars[2:6]), bars[0].interval_ms)
+    config = TraderConfig(state_dir=str(tmp_path / "trader"))
+    first_bus = InMemoryBus()
+    first = TraderService("trader", first_bus.publisher("trader"), [first_bus.subscriber(["bar.", "prediction."])],
+                          config, ["BTCUSDT"], catch_up=False, store=store)
+    try:
+        for msg in (bars[0], make_prediction(bars[0].open_time, preds[0]), bars[1],
+                    make_prediction(bars[1].open_time, preds[1])):
+            first.handle(msg)
+    finally:
+        first.close()
+    bus = InMemoryBus()
+    collector = bus.publisher("collector")
+    for bar in bars[6:]:  # the restarted collector's snapshot: bars 6 and 7 only
+        collector.publish(bar)
+    out = bus.subscriber(["decision."])
+    second = TraderService("trader", bus.publisher("trader"), [bus.subscriber(["bar.", "prediction."])],
+                           config, ["BTCUSDT"], catch_up=True, store=store)
+    try:
+        asyncio.run(second.setup())
+        decided = []
+        while (msg := out.receive(0)) is not None:
+            if isinstance(msg, Decision):
+                decided.append(msg.open_time)
+    finally:
+        second.close()
+    assert decided == [b.open_time for b in bars[2:]]  # 2 to 5 from the store, then 6 and 7 caught up
+    assert second.counters["missed_bars"] == 4 and second.counters["catch_up_bars"] == 2

@@ -229,9 +229,9 @@ class TraderService(Service):
             return
         now = self.clock.now_ms()
         for msg in await self.fetch_snapshots(CATCH_UP_TIMEOUT_MS):
-            if isinstance(msg, Bar) and msg.symbol in self.traders and _valid_bar(msg):
+            if isinstance(msg, Bar) and msg.symbol in self.traders:
                 self.count("catch_up_bars")
-                self._publish_all(self.traders[msg.symbol].on_bar(msg, now, wait=False))
+                self._on_bar(self.traders[msg.symbol], msg, now, wait=False)
 
     def handle(self, msg: AnyMessage) -> None:
         trader = self.traders.get(msg.symbol)
@@ -245,13 +245,14 @@ class TraderService(Service):
         elif isinstance(msg, Prediction):
             self._on_prediction(trader, msg, now)
 
-    def _on_bar(self, trader: SymbolTrader, bar: Bar, now: int) -> None:
+    def _on_bar(self, trader: SymbolTrader, bar: Bar, now: int, *, wait: bool = True) -> None:
+        """Step ``bar`` after any bars missed before it (``wait=False``: caught up, no prediction to wait for)."""
         if not _valid_bar(bar):
             self.reject("bad_bar", f"bar {bar.open_time} has a price that is not a positive number", bar.symbol)
             return
         if 0 <= trader.newest_open_time < bar.open_time - bar.interval_ms:
             self._recover_missed(trader, bar, now)
-        self._publish_all(trader.on_bar(bar, now))
+        self._publish_all(trader.on_bar(bar, now, wait=wait))
 
     def _recover_missed(self, trader: SymbolTrader, bar: Bar, now: int) -> None:
         """Bars of ``bar``'s symbol that never reached this trader live (a publisher restarted before it heard
