@@ -251,16 +251,17 @@ class TraderService(Service):
             self.reject("bad_bar", f"bar {bar.open_time} has a price that is not a positive number", bar.symbol)
             return
         if 0 <= trader.newest_open_time < bar.open_time - bar.interval_ms:
-            self._recover_missed(trader, bar, now)
+            self._recover_missed(trader, bar, now, ask_peers=wait)  # caught up: the peers' snapshots are in hand
         self._publish_all(trader.on_bar(bar, now, wait=wait))
 
-    def _recover_missed(self, trader: SymbolTrader, bar: Bar, now: int) -> None:
+    def _recover_missed(self, trader: SymbolTrader, bar: Bar, now: int, *, ask_peers: bool = True) -> None:
         """Bars of ``bar``'s symbol that never reached this trader live (a publisher restarted before it heard
         them, a queue overflowed while an order call waited): read back from the store and the peers' snapshots
-        and stepped in order before ``bar``, without waiting for their predictions (those are gone)."""
+        and stepped in order before ``bar``, without waiting for their predictions (those are gone).
+        ``ask_peers=False``: from the store only (a catch-up at start, whose snapshots are in hand)."""
         first, end = trader.newest_open_time + bar.interval_ms, bar.open_time
         missed = {b.open_time: b for b in self._stored_bars(bar.symbol, bar.interval_ms, first, end)}
-        for sub in self.subscribers:
+        for sub in self.subscribers if ask_peers else ():
             for msg in sub.catch_up(CATCH_UP_TIMEOUT_MS):
                 if isinstance(msg, Bar) and msg.symbol == bar.symbol and first <= msg.open_time < end:
                     missed[msg.open_time] = msg
